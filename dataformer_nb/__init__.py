@@ -1,0 +1,39 @@
+"""dataformer_nb: generate LLM data from notebooks, concurrently, under rate limits, with a cache."""
+
+from .cache import ClearReport, ProjectInfo, ResponseCache
+from .errors import (
+    AuthenticationError,
+    CacheError,
+    ConfigurationError,
+    DataformerError,
+    DataformerWarning,
+    InvalidRequestError,
+    MissingAPIKeyError,
+    RequestFailedError,
+    UnknownProjectWarning,
+    UnknownProviderError,
+)
+from .llms import AsyncLLM, get_messages, get_request_list
+from .results import GenerationResult, GenerationSummary, Results
+
+__all__ = [
+    "AsyncLLM",
+    "AuthenticationError",
+    "CacheError",
+    "ClearReport",
+    "ConfigurationError",
+    "DataformerError",
+    "DataformerWarning",
+    "GenerationResult",
+    "GenerationSummary",
+    "InvalidRequestError",
+    "MissingAPIKeyError",
+    "ProjectInfo",
+    "RequestFailedError",
+    "ResponseCache",
+    "Results",
+    "UnknownProjectWarning",
+    "UnknownProviderError",
+    "get_messages",
+    "get_request_list",
+]

@@ -1,0 +1,55 @@
+"""The exceptions and warnings dataformer_nb raises: one base class, specific subclasses.
+
+Every message names the input at fault and says what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class DataformerError(Exception):
+    """Base class of every error raised by dataformer_nb."""
+
+
+class ConfigurationError(DataformerError, ValueError):
+    """A constructor argument, environment variable or option is invalid."""
+
+
+class UnknownProviderError(ConfigurationError):
+    """``api_provider`` names no known provider."""
+
+
+class MissingAPIKeyError(ConfigurationError):
+    """A provider needs a key and none was found."""
+
+
+class InvalidRequestError(DataformerError, ValueError):
+    """An item of ``request_list`` cannot be sent; raised before anything is sent."""
+
+
+class CacheError(DataformerError):
+    """The response cache cannot be opened, read or written."""
+
+
+class RequestFailedError(DataformerError):
+    """One request failed for good; set as ``result.error``, never raised by ``generate``.
+
+    ``cause`` is a short category for summaries (``"http 500"``, ``"timeout"``, ...),
+    ``status`` the last HTTP status if there was one.
+    """
+
+    def __init__(self, message: str, *, cause: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.status = status
+
+
+class AuthenticationError(RequestFailedError):
+    """The provider rejected the key (HTTP 401 or 403); the rest of its requests are not sent."""
+
+
+class DataformerWarning(UserWarning):
+    """Base class of dataformer_nb's warnings."""
+
+
+class UnknownProjectWarning(DataformerWarning):
+    """``clear_project_cache`` named a project the cache does not hold."""

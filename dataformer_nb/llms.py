@@ -1,0 +1,531 @@
+"""``AsyncLLM``: concurrent generation under rate limits, with a per-project disk cache."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from .cache import DEFAULT_CACHE_DIR, ClearReport, ResponseCache, normalize_project
+from .echo import EchoTransport
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InvalidRequestError,
+    MissingAPIKeyError,
+    RequestFailedError,
+)
+from .limits import RateBucket, RateLimiter, estimate_request_tokens
+from .providers import (
+    ECHO_BASE_URL,
+    GenType,
+    Provider,
+    auth_headers,
+    build_body,
+    check_url,
+    endpoint_url,
+    get_provider,
+    resolve_api_key,
+    to_openai,
+)
+from .results import GenerationResult, GenerationSummary, Results
+
+CACHE_SCHEMA_VERSION = 1
+DEFAULT_PROJECT = "dataformer"
+DEFAULT_MAX_CONCURRENT_REQUESTS = 64
+MAX_BACKOFF_SECONDS = 30.0
+MAX_RETRY_AFTER_SECONDS = 60.0
+_ROUTING_KEYS = ("api_provider", "url", "api_key", "model", "metadata")
+_RETRYABLE_STATUSES = {408, 409, 429}
+
+TransportChoice = Literal["aiohttp", "httpx"] | httpx.AsyncBaseTransport
+
+
+@dataclass
+class _Route:
+    """Where requests of one (provider, url, key) go, and the key's fate."""
+
+    provider: Provider
+    endpoint: str
+    headers: dict[str, str]
+    key: str | None
+    key_source: str
+    key_error: MissingAPIKeyError | None
+    bucket: RateBucket | None = None
+
+
+@dataclass
+class _Unit:
+    """One distinct request to send, and the result slots it fills."""
+
+    route: _Route
+    body: bytes
+    cache_key: str
+    tokens: int
+    indices: list[int] = field(default_factory=list)
+
+
+class AsyncLLM:
+    """Send chat or text requests to an LLM provider, concurrently, with a disk cache.
+
+    Configuration comes from the arguments, then the environment (``PROJECT_NAME``,
+    ``DATAFORMER_CACHE_DIR``, ``<PROVIDER>_API_KEY``, ``<PROVIDER>_BASE_URL``), then
+    defaults. Creating the object sends nothing and opens nothing.
+    """
+
+    def __init__(
+        self,
+        api_provider: str = "openai",
+        model: str | None = None,
+        api_key: str | None = None,
+        url: str | None = None,
+        sampling_params: Mapping[str, Any] | None = None,
+        max_requests_per_minute: float | None = None,
+        max_tokens_per_minute: float | None = None,
+        max_concurrent_requests: int | None = None,
+        max_attempts: int = 5,
+        gen_type: GenType = "chat",
+        project_name: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float = 120.0,
+        retry_base_delay: float = 0.5,
+        transport: TransportChoice = "aiohttp",
+        progress: bool = True,
+        verbose: bool = True,
+    ) -> None:
+        self.api_provider = get_provider(api_provider).name
+        self.model = _optional_str(model, "model")
+        self._api_key = _optional_str(api_key, "api_key")
+        self.url = None if url is None else check_url(url)
+        if sampling_params is not None and not isinstance(sampling_params, Mapping):
+            raise ConfigurationError(
+                f"sampling_params={sampling_params!r} must be a dict such as {{'temperature': 0.7}}"
+            )
+        self.sampling_params = dict(sampling_params or {})
+        self.max_requests_per_minute = _positive(max_requests_per_minute, "max_requests_per_minute")
+        self.max_tokens_per_minute = _positive(max_tokens_per_minute, "max_tokens_per_minute")
+        self.max_concurrent_requests = int(_positive(max_concurrent_requests, "max_concurrent_requests", integer=True)
+                                           or DEFAULT_MAX_CONCURRENT_REQUESTS)
+        self.max_attempts = int(_positive(max_attempts, "max_attempts", integer=True) or 1)
+        if gen_type not in ("chat", "text"):
+            raise ConfigurationError(f"gen_type={gen_type!r} must be 'chat' or 'text'")
+        self.gen_type: GenType = gen_type
+        self.project_name = normalize_project(project_name or os.environ.get("PROJECT_NAME") or DEFAULT_PROJECT)
+        self.cache_dir = os.fspath(cache_dir or os.environ.get("DATAFORMER_CACHE_DIR") or DEFAULT_CACHE_DIR)
+        self.timeout = float(_positive(timeout, "timeout") or 0)
+        self.retry_base_delay = float(retry_base_delay)
+        if not (transport in ("aiohttp", "httpx") or isinstance(transport, httpx.AsyncBaseTransport)):
+            raise ConfigurationError(f"transport={transport!r} must be 'aiohttp', 'httpx' or an httpx transport")
+        self.transport = transport
+        self.progress = progress
+        self.verbose = verbose
+        self.last_summary: GenerationSummary | None = None
+        self._limiter = RateLimiter(self.max_requests_per_minute, self.max_tokens_per_minute,
+                                    self.max_concurrent_requests)
+        self._cache: ResponseCache | None = None
+
+    def __repr__(self) -> str:
+        return (f"AsyncLLM(api_provider={self.api_provider!r}, model={self.model!r}, "
+                f"project_name={self.project_name!r}, cache_dir={self.cache_dir!r})")
+
+    @property
+    def cache(self) -> ResponseCache:
+        """The response cache under ``cache_dir``, opened on first use."""
+        if self._cache is None:
+            self._cache = ResponseCache(self.cache_dir)
+        return self._cache
+
+    def clear_cache(self, projects: str | Sequence[str]) -> ClearReport:
+        """Clear one project, a list of them, or everything (``"full"``); see ResponseCache.clear."""
+        return self.cache.clear(projects)
+
+    def cache_key(self, request: Mapping[str, Any], cache_vars: Mapping[str, Any] | None = None) -> str:
+        """The key under which ``request``'s response is (or would be) cached."""
+        return self._prepare(0, request, cache_vars, {}).cache_key
+
+    # Generating
+
+    def generate(
+        self,
+        request_list: Sequence[Mapping[str, Any]],
+        project_name: str | None = None,
+        clear_project_cache: str | Sequence[str] | None = None,
+        use_cache: bool = True,
+        cache_vars: Mapping[str, Any] | None = None,
+    ) -> Results:
+        """Send every request and return one result per request, in request order.
+
+        Synchronous everywhere: in a script, and inside a running event loop (Jupyter),
+        where nest-asyncio lets it run the loop it is called from.
+        """
+        coro = self.agenerate(request_list, project_name, clear_project_cache, use_cache, cache_vars)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro)
+        import nest_asyncio
+
+        nest_asyncio.apply(loop)
+        task = loop.create_task(coro)
+        try:
+            return loop.run_until_complete(task)
+        except BaseException:
+            task.cancel()
+            loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+            raise
+
+    async def agenerate(
+        self,
+        request_list: Sequence[Mapping[str, Any]],
+        project_name: str | None = None,
+        clear_project_cache: str | Sequence[str] | None = None,
+        use_cache: bool = True,
+        cache_vars: Mapping[str, Any] | None = None,
+    ) -> Results:
+        """The async twin of :meth:`generate`, for ``await`` in async code."""
+        project = normalize_project(project_name) if project_name is not None else self.project_name
+        if not isinstance(request_list, (list, tuple)):
+            raise InvalidRequestError(
+                f"request_list must be a list of request dicts, not {type(request_list).__name__}: "
+                "pass e.g. [{'messages': [{'role': 'user', 'content': 'Hi'}]}]"
+            )
+        if cache_vars is not None and not isinstance(cache_vars, Mapping):
+            raise ConfigurationError(f"cache_vars={cache_vars!r} must be a dict")
+        routes: dict[tuple[Any, ...], _Route] = {}
+        prepared = [self._prepare(i, r, cache_vars, routes) for i, r in enumerate(request_list)]
+        units = _group(prepared, dedupe=use_cache)
+        # A missing key is only an error for what must be sent: a cached notebook re-runs without keys.
+        keyless = [u for u in units.values() if u.route.key_error is not None]
+        if clear_project_cache is not None:
+            if keyless:
+                raise keyless[0].route.key_error  # type: ignore[misc]
+            self._say(str(self.cache.clear(clear_project_cache)))
+        for unit in keyless:
+            if not (use_cache and unit.cache_key in self.cache):
+                raise unit.route.key_error  # type: ignore[misc]
+        hits = self.cache.lookup(list(units), project) if use_cache else {}
+        to_send = [u for key, u in units.items() if key not in hits]
+
+        results: list[GenerationResult | None] = [None] * len(request_list)
+        summary = GenerationSummary(project)
+        for key, response in hits.items():
+            for i in units[key].indices:
+                results[i] = _result(request_list[i], response, cached=True)
+                summary.cached += 1
+        await self._send_all(to_send, request_list, results, summary, project if use_cache else None)
+        if use_cache and (summary.sent or summary.cached):
+            self.cache.touch(project)
+            self.cache.notify()
+        self.last_summary = summary
+        self._say(str(summary))
+        return Results(results, summary)  # type: ignore[arg-type]
+
+    # Preparing requests
+
+    def _prepare(
+        self, index: int, request: Any, cache_vars: Mapping[str, Any] | None, routes: dict[tuple[Any, ...], _Route]
+    ) -> _Unit:
+        where = f"request_list[{index}]"
+        if not isinstance(request, Mapping):
+            raise InvalidRequestError(
+                f"{where} is a {type(request).__name__}, not a dict: each request is a dict such as "
+                "{'messages': [{'role': 'user', 'content': 'Hi'}]}"
+            )
+        provider = get_provider(request.get("api_provider", self.api_provider))
+        own = provider.name == self.api_provider
+        url = request.get("url", self.url if own else None)
+        if url is not None:
+            url = check_url(url, f"{where}['url']")
+        key = _optional_str(request.get("api_key", self._api_key if own else None), f"{where}['api_key']")
+        model = _optional_str(request.get("model", self.model if own else None), f"{where}['model']")
+        route_id = (provider.name, url, key)
+        route = routes.get(route_id) or routes.setdefault(route_id, self._route(provider, url, key))
+        payload = {k: v for k, v in request.items() if k not in _ROUTING_KEYS}
+        for k, v in self.sampling_params.items():
+            payload.setdefault(k, v)
+        _check_prompt(payload, self.gen_type, where)
+        body = build_body(provider.style, self.gen_type, payload, model or provider.default_model)
+        try:
+            body_bytes = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
+            key_material = json.dumps(
+                {"v": CACHE_SCHEMA_VERSION, "url": route.endpoint, "model": body["model"],
+                 "body": _canonical(body), "cache_vars": _canonical(cache_vars or {})},
+                sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(
+                f"{where} holds a value that is not JSON-serialisable ({exc}): "
+                "use strings, numbers, booleans, None, lists and dicts (cache_vars too)"
+            ) from None
+        cache_key = hashlib.sha256(key_material.encode()).hexdigest()
+        return _Unit(route, body_bytes, cache_key, estimate_request_tokens(body), [index])
+
+    def _route(self, provider: Provider, url: str | None, explicit_key: str | None) -> _Route:
+        endpoint = endpoint_url(provider, self.gen_type, url, os.environ)
+        try:
+            key, source = resolve_api_key(provider, explicit_key, endpoint, os.environ)
+            error = None
+        except MissingAPIKeyError as exc:
+            key, source, error = None, provider.key_env or "api_key=", exc
+        headers = {"Content-Type": "application/json", **auth_headers(provider, key)}
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
+        bucket = self._limiter.bucket(endpoint, fingerprint)
+        return _Route(provider, endpoint, headers, key, source, error, bucket)
+
+    # Sending
+
+    async def _send_all(
+        self,
+        units: list[_Unit],
+        request_list: Sequence[Mapping[str, Any]],
+        results: list[GenerationResult | None],
+        summary: GenerationSummary,
+        project: str | None,
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        buckets = {id(u.route.bucket): u.route.bucket for u in units}
+        for bucket in buckets.values():
+            bucket.rejection = None
+        slots = {key: asyncio.Semaphore(b.max_concurrent_requests) for key, b in buckets.items()}
+        bar = tqdm(total=len(results), initial=summary.cached, desc="generate", unit="req",
+                   disable=not self.progress or not units, dynamic_ncols=True)
+
+        async def run(client: httpx.AsyncClient, unit: _Unit) -> None:
+            outcome = await self._send(client, unit, slots[id(unit.route.bucket)])
+            if isinstance(outcome, RequestFailedError):
+                for i in unit.indices:
+                    results[i] = _result(request_list[i], None, error=outcome)
+                    summary.failures[outcome.cause] += 1
+                bar.set_postfix(cached=summary.cached, failed=summary.failed, refresh=False)
+            else:
+                if project is not None:
+                    self.cache.put(unit.cache_key, outcome, project)
+                for i in unit.indices:
+                    results[i] = _result(request_list[i], outcome)
+                    summary.sent += 1
+            bar.update(len(unit.indices))
+
+        try:
+            if units:
+                connections = sum(b.max_concurrent_requests for b in buckets.values())
+                async with self._client(connections) as client:
+                    await asyncio.gather(*(run(client, u) for u in units))
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            pending = sum(len(u.indices) for u in units) - summary.sent - summary.failed
+            self._say(f"interrupted: {summary.sent} new responses are saved in the cache; "
+                      f"re-run to send the other {pending}")
+            raise
+        finally:
+            bar.set_postfix(cached=summary.cached, failed=summary.failed, refresh=False)
+            bar.close()
+
+    def _client(self, connections: int) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        options: dict[str, Any] = {
+            "timeout": httpx.Timeout(self.timeout),
+            "limits": limits,
+            "mounts": {f"all://{httpx.URL(ECHO_BASE_URL).host}": EchoTransport()},
+        }
+        if isinstance(self.transport, httpx.AsyncBaseTransport):
+            return httpx.AsyncClient(transport=self.transport, **options)
+        if self.transport == "aiohttp":
+            from httpx_aiohttp import HttpxAiohttpClient
+
+            return HttpxAiohttpClient(**options)
+        return httpx.AsyncClient(**options)
+
+    async def _send(
+        self, client: httpx.AsyncClient, unit: _Unit, slot: asyncio.Semaphore
+    ) -> dict[str, Any] | RequestFailedError:
+        route, bucket = unit.route, unit.route.bucket
+        assert bucket is not None
+        error = RequestFailedError("not sent", cause="not sent")
+        for attempt in range(1, self.max_attempts + 1):
+            async with slot:
+                if bucket.rejection is not None:
+                    return bucket.rejection  # type: ignore[return-value]
+                await bucket.wait_turn(unit.tokens)
+                try:
+                    reply = await client.post(route.endpoint, content=unit.body, headers=route.headers)
+                except httpx.TimeoutException:
+                    error, delay = self._failure(route, "timeout", f"no reply within {self.timeout:g} s"), None
+                except httpx.TransportError as exc:
+                    error, delay = self._failure(route, "connection", f"connection failed ({exc!r})"), None
+                else:
+                    outcome = self._interpret(reply, unit)
+                    if not isinstance(outcome, tuple):
+                        return outcome
+                    error, delay = outcome
+            if attempt < self.max_attempts:
+                await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
+        error.args = (f"{error.args[0]} (gave up after {self.max_attempts} attempts)",)
+        return error
+
+    def _interpret(
+        self, reply: httpx.Response, unit: _Unit
+    ) -> dict[str, Any] | RequestFailedError | tuple[RequestFailedError, float | None]:
+        """A response, a final error, or (a retryable error, the delay the server asked for)."""
+        route, status = unit.route, reply.status_code
+        if 200 <= status < 300:
+            try:
+                response = to_openai(route.provider.style, self.gen_type, reply.json())
+            except (ValueError, KeyError, TypeError) as exc:
+                return self._failure(route, "malformed json", f"unreadable reply ({exc})"), None
+            usage = response.get("usage") or {}
+            assert route.bucket is not None
+            route.bucket.settle(unit.tokens, usage.get("total_tokens"))
+            return response
+        detail = self._failure(route, f"http {status}", f"HTTP {status}: {_server_message(reply)}", status)
+        if status in (401, 403):
+            rejection = AuthenticationError(
+                f"{route.provider.name} rejected the key in {route.key_source} (HTTP {status}): "
+                f"check {route.key_source} in .env or pass api_key=; the rest of its requests were not sent",
+                cause=f"http {status}", status=status,
+            )
+            assert route.bucket is not None
+            route.bucket.rejection = rejection
+            return rejection
+        if status not in _RETRYABLE_STATUSES and status < 500:
+            return detail
+        retry_after = _retry_after(reply.headers)
+        if status == 429:
+            assert route.bucket is not None
+            route.bucket.pause(retry_after if retry_after is not None else self._backoff(1))
+        return detail, retry_after
+
+    def _failure(self, route: _Route, cause: str, what: str, status: int | None = None) -> RequestFailedError:
+        message = f"{route.provider.name} at {route.endpoint}: {what}"
+        if route.key:
+            message = message.replace(route.key, "***")
+        return RequestFailedError(message, cause=cause, status=status)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(MAX_BACKOFF_SECONDS, self.retry_base_delay * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _say(self, text: str) -> None:
+        if self.verbose:
+            print(f"dataformer_nb: {text}")
+
+
+def _result(request: Mapping[str, Any], response: dict[str, Any] | None, *, cached: bool = False,
+            error: RequestFailedError | None = None) -> GenerationResult:
+    return GenerationResult(dict(request), response, cached, error, request.get("metadata"))
+
+
+def _group(prepared: list[_Unit], dedupe: bool) -> dict[str, _Unit]:
+    """Distinct requests by cache key (every slot its own unit when not deduplicating)."""
+    units: dict[str, _Unit] = {}
+    for unit in prepared:
+        key = unit.cache_key if dedupe else f"{unit.cache_key}#{unit.indices[0]}"
+        if key in units:
+            units[key].indices.extend(unit.indices)
+        else:
+            units[key] = unit
+    return units
+
+
+def _check_prompt(payload: Mapping[str, Any], gen_type: GenType, where: str) -> None:
+    if gen_type == "text":
+        prompt = payload.get("prompt")
+        if not isinstance(prompt, str) and not (isinstance(prompt, list) and prompt and
+                                                all(isinstance(p, str) for p in prompt)):
+            raise InvalidRequestError(f"{where} needs a 'prompt' string for gen_type='text'")
+        return
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError(
+            f"{where} needs 'messages', a non-empty list such as [{{'role': 'user', 'content': 'Hi'}}]"
+        )
+    for j, message in enumerate(messages):
+        ok = (isinstance(message, Mapping) and isinstance(message.get("role"), str) and "content" in message
+              and (message["content"] is None or isinstance(message["content"], (str, list))))
+        if not ok:
+            raise InvalidRequestError(
+                f"{where}['messages'][{j}] = {message!r} is not a message: each is a dict with a 'role' "
+                "string and a 'content' string (or list of content parts)"
+            )
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with integral floats as ints, so 1 and 1.0 give one cache key."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """The wait a 429/503 asked for (``retry-after-ms`` or ``Retry-After``), capped."""
+    try:
+        if "retry-after-ms" in headers:
+            return min(float(headers["retry-after-ms"]) / 1000, MAX_RETRY_AFTER_SECONDS)
+        if "retry-after" in headers:
+            value = headers["retry-after"]
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None
+
+
+def _server_message(reply: httpx.Response) -> str:
+    try:
+        data = reply.json()
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message", error) if isinstance(error, dict) else error
+    except ValueError:
+        message = reply.text
+    text = str(message).strip()
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def _optional_str(value: Any, name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}")
+
+
+def _positive(value: Any, name: str, integer: bool = False) -> float | None:
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok or (integer and value != int(value)):
+        kind = "a positive whole number" if integer else "a positive number"
+        raise ConfigurationError(f"{name}={value!r} must be {kind} (or None for no limit)")
+    return value
+
+
+def get_request_list(instructions: str | Sequence[str], sampling_params: Mapping[str, Any] | None = None
+                     ) -> list[dict[str, Any]]:
+    """Chat requests from one prompt or a list of prompts, each with ``sampling_params``."""
+    if isinstance(instructions, str):
+        instructions = [instructions]
+    if not isinstance(instructions, Sequence) or not all(isinstance(p, str) for p in instructions):
+        raise InvalidRequestError("instructions must be a string or a list of strings")
+    return [{"messages": [{"role": "user", "content": p}], **(sampling_params or {})} for p in instructions]
+
+
+def get_messages(results: Sequence[GenerationResult | Sequence[Any]]) -> list[str | None]:
+    """The reply text of each result (None where a request failed)."""
+    from .providers import response_text
+
+    return [r.text if isinstance(r, GenerationResult) else response_text(r[1]) for r in results]

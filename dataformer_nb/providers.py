@@ -1,0 +1,234 @@
+"""The provider registry, and how each wire format is spoken.
+
+A provider is a base URL, the variable holding its key, a default model, and a wire
+``style``: ``openai`` (chat/completions), ``anthropic`` (Messages API) or ``ollama``
+(native /api/chat). Requests are written in OpenAI's shape; :func:`build_body` turns
+one into what the provider expects and :func:`to_openai` turns the reply back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError, MissingAPIKeyError, UnknownProviderError
+
+GenType = Literal["chat", "text"]
+Style = Literal["openai", "anthropic", "ollama"]
+
+ANTHROPIC_VERSION = "2023-06-01"
+ANTHROPIC_DEFAULT_MAX_TOKENS = 1024
+ECHO_BASE_URL = "http://echo.dataformer.invalid/v1"
+
+_PATHS: dict[Style, dict[str, str]] = {
+    "openai": {"chat": "/chat/completions", "text": "/completions"},
+    "anthropic": {"chat": "/messages", "text": "/messages"},
+    "ollama": {"chat": "/api/chat", "text": "/api/generate"},
+}
+_ENDPOINT_SUFFIXES = ("/chat/completions", "/completions", "/messages", "/api/chat", "/api/generate")
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base_url: str
+    key_env: str | None
+    default_model: str
+    style: Style = "openai"
+    key_required: bool = True
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url_env(self) -> str:
+        return f"{self.name.upper()}_BASE_URL"
+
+    def base(self, env: Mapping[str, str]) -> str:
+        return env.get(self.base_url_env) or self.base_url
+
+
+PROVIDERS: dict[str, Provider] = {
+    p.name: p
+    for p in (
+        Provider("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", "gpt-4o-mini"),
+        Provider("together", "https://api.together.xyz/v1", "TOGETHER_API_KEY",
+                 "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"),
+        Provider("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY", "llama-3.1-8b-instant"),
+        Provider("deepinfra", "https://api.deepinfra.com/v1/openai", "DEEPINFRA_API_KEY",
+                 "meta-llama/Meta-Llama-3.1-8B-Instruct"),
+        Provider("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", "openai/gpt-4o-mini"),
+        Provider("monsterapi", "https://llm.monsterapi.ai/v1", "MONSTER_API_KEY", "google/gemma-2-9b-it"),
+        Provider("anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", "claude-3-5-haiku-latest",
+                 style="anthropic", extra_headers={"anthropic-version": ANTHROPIC_VERSION}),
+        Provider("ollama", "http://localhost:11434", "OLLAMA_API_KEY", "llama3.1", style="ollama",
+                 key_required=False),
+        Provider("echo", ECHO_BASE_URL, None, "echo", key_required=False),
+    )
+}
+
+
+def get_provider(name: object) -> Provider:
+    """The registered provider called ``name`` (case-insensitive)."""
+    if not isinstance(name, str) or name.strip().lower() not in PROVIDERS:
+        raise UnknownProviderError(
+            f"api_provider={name!r} is not a known provider: use one of {', '.join(PROVIDERS)}, "
+            "or pass url= for any OpenAI-compatible server"
+        )
+    return PROVIDERS[name.strip().lower()]
+
+
+def check_url(url: object, source: str = "url") -> str:
+    """``url`` if it is an http(s) URL with a host, else a ConfigurationError naming ``source``."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(
+            f"{source}={url!r} is not an http(s) URL: pass e.g. url='http://localhost:8000/v1'"
+        )
+    return url
+
+
+def endpoint_url(provider: Provider, gen_type: GenType, url: str | None, env: Mapping[str, str]) -> str:
+    """The URL a request is POSTed to.
+
+    ``url`` may be a full endpoint (``.../v1/chat/completions``), kept as is, or a base
+    URL (``.../v1``), to which the endpoint for ``gen_type`` is appended.
+    """
+    if url is None:
+        url = check_url(provider.base(env), provider.base_url_env)
+    stripped = url.rstrip("/")
+    if stripped.endswith(_ENDPOINT_SUFFIXES):
+        return stripped
+    return stripped + _PATHS[provider.style][gen_type]
+
+
+def resolve_api_key(
+    provider: Provider, explicit: str | None, endpoint: str, env: Mapping[str, str]
+) -> tuple[str | None, str]:
+    """The key to send to ``endpoint``, and where it came from (for error messages).
+
+    The key variable is only read for the provider's own hosts (its default base URL or
+    ``<PROVIDER>_BASE_URL``): a server named with ``url=`` gets a key only through
+    ``api_key=``, so a provider's key never leaks to a server it was not meant for.
+    """
+    if explicit is not None:
+        return explicit, "the api_key argument"
+    source = provider.key_env or "api_key="
+    own_hosts = {urlsplit(provider.base_url).netloc, urlsplit(provider.base(env)).netloc}
+    if urlsplit(endpoint).netloc not in own_hosts:
+        return None, source
+    key = env.get(provider.key_env) if provider.key_env else None
+    if not key and provider.key_required:
+        raise MissingAPIKeyError(
+            f"{provider.key_env} is not set: put it in .env (or the environment) or pass api_key="
+        )
+    return key or None, source
+
+
+def auth_headers(provider: Provider, key: str | None) -> dict[str, str]:
+    headers = dict(provider.extra_headers)
+    if key:
+        if provider.style == "anthropic":
+            headers["x-api-key"] = key
+        else:
+            headers["Authorization"] = f"Bearer {key}"
+    return headers
+
+
+def build_body(style: Style, gen_type: GenType, payload: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The JSON body the provider expects, from an OpenAI-shaped ``payload``."""
+    if style == "anthropic":
+        return _anthropic_body(gen_type, payload, model)
+    if style == "ollama":
+        return _ollama_body(gen_type, payload, model)
+    return {**payload, "model": model}
+
+
+def _anthropic_body(gen_type: GenType, payload: Mapping[str, Any], model: str) -> dict[str, Any]:
+    body = {k: v for k, v in payload.items() if k not in ("messages", "prompt", "stop")}
+    if gen_type == "text":
+        messages = [{"role": "user", "content": payload["prompt"]}]
+    else:
+        messages = [m for m in payload["messages"] if m.get("role") != "system"]
+        system = [m["content"] for m in payload["messages"] if m.get("role") == "system"]
+        if system and "system" not in body:
+            body["system"] = "\n\n".join(system) if all(isinstance(s, str) for s in system) else system[0]
+    if "stop" in payload and "stop_sequences" not in body:
+        stop = payload["stop"]
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else stop
+    body.setdefault("max_tokens", ANTHROPIC_DEFAULT_MAX_TOKENS)
+    return {**body, "model": model, "messages": messages}
+
+
+_OLLAMA_OPTIONS = {
+    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "seed": "seed", "stop": "stop",
+    "max_tokens": "num_predict", "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+
+def _ollama_body(gen_type: GenType, payload: Mapping[str, Any], model: str) -> dict[str, Any]:
+    options = dict(payload.get("options") or {})
+    body: dict[str, Any] = {}
+    for key, value in payload.items():
+        if key in _OLLAMA_OPTIONS:
+            options.setdefault(_OLLAMA_OPTIONS[key], value)
+        elif key != "options":
+            body[key] = value
+    if options:
+        body["options"] = options
+    return {**body, "model": model, "stream": False}
+
+
+def to_openai(style: Style, gen_type: GenType, data: Any) -> dict[str, Any]:
+    """The reply in OpenAI's chat.completion (or text_completion) shape.
+
+    Raises ValueError when the reply is not of the shape the provider promises, which
+    the caller treats like malformed JSON.
+    """
+    if not isinstance(data, dict):
+        raise ValueError("the reply is not a JSON object")
+    if style == "anthropic":
+        text = "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
+        usage = data.get("usage") or {}
+        finish = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+        return _openai_shape(gen_type, data.get("id", ""), data.get("model", ""), text,
+                             finish.get(data.get("stop_reason"), data.get("stop_reason")),
+                             usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+    if style == "ollama":
+        text = data["message"]["content"] if gen_type == "chat" else data["response"]
+        return _openai_shape(gen_type, "", data.get("model", ""), text, data.get("done_reason", "stop"),
+                             data.get("prompt_eval_count", 0), data.get("eval_count", 0))
+    if not isinstance(data.get("choices"), list) or not data["choices"]:
+        raise ValueError("the reply has no 'choices'")
+    return data
+
+
+def _openai_shape(gen_type: GenType, id_: str, model: str, text: str, finish: str | None,
+                  prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    if not isinstance(text, str):
+        raise ValueError("the reply holds no text")
+    choice: dict[str, Any] = (
+        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+        if gen_type == "chat" else {"index": 0, "text": text, "finish_reason": finish}
+    )
+    return {
+        "id": id_,
+        "object": "chat.completion" if gen_type == "chat" else "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def response_text(response: Mapping[str, Any] | None) -> str | None:
+    """The text of the first choice of an OpenAI-shaped response."""
+    if not response:
+        return None
+    choice = response["choices"][0]
+    if "message" in choice:
+        return choice["message"].get("content")
+    return choice.get("text")

@@ -1,0 +1,145 @@
+"""What ``generate`` returns: one result per request, in request order, and a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import RequestFailedError
+from .providers import response_text
+
+if TYPE_CHECKING:
+    import pandas
+
+_SECRET_FIELDS = ("api_key",)
+
+
+def redact(request: dict[str, Any]) -> dict[str, Any]:
+    """``request`` without its secrets, for display and export."""
+    return {k: ("***" if k in _SECRET_FIELDS else v) for k, v in request.items()}
+
+
+@dataclass(eq=False, repr=False)
+class GenerationResult:
+    """One request and what came of it.
+
+    It also unpacks like dataformer's ``[request, response]`` pair:
+    ``request, response = result`` and ``result[1]["choices"]`` both work.
+    """
+
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+    cached: bool = False
+    error: RequestFailedError | None = None
+    metadata: Any = None
+
+    @property
+    def text(self) -> str | None:
+        """The reply's text (the first choice), or None if the request failed."""
+        return response_text(self.response)
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        return (self.response or {}).get("usage")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.request, self.response))
+
+    def __getitem__(self, index: int) -> Any:
+        return (self.request, self.response)[index]
+
+    def __len__(self) -> int:
+        return 2
+
+    def __repr__(self) -> str:
+        if self.error is not None:
+            return f"<GenerationResult failed: {self.error}>"
+        text = self.text or ""
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        return f"<GenerationResult{' cached' if self.cached else ''} {shown!r}>"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record: the request (without keys), response, text, cached, error, metadata."""
+        return {
+            "request": redact(self.request),
+            "response": self.response,
+            "text": self.text,
+            "cached": self.cached,
+            "error": None if self.error is None else str(self.error),
+            "metadata": self.metadata,
+        }
+
+
+@dataclass
+class GenerationSummary:
+    """How a ``generate`` call went: ``sent`` (fresh responses), ``cached``, ``failed`` by cause."""
+
+    project: str
+    sent: int = 0
+    cached: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.cached + self.failed
+
+    def __str__(self) -> str:
+        text = f"{self.total} requests: {self.sent} sent, {self.cached} cached, {self.failed} failed"
+        if self.failures:
+            text += " (" + ", ".join(f"{cause}: {n}" for cause, n in self.failures.most_common()) + ")"
+        return f"{text} · project {self.project}"
+
+
+class Results(list[GenerationResult]):
+    """A list of :class:`GenerationResult` in request order, with its ``summary``."""
+
+    def __init__(self, results: list[GenerationResult], summary: GenerationSummary) -> None:
+        super().__init__(results)
+        self.summary = summary
+
+    @property
+    def texts(self) -> list[str | None]:
+        return [r.text for r in self]
+
+    @property
+    def failed(self) -> list[GenerationResult]:
+        return [r for r in self if r.error is not None]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self]
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """One row per result: prompt, text, cached, error, metadata (needs pandas)."""
+        import pandas
+
+        return pandas.DataFrame([
+            {"prompt": _prompt_of(r.request), "text": r.text, "cached": r.cached,
+             "error": None if r.error is None else str(r.error), "metadata": r.metadata}
+            for r in self
+        ])
+
+    def to_jsonl(self, path: str | os.PathLike[str]) -> None:
+        """Write one JSON record per line (see :meth:`GenerationResult.to_dict`)."""
+        with open(path, "w", encoding="utf-8") as f:
+            for record in self.to_records():
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _prompt_of(request: dict[str, Any]) -> Any:
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        return users[-1] if users else None
+    return request.get("prompt")
