@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dataformer_nb import AsyncLLM
+from dataformer_nb.providers import PROVIDERS
+
+from .fake_llm_server import FakeLLMServer
+
+TOGETHER_KEY = "sk-together-test-SECRET-4f9a1c"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's keys, base URLs or project settings."""
+    for provider in PROVIDERS.values():
+        if provider.key_env:
+            monkeypatch.delenv(provider.key_env, raising=False)
+        monkeypatch.delenv(provider.base_url_env, raising=False)
+    for name in ("PROJECT_NAME", "DATAFORMER_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLMServer]:
+    """The loopback server, with every provider's base URL pointed at it."""
+    with FakeLLMServer() as srv:
+        for provider in PROVIDERS.values():
+            if provider.name != "echo":
+                base = srv.url if provider.style == "ollama" else f"{srv.url}/v1"
+                monkeypatch.setenv(provider.base_url_env, base)
+        monkeypatch.setenv("TOGETHER_API_KEY", TOGETHER_KEY)
+        yield srv
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def make_llm(cache_dir: Path) -> Callable[..., AsyncLLM]:
+    def make(**kwargs: Any) -> AsyncLLM:
+        options: dict[str, Any] = {"api_provider": "together", "cache_dir": cache_dir, "progress": False,
+                                   "verbose": False, "retry_base_delay": 0.001}
+        return AsyncLLM(**{**options, **kwargs})
+
+    return make
+
+
+def chat(prompt: str, **extra: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": prompt}], **extra}

@@ -1,0 +1,153 @@
+"""A real HTTP server on 127.0.0.1 that speaks OpenAI, Anthropic and Ollama, for tests.
+
+Replies are ``Answer: <last user message>``. A prompt can be given a script of actions,
+played one per request carrying it: ``ok``, ``429`` (with Retry-After), ``500``, ``400``,
+``401``, ``drop`` (close the connection without a reply), ``malformed`` (200 with broken
+JSON), ``hold`` (wait until ``release()``; for interrupt tests) and ``sigint`` (send
+SIGINT to this process, then hold).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections import Counter, deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+
+
+class FakeLLMServer:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.completed: Counter[str] = Counter()  # successful replies, by prompt
+        self.statuses: Counter[int] = Counter()
+        self.scripts: dict[str, deque[str]] = {}
+        self.retry_after = "0.01"
+        self.required_key: str | None = None
+        self.active = 0
+        self.peak_active = 0
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
+
+    def __enter__(self) -> FakeLLMServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._released.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    @property
+    def count(self) -> int:
+        """Requests received so far."""
+        return len(self.requests)
+
+    def script(self, prompt: str, *actions: str) -> None:
+        self.scripts[prompt] = deque(actions)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _next_action(self, prompt: str) -> str:
+        with self._lock:
+            queue = self.scripts.get(prompt)
+            return queue.popleft() if queue else "ok"
+
+
+def prompt_of(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        users = [m["content"] for m in body["messages"] if m.get("role") == "user"]
+        return users[-1] if users else ""
+    return body.get("prompt", "")
+
+
+def _reply(path: str, body: dict[str, Any], text: str) -> dict[str, Any]:
+    model = body.get("model", "")
+    if path.endswith("/messages"):
+        return {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                "usage": {"input_tokens": 3, "output_tokens": 5}}
+    if path.endswith("/api/chat"):
+        return {"model": model, "message": {"role": "assistant", "content": text}, "done": True,
+                "done_reason": "stop", "prompt_eval_count": 3, "eval_count": 5}
+    if path.endswith("/api/generate"):
+        return {"model": model, "response": text, "done": True, "prompt_eval_count": 3, "eval_count": 5}
+    usage = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    if path.endswith("/chat/completions"):
+        return {"id": "chatcmpl-1", "object": "chat.completion", "model": model, "usage": usage,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop"}]}
+    return {"id": "cmpl-1", "object": "text_completion", "model": model, "usage": usage,
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}]}
+
+
+def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.loads(raw)
+            prompt = prompt_of(body)
+            with server._lock:
+                headers = httpx.Headers(self.headers.items())
+                server.requests.append({"path": self.path, "headers": headers, "body": body})
+                server.active += 1
+                server.peak_active = max(server.peak_active, server.active)
+            try:
+                self._answer(body, prompt, server._next_action(prompt))
+            finally:
+                with server._lock:
+                    server.active -= 1
+
+        def _answer(self, body: dict[str, Any], prompt: str, action: str) -> None:
+            if server.required_key and server.required_key not in (
+                self.headers.get("Authorization", ""), f"Bearer {self.headers.get('x-api-key', '')}"
+            ):
+                action = "401"
+            if action == "sigint":
+                os.kill(os.getpid(), signal.SIGINT)
+                action = "hold"
+            if action == "hold":
+                server._released.wait(30)
+                self.close_connection = True
+                return
+            if action == "drop":
+                self.close_connection = True
+                return
+            if action == "malformed":
+                return self._send(200, b'{"choices": [', {})
+            if action.isdigit():
+                status = int(action)
+                headers = {"Retry-After": server.retry_after} if status == 429 else {}
+                payload = json.dumps({"error": {"message": f"scripted {status}"}}).encode()
+                return self._send(status, payload, headers)
+            payload = json.dumps(_reply(self.path, body, f"Answer: {prompt}")).encode()
+            self._send(200, payload, {})
+            with server._lock:
+                server.completed[prompt] += 1
+
+        def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+            with server._lock:
+                server.statuses[status] += 1
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler

@@ -1,0 +1,101 @@
+"""ResponseCache on its own: storage format, projects, clearing."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import diskcache
+import pytest
+
+from dataformer_nb import CacheError, ConfigurationError, ResponseCache, UnknownProjectWarning
+
+RESPONSE = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> ResponseCache:
+    return ResponseCache(tmp_path / "c")
+
+
+def test_entries_are_shared_across_projects_and_survive_clearing_another(cache: ResponseCache) -> None:
+    cache.put("k1", RESPONSE, "A")
+    cache.put("k2", RESPONSE, "a")  # names are case-insensitive
+    assert cache.lookup(["k1", "k3"], "B") == {"k1": RESPONSE}
+
+    report = cache.clear("A")
+    assert (report.responses_deleted, report.kept_shared) == (1, 1)
+    assert "k1" in cache and "k2" not in cache
+    assert [(p.name, p.responses) for p in cache.projects()] == [("b", 1)]
+
+
+def test_projects_report_responses_bytes_and_last_used(cache: ResponseCache) -> None:
+    cache.put("k1", RESPONSE, "x")
+    cache.put("k2", {**RESPONSE, "id": "longer"}, "x")
+    cache.put("k1", RESPONSE, "x")  # already a member: counted once
+    (info,) = cache.projects()
+    assert info.name == "x" and info.responses == 2 and info.bytes > 2 * len('{"choices":[]}')
+    assert info.last_used.tzinfo is not None
+
+
+def test_clear_full_empties_everything(cache: ResponseCache) -> None:
+    for i in range(3):
+        cache.put(f"k{i}", RESPONSE, f"p{i}")
+    report = cache.clear("FULL")
+    assert report.responses_deleted == 3 and report.projects == ("p0", "p1", "p2")
+    assert len(cache) == 0 and cache.projects() == []
+
+
+def test_clearing_an_unknown_project_warns_and_lists_known_ones(cache: ResponseCache) -> None:
+    cache.put("k", RESPONSE, "known")
+    with pytest.warns(UnknownProjectWarning, match="'nope'.*known projects: known"):
+        report = cache.clear(["nope"])
+    assert report.responses_deleted == 0 and "k" in cache
+
+
+@pytest.mark.parametrize("spec", [3, None, {"a": 1}, ["ok", 5]])
+def test_clear_of_a_wrong_type_raises(cache: ResponseCache, spec) -> None:
+    with pytest.raises(ConfigurationError, match="clear_project_cache"):
+        cache.clear(spec)
+
+
+@pytest.mark.parametrize("name", ["", "  ", "../x", "a/b", "a\\b", "..", "full", "a\x00b", "x" * 201])
+def test_bad_project_names_are_refused(cache: ResponseCache, name) -> None:
+    with pytest.raises(ConfigurationError, match="project_name"):
+        cache.put("k", RESPONSE, name)
+    assert len(cache) == 0
+
+
+def test_storage_is_json_without_eviction_and_owner_only(cache: ResponseCache) -> None:
+    cache.put("k", RESPONSE, "p")
+    assert stat.S_IMODE(cache.directory.stat().st_mode) == 0o700
+    with sqlite3.connect(cache.directory / "cache.db") as db:
+        settings = dict(db.execute("SELECT key, value FROM Settings"))
+        modes = {mode for (mode,) in db.execute("SELECT mode FROM Cache")}
+        raw = db.execute("SELECT value FROM Cache WHERE key = 'r:k'").fetchone()[0]
+    assert settings["eviction_policy"] == "none"
+    assert modes == {diskcache.core.MODE_RAW}
+    assert raw.startswith(b'{"response":')
+
+
+def test_a_pickled_value_is_refused_not_unpickled(cache: ResponseCache) -> None:
+    with diskcache.Cache(str(cache.directory)) as plain:  # default Disk: pickles
+        plain.set("r:evil", {"response": object.__name__})
+    with pytest.raises(CacheError, match="refusing to unpickle"):
+        cache.get("evil")
+
+
+def test_an_unwritable_cache_directory_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(CacheError, match=r"cache_dir=.*cannot be opened"):
+        ResponseCache(blocker / "cache")
+
+
+def test_listeners_hear_clears(cache: ResponseCache) -> None:
+    heard = []
+    cache.subscribe(lambda: heard.append(1))
+    cache.put("k", RESPONSE, "p")
+    cache.clear("p")
+    assert heard == [1]

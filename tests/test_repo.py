@@ -1,0 +1,21 @@
+"""Repository hygiene that CI enforces."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ruff_is_clean() -> None:
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_quickstart_runs_offline(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "dataformer_nb", "quickstart", "--cache-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "4 requests: 4 sent, 0 cached" in out.stdout and "4 requests: 0 sent, 4 cached" in out.stdout
