@@ -16,6 +16,14 @@ from .errors import (
 from .llms import AsyncLLM, get_messages, get_request_list
 from .results import GenerationResult, GenerationSummary, Results
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext dataformer_nb``: register ``%%generate`` and ``%dataformer``."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
 __all__ = [
     "AsyncLLM",
     "AuthenticationError",
@@ -36,4 +44,5 @@ __all__ = [
     "UnknownProviderError",
     "get_messages",
     "get_request_list",
+    "load_ipython_extension",
 ]

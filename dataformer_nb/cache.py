@@ -36,6 +36,9 @@ DEFAULT_CACHE_DIR = ".cache/dataformer"
 FULL = "full"
 _RESPONSE, _PROJECT = "r:", "p:"
 _FORBIDDEN_IN_NAMES = set("/\\\x00")
+# Listeners by directory: every ResponseCache on one directory in this process shares them,
+# so a panel hears the generate of any AsyncLLM that writes there.
+_LISTENERS: dict[Path, list[Callable[[], None]]] = {}
 
 
 class _JSONDisk(diskcache.Disk):
@@ -138,7 +141,6 @@ class ResponseCache:
                 f"cache_dir={str(directory)!r} cannot be opened for writing ({exc}): "
                 "pass another cache_dir= or fix the directory's permissions"
             ) from exc
-        self._listeners: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.directory)!r})"
@@ -265,14 +267,15 @@ class ResponseCache:
     # Observers: the panel refreshes itself when a generate or a clear changes the cache.
 
     def subscribe(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
+        _LISTENERS.setdefault(self.directory, []).append(listener)
 
     def unsubscribe(self, listener: Callable[[], None]) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
+        listeners = _LISTENERS.get(self.directory, [])
+        if listener in listeners:
+            listeners.remove(listener)
 
     def notify(self) -> None:
-        for listener in list(self._listeners):
+        for listener in list(_LISTENERS.get(self.directory, [])):
             listener()
 
     # Internals
