@@ -17,6 +17,15 @@ from .llms import AsyncLLM, get_messages, get_request_list
 from .results import GenerationResult, GenerationSummary, Results
 
 
+def __getattr__(name: str) -> object:
+    # ipywidgets is imported only when the panel is asked for: import stays fast.
+    if name == "CachePanel":
+        from .widget import CachePanel
+
+        return CachePanel
+    raise AttributeError(f"module 'dataformer_nb' has no attribute {name!r}")
+
+
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext dataformer_nb``: register ``%%generate`` and ``%dataformer``."""
     from .magics import load_ipython_extension as load
@@ -28,6 +37,7 @@ __all__ = [
     "AsyncLLM",
     "AuthenticationError",
     "CacheError",
+    "CachePanel",
     "ClearReport",
     "ConfigurationError",
     "DataformerError",

@@ -146,7 +146,12 @@ class ResponseCache:
         return f"ResponseCache({str(self.directory)!r})"
 
     def __len__(self) -> int:
-        return sum(1 for key in self._cache.iterkeys() if key.startswith(_RESPONSE))
+        """The number of cached responses."""
+        return len(self._cache) - sum(1 for _ in self._project_keys())
+
+    def volume(self) -> int:
+        """Bytes the cache takes on disk."""
+        return int(self._cache.volume())
 
     def close(self) -> None:
         self._cache.close()
@@ -201,14 +206,13 @@ class ResponseCache:
     def projects(self) -> list[ProjectInfo]:
         """Every project, most recently used first."""
         infos = []
-        for key in self._cache.iterkeys():
-            if key.startswith(_PROJECT):
-                record = self._read(key)
-                if record is not None:
-                    infos.append(ProjectInfo(
-                        key[len(_PROJECT):], record["entries"], record["bytes"],
-                        datetime.fromtimestamp(record["last_used"], tz=timezone.utc),
-                    ))
+        for key in self._project_keys():
+            record = self._read(key)
+            if record is not None:
+                infos.append(ProjectInfo(
+                    key[len(_PROJECT):], record["entries"], record["bytes"],
+                    datetime.fromtimestamp(record["last_used"], tz=timezone.utc),
+                ))
         return sorted(infos, key=lambda p: p.last_used, reverse=True)
 
     def clear(self, projects: str | Iterable[str]) -> ClearReport:
@@ -257,7 +261,7 @@ class ResponseCache:
 
     def _clear_all(self) -> ClearReport:
         with self._transact():
-            names = tuple(sorted(p.name for p in self.projects()))
+            names = tuple(sorted(key[len(_PROJECT):] for key in self._project_keys()))
             sizes = [self._read(k)["size"] for k in self._cache.iterkeys() if k.startswith(_RESPONSE)]
             self._cache.clear(retry=True)
         report = ClearReport(names, len(sizes), sum(sizes), 0)
@@ -279,6 +283,13 @@ class ResponseCache:
             listener()
 
     # Internals
+
+    def _project_keys(self) -> Iterable[str]:
+        # Keys iterate in sorted order and "p:" sorts before "r:": stop at the first response.
+        for key in self._cache.iterkeys():
+            if not key.startswith(_PROJECT):
+                return
+            yield key
 
     def _transact(self) -> Any:
         try:

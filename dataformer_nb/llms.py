@@ -150,6 +150,12 @@ class AsyncLLM:
         """Clear one project, a list of them, or everything (``"full"``); see ResponseCache.clear."""
         return self.cache.clear(projects)
 
+    def cache_panel(self) -> Any:
+        """The cache panel (ipywidgets) for this client's cache directory."""
+        from .widget import CachePanel
+
+        return CachePanel(self)
+
     def cache_key(self, request: Mapping[str, Any], cache_vars: Mapping[str, Any] | None = None) -> str:
         """The key under which ``request``'s response is (or would be) cached."""
         return self._prepare(0, request, cache_vars, {}).cache_key

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from dataformer_nb import AsyncLLM, ResponseCache
+from dataformer_nb import AsyncLLM, CachePanel, ResponseCache, UnknownProjectWarning
 
 from .conftest import TOGETHER_KEY
 from .fake_llm_server import FakeLLMServer
@@ -109,7 +109,8 @@ def test_no_cache_and_clear_cache(ip, server, cache_dir) -> None:
     assert cell(ip, "--project a -o x", "q").success
     assert cell(ip, "--project a --no-cache -o x", "q").success
     assert server.count == 2 and not ip.user_ns["x"][0].cached
-    assert cell(ip, "--project b --clear-cache a --clear-cache b -o x", "q").success
+    with pytest.warns(UnknownProjectWarning, match="no project named 'b'"):
+        assert cell(ip, "--project b --clear-cache a --clear-cache b -o x", "q").success
     assert server.count == 3
     assert [p.name for p in ResponseCache(cache_dir).projects()] == ["b"]
 
@@ -159,7 +160,10 @@ def test_subcommands(ip, server, capsys, cache_dir) -> None:
     assert "TOGETHER_API_KEY" in out and "set" in out and TOGETHER_KEY not in out
     ip.run_line_magic("dataformer", "help")
     assert "%dataformer projects" in capsys.readouterr().out
+    panel = ip.run_line_magic("dataformer", "cache")
+    assert isinstance(panel, CachePanel) and set(panel.project_rows) == {"beta"}
     ip.run_line_magic("dataformer", "clear full")
+    assert panel.project_rows == {}  # the panel heard the clear
     assert ResponseCache(cache_dir).projects() == []
     result = ip.run_cell("%dataformer frobnicate")
     assert "unknown subcommand" in str(result.error_in_exec)
