@@ -3,8 +3,9 @@
 Replies are ``Answer: <last user message>``. A prompt can be given a script of actions,
 played one per request carrying it: ``ok``, ``429`` (with Retry-After), ``500``, ``400``,
 ``401``, ``drop`` (close the connection without a reply), ``malformed`` (200 with broken
-JSON), ``hold`` (wait until ``release()``; for interrupt tests) and ``sigint`` (send
-SIGINT to this process, then hold).
+JSON), ``slow`` (reply after ``slow_seconds``, past the client's timeout: counted in
+``late``, not ``completed``), ``hold`` (wait until ``release()``), ``sigint`` (send SIGINT
+to this process, then hold) and ``kill`` (SIGKILL ``kill_pid``, then hold).
 """
 
 from __future__ import annotations
@@ -20,10 +21,18 @@ from typing import Any
 import httpx
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 512  # the default 5 stalls bursts of connects on SYN retries
+    daemon_threads = True
+
+
 class FakeLLMServer:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.completed: Counter[str] = Counter()  # successful replies, by prompt
+        self.late: Counter[str] = Counter()  # replies written after the client's timeout
+        self.slow_seconds = 1.0
+        self.kill_pid: int | None = None
         self.statuses: Counter[int] = Counter()
         self.scripts: dict[str, deque[str]] = {}
         self.retry_after = "0.01"
@@ -32,8 +41,8 @@ class FakeLLMServer:
         self.peak_active = 0
         self._lock = threading.Lock()
         self._released = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
+        self.holding = threading.Event()  # set when a "hold" begins
+        self._httpd = _Server(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
 
@@ -120,8 +129,18 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             if action == "sigint":
                 os.kill(os.getpid(), signal.SIGINT)
                 action = "hold"
+            if action == "kill":
+                assert server.kill_pid is not None
+                os.kill(server.kill_pid, signal.SIGKILL)
+                action = "hold"
+            if action == "slow":
+                server._released.wait(server.slow_seconds)
+                with server._lock:
+                    server.late[prompt] += 1
+                return self._send(200, json.dumps(_reply(self.path, body, f"Answer: {prompt}")).encode(), {})
             if action == "hold":
-                server._released.wait(30)
+                server.holding.set()
+                server._released.wait(60)
                 self.close_connection = True
                 return
             if action == "drop":
@@ -135,19 +154,25 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 payload = json.dumps({"error": {"message": f"scripted {status}"}}).encode()
                 return self._send(status, payload, headers)
             payload = json.dumps(_reply(self.path, body, f"Answer: {prompt}")).encode()
-            self._send(200, payload, {})
-            with server._lock:
-                server.completed[prompt] += 1
+            if self._send(200, payload, {}):
+                with server._lock:
+                    server.completed[prompt] += 1
 
-        def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+        def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> bool:
             with server._lock:
                 server.statuses[status] += 1
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+                self.wfile.flush()
+            except OSError:  # the client went away
+                self.close_connection = True
+                return False
+            return True
 
     return Handler
