@@ -68,3 +68,18 @@ def test_constructor_sends_nothing_and_creates_nothing(tmp_path, monkeypatch) ->
     llm = AsyncLLM(api_provider="together", cache_dir=tmp_path / "c")
     assert llm.project_name == "from_env" and not (tmp_path / "c").exists()
     assert AsyncLLM(project_name="Arg").project_name == "arg"  # argument > environment
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"clear_project_cache": 5}, "clear_project_cache=5 must be a project name, a list of names, or 'full'"),
+    ({"clear_project_cache": ["ok", "../up"]}, "clear_project_cache='../up' is not a valid project name"),
+    ({"project_name": "../x"}, "project_name='../x' is not a valid project name"),
+    ({"project_name": ""}, "project_name='' is not a valid project name"),
+    ({"cache_vars": ["not", "a", "dict"]}, "cache_vars=.* must be a dict"),
+])
+def test_bad_generate_arguments_raise_before_sending(server, make_llm, kwargs, match) -> None:
+    llm = make_llm()
+    llm.generate([chat("keep")], project_name="ok")
+    with pytest.raises(ConfigurationError, match=match):
+        llm.generate([chat("new")], **kwargs)
+    assert server.count == 1 and [p.name for p in llm.cache.projects()] == ["ok"]
