@@ -90,7 +90,8 @@ class ClearReport:
 
     def __str__(self) -> str:
         names = ", ".join(self.projects) or "nothing"
-        text = f"cleared {names}: {self.responses_deleted} responses deleted ({human_size(self.bytes_freed)})"
+        deleted = f"{self.responses_deleted} response{'' if self.responses_deleted == 1 else 's'}"
+        text = f"cleared {names}: {deleted} deleted ({human_size(self.bytes_freed)})"
         if self.kept_shared:
             text += f", {self.kept_shared} kept because other projects use them"
         return text

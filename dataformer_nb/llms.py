@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -173,23 +174,14 @@ class AsyncLLM:
         """Send every request and return one result per request, in request order.
 
         Synchronous everywhere: in a script, and inside a running event loop (Jupyter),
-        where nest-asyncio lets it run the loop it is called from.
+        where the batch runs on its own loop in a worker thread while the caller waits.
         """
         coro = self.agenerate(request_list, project_name, clear_project_cache, use_cache, cache_vars)
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
             return asyncio.run(coro)
-        import nest_asyncio
-
-        nest_asyncio.apply(loop)
-        task = loop.create_task(coro)
-        try:
-            return loop.run_until_complete(task)
-        except BaseException:
-            task.cancel()
-            loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
-            raise
+        return _run_in_worker_thread(coro)
 
     async def agenerate(
         self,
@@ -424,6 +416,40 @@ class AsyncLLM:
     def _say(self, text: str) -> None:
         if self.verbose:
             print(f"dataformer_nb: {text}")
+
+
+def _run_in_worker_thread(coro: Any) -> Any:
+    """Run ``coro`` to completion on a private loop in a worker thread, blocking the caller.
+
+    Re-entering the caller's running loop (nest-asyncio) lets a kernel start the next
+    queued cells inside this one (JupyterLab's Run All); a private loop shares nothing.
+    Ctrl+C in the caller cancels the batch and waits until what finished is saved.
+    """
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            outcome["value"] = loop.run_until_complete(task)
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    worker = threading.Thread(target=work, name="dataformer_nb-generate", daemon=True)
+    worker.start()
+    try:
+        worker.join()
+    except BaseException:
+        loop.call_soon_threadsafe(task.cancel)
+        worker.join()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _result(request: Mapping[str, Any], response: dict[str, Any] | None, *, cached: bool = False,

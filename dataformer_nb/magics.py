@@ -190,7 +190,8 @@ class Dataformer(Magics):
             raise UsageError("%dataformer clear NAME [NAME ...] | full")
         names = rest.split()
         report = self._cache().clear(FULL if names == [FULL] else names)
-        print(str(report).capitalize())
+        text = str(report)
+        print(text[0].upper() + text[1:])
 
     def _cmd_cache(self, rest: str) -> Any:
         from .widget import CachePanel

@@ -96,10 +96,14 @@ class GenerationSummary:
         return self.sent + self.cached + self.failed
 
     def __str__(self) -> str:
-        text = f"{self.total} requests: {self.sent} sent, {self.cached} cached, {self.failed} failed"
+        text = f"{plural(self.total, 'request')}: {self.sent} sent, {self.cached} cached, {self.failed} failed"
         if self.failures:
             text += " (" + ", ".join(f"{cause}: {n}" for cause, n in self.failures.most_common()) + ")"
         return f"{text} · project {self.project}"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 class Results(list[GenerationResult]):

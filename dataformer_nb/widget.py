@@ -10,6 +10,7 @@ import ipywidgets as w
 
 from .cache import DEFAULT_CACHE_DIR, FULL, ClearReport, ProjectInfo, ResponseCache, human_size
 from .errors import DataformerError
+from .results import plural
 
 if TYPE_CHECKING:
     from .llms import AsyncLLM
@@ -133,7 +134,7 @@ class CachePanel:
 
 
 def _freed(report: ClearReport) -> str:
-    text = f"Freed {report.responses_deleted} responses ({human_size(report.bytes_freed)})"
+    text = f"Freed {plural(report.responses_deleted, 'response')} ({human_size(report.bytes_freed)})"
     if report.kept_shared:
         text += f"; kept {report.kept_shared} still used by other projects"
     return text + "."

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -263,21 +260,15 @@ def test_echo_provider_works_offline(cache_dir: Path) -> None:
     assert llm.generate([chat("hello")])[0].cached
 
 
-def test_generate_works_inside_a_running_event_loop(server: FakeLLMServer, cache_dir: Path) -> None:
-    # In a subprocess: nest-asyncio patches asyncio process-wide, as it does in a kernel.
-    code = textwrap.dedent(f"""
-        import asyncio
-        from dataformer_nb import AsyncLLM
-        llm = AsyncLLM(api_provider="openai", url="{server.url.replace('127.0.0.1', 'localhost')}/v1",
-                       cache_dir={str(cache_dir)!r},
-                       progress=False, verbose=False)
-        async def cell():
-            return llm.generate([{{"messages": [{{"role": "user", "content": "nested"}}]}}])
-        print(asyncio.run(cell())[0].text)
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "Answer: nested"
+def test_generate_works_inside_a_running_event_loop(server: FakeLLMServer, make_llm) -> None:
+    import asyncio
+
+    llm = make_llm()
+
+    async def cell() -> list[str | None]:  # as in a Jupyter kernel, where a loop is running
+        return llm.generate([chat("nested")]).texts
+
+    assert asyncio.run(cell()) == ["Answer: nested"]
 
 
 def test_keyboard_interrupt_keeps_finished_work(server: FakeLLMServer, make_llm) -> None:

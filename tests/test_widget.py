@@ -40,7 +40,7 @@ def test_delete_confirm_removes_the_project_and_keeps_shared_entries(server, mak
     assert set(panel.project_rows) == {"b"}
     assert [p.name for p in llm.cache.projects()] == ["b"]
     assert llm.cache_key(chat("only-a")) not in llm.cache and llm.cache_key(chat("shared")) in llm.cache
-    assert "Freed 1 responses" in panel.status.value and "kept 1 still used by other projects" in panel.status.value
+    assert "Freed 1 response (" in panel.status.value and "kept 1 still used by other projects" in panel.status.value
 
 
 def test_cancel_changes_nothing(server, make_llm) -> None:
