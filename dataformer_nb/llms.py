@@ -37,6 +37,7 @@ from .providers import (
     endpoint_url,
     get_provider,
     resolve_api_key,
+    response_text,
     to_openai,
 )
 from .results import GenerationResult, GenerationSummary, Results
@@ -558,6 +559,4 @@ def get_request_list(instructions: str | Sequence[str], sampling_params: Mapping
 
 def get_messages(results: Sequence[GenerationResult | Sequence[Any]]) -> list[str | None]:
     """The reply text of each result (None where a request failed)."""
-    from .providers import response_text
-
     return [r.text if isinstance(r, GenerationResult) else response_text(r[1]) for r in results]
