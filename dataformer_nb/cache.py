@@ -90,8 +90,7 @@ class ClearReport:
 
     def __str__(self) -> str:
         names = ", ".join(self.projects) or "nothing"
-        deleted = f"{self.responses_deleted} response{'' if self.responses_deleted == 1 else 's'}"
-        text = f"cleared {names}: {deleted} deleted ({human_size(self.bytes_freed)})"
+        text = f"cleared {names}: {plural(self.responses_deleted, 'response')} deleted ({human_size(self.bytes_freed)})"
         if self.kept_shared:
             text += f", {self.kept_shared} kept because other projects use them"
         return text
@@ -111,6 +110,10 @@ def normalize_project(name: object, source: str = "project_name") -> str:
     if canonical == FULL:
         raise ConfigurationError(f"{source}={name!r} is reserved (clear_project_cache='full' clears everything)")
     return canonical
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def human_size(n: float) -> str:

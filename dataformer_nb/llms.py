@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import hashlib
 import json
@@ -445,7 +446,9 @@ def _run_in_worker_thread(coro: Any) -> Any:
     try:
         worker.join()
     except BaseException:
-        loop.call_soon_threadsafe(task.cancel)
+        # is_alive() cannot be trusted after an interrupted join(); a closed loop raises instead.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(task.cancel)
         worker.join()
         raise
     if "error" in outcome:

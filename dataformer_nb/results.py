@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .cache import plural
 from .errors import RequestFailedError
 from .providers import response_text
 
@@ -100,10 +101,6 @@ class GenerationSummary:
         if self.failures:
             text += " (" + ", ".join(f"{cause}: {n}" for cause, n in self.failures.most_common()) + ")"
         return f"{text} · project {self.project}"
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 class Results(list[GenerationResult]):

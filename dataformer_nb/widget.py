@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 
 import ipywidgets as w
 
-from .cache import DEFAULT_CACHE_DIR, FULL, ClearReport, ProjectInfo, ResponseCache, human_size
+from .cache import DEFAULT_CACHE_DIR, FULL, ClearReport, ProjectInfo, ResponseCache, human_size, plural
 from .errors import DataformerError
-from .results import plural
 
 if TYPE_CHECKING:
     from .llms import AsyncLLM
