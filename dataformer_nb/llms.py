@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import hashlib
 import json
 import math
 import os
 import random
+import ssl
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,30 +54,42 @@ _ROUTING_KEYS = ("api_provider", "url", "api_key", "model", "metadata")
 _RETRYABLE_STATUSES = {408, 409, 429}
 
 TransportChoice = Literal["aiohttp", "httpx"] | httpx.AsyncBaseTransport
+_ECHO = EchoTransport()
+_MISSING = object()
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_ECHO_HOST = httpx.URL(ECHO_BASE_URL).host
 
 
 @dataclass
 class _Route:
-    """Where requests of one (provider, url, key) go, and the key's fate."""
+    """Where requests with one (provider, url, key, model) go, and the key's fate."""
 
     provider: Provider
     endpoint: str
+    model: str
     headers: dict[str, str]
     key: str | None
     key_source: str
     key_error: MissingAPIKeyError | None
-    bucket: RateBucket | None = None
+    bucket: RateBucket
+    key_suffix: bytes  # what the cache key hashes after the body
+    url: httpx.URL = field(init=False)
+    echo: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = httpx.URL(self.endpoint)
+        self.echo = self.url.host == _ECHO_HOST
 
 
-@dataclass
+@dataclass(slots=True)
 class _Unit:
     """One distinct request to send, and the result slots it fills."""
 
     route: _Route
-    body: bytes
+    body: dict[str, Any]
     cache_key: str
-    tokens: int
-    indices: list[int] = field(default_factory=list)
+    indices: list[int]
 
 
 class AsyncLLM:
@@ -127,6 +141,7 @@ class AsyncLLM:
         self.project_name = normalize_project(project_name or os.environ.get("PROJECT_NAME") or DEFAULT_PROJECT)
         self.cache_dir = os.fspath(cache_dir or os.environ.get("DATAFORMER_CACHE_DIR") or DEFAULT_CACHE_DIR)
         self.timeout = float(_positive(timeout, "timeout") or 0)
+        self._timeouts = dict.fromkeys(("connect", "read", "write", "pool"), self.timeout)
         self.retry_base_delay = float(retry_base_delay)
         if not (transport in ("aiohttp", "httpx") or isinstance(transport, httpx.AsyncBaseTransport)):
             raise ConfigurationError(f"transport={transport!r} must be 'aiohttp', 'httpx' or an httpx transport")
@@ -161,7 +176,7 @@ class AsyncLLM:
 
     def cache_key(self, request: Mapping[str, Any], cache_vars: Mapping[str, Any] | None = None) -> str:
         """The key under which ``request``'s response is (or would be) cached."""
-        return self._prepare(0, request, cache_vars, {}).cache_key
+        return self._prepare(0, request, _cache_vars_json(cache_vars), {}).cache_key
 
     # Generating
 
@@ -200,10 +215,9 @@ class AsyncLLM:
                 f"request_list must be a list of request dicts, not {type(request_list).__name__}: "
                 "pass e.g. [{'messages': [{'role': 'user', 'content': 'Hi'}]}]"
             )
-        if cache_vars is not None and not isinstance(cache_vars, Mapping):
-            raise ConfigurationError(f"cache_vars={cache_vars!r} must be a dict")
         routes: dict[tuple[Any, ...], _Route] = {}
-        prepared = [self._prepare(i, r, cache_vars, routes) for i, r in enumerate(request_list)]
+        cache_vars_json = _cache_vars_json(cache_vars)
+        prepared = [self._prepare(i, r, cache_vars_json, routes) for i, r in enumerate(request_list)]
         units = _group(prepared, dedupe=use_cache)
         # A missing key is only an error for what must be sent: a cached notebook re-runs without keys.
         keyless = [u for u in units.values() if u.route.key_error is not None]
@@ -233,45 +247,49 @@ class AsyncLLM:
 
     # Preparing requests
 
-    def _prepare(
-        self, index: int, request: Any, cache_vars: Mapping[str, Any] | None, routes: dict[tuple[Any, ...], _Route]
-    ) -> _Unit:
-        where = f"request_list[{index}]"
+    def _prepare(self, index: int, request: Any, cache_vars: str, routes: dict[tuple[Any, ...], _Route]) -> _Unit:
+        """Validate one request and compute its body and cache key (its bytes wait until it is sent)."""
         if not isinstance(request, Mapping):
             raise InvalidRequestError(
-                f"{where} is a {type(request).__name__}, not a dict: each request is a dict such as "
+                f"request_list[{index}] is a {type(request).__name__}, not a dict: each request is a dict such as "
                 "{'messages': [{'role': 'user', 'content': 'Hi'}]}"
             )
+        get = request.get
+        target = (get("api_provider"), get("url"), get("api_key"), get("model"))
+        try:
+            route = routes.get(target)
+        except TypeError:  # an unhashable url or key: _route says what is wrong with it
+            route = None
+        if route is None:
+            route = self._route(index, request, cache_vars)
+            with contextlib.suppress(TypeError):
+                routes[target] = route
+        payload = {k: v for k, v in request.items() if k not in _ROUTING_KEYS}
+        for k, v in self.sampling_params.items():
+            payload.setdefault(k, v)
+        _check_prompt(payload, self.gen_type, index)
+        body = build_body(route.provider.style, self.gen_type, payload, route.model)
+        try:
+            # Equal to hashing json.dumps({"v", "url", "model", "body", "cache_vars"}, sort_keys=True).
+            canonical = _KEY_ENCODER.encode(_canonical(body))
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(
+                f"request_list[{index}] holds a value that is not JSON-serialisable ({exc}): "
+                "use strings, numbers, booleans, None, lists and dicts"
+            ) from None
+        key = hashlib.sha256(b'{"body":' + canonical.encode() + route.key_suffix).hexdigest()
+        return _Unit(route, body, key, [index])
+
+    def _route(self, index: int, request: Mapping[str, Any], cache_vars: str) -> _Route:
+        where = f"request_list[{index}]"
         provider = get_provider(request.get("api_provider", self.api_provider))
         own = provider.name == self.api_provider
         url = request.get("url", self.url if own else None)
         if url is not None:
             url = check_url(url, f"{where}['url']")
-        key = _optional_str(request.get("api_key", self._api_key if own else None), f"{where}['api_key']")
+        explicit_key = _optional_str(request.get("api_key", self._api_key if own else None), f"{where}['api_key']")
         model = _optional_str(request.get("model", self.model if own else None), f"{where}['model']")
-        route_id = (provider.name, url, key)
-        route = routes.get(route_id) or routes.setdefault(route_id, self._route(provider, url, key))
-        payload = {k: v for k, v in request.items() if k not in _ROUTING_KEYS}
-        for k, v in self.sampling_params.items():
-            payload.setdefault(k, v)
-        _check_prompt(payload, self.gen_type, where)
-        body = build_body(provider.style, self.gen_type, payload, model or provider.default_model)
-        try:
-            body_bytes = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
-            key_material = json.dumps(
-                {"v": CACHE_SCHEMA_VERSION, "url": route.endpoint, "model": body["model"],
-                 "body": _canonical(body), "cache_vars": _canonical(cache_vars or {})},
-                sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
-            )
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequestError(
-                f"{where} holds a value that is not JSON-serialisable ({exc}): "
-                "use strings, numbers, booleans, None, lists and dicts (cache_vars too)"
-            ) from None
-        cache_key = hashlib.sha256(key_material.encode()).hexdigest()
-        return _Unit(route, body_bytes, cache_key, estimate_request_tokens(body), [index])
-
-    def _route(self, provider: Provider, url: str | None, explicit_key: str | None) -> _Route:
+        model = model or provider.default_model
         endpoint = endpoint_url(provider, self.gen_type, url, os.environ)
         try:
             key, source = resolve_api_key(provider, explicit_key, endpoint, os.environ)
@@ -281,7 +299,9 @@ class AsyncLLM:
         headers = {"Content-Type": "application/json", **auth_headers(provider, key)}
         fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
         bucket = self._limiter.bucket(endpoint, fingerprint)
-        return _Route(provider, endpoint, headers, key, source, error, bucket)
+        suffix = (f',"cache_vars":{cache_vars},"model":{_KEY_ENCODER.encode(model)},'
+                  f'"url":{_KEY_ENCODER.encode(endpoint)},"v":{CACHE_SCHEMA_VERSION}}}')
+        return _Route(provider, endpoint, model, headers, key, source, error, bucket, suffix.encode())
 
     # Sending
 
@@ -302,8 +322,10 @@ class AsyncLLM:
         bar = tqdm(total=len(results), initial=summary.cached, desc="generate", unit="req",
                    disable=not self.progress or not units, dynamic_ncols=True)
 
-        async def run(client: httpx.AsyncClient, unit: _Unit) -> None:
-            outcome = await self._send(client, unit, slots[id(unit.route.bucket)])
+        async def run(network: httpx.AsyncBaseTransport | None, unit: _Unit) -> None:
+            transport = _ECHO if unit.route.echo else network
+            assert transport is not None
+            outcome = await self._send(transport, unit, slots[id(unit.route.bucket)])
             if isinstance(outcome, RequestFailedError):
                 for i in unit.indices:
                     results[i] = _result(request_list[i], None, error=outcome)
@@ -317,11 +339,10 @@ class AsyncLLM:
                     summary.sent += 1
             bar.update(len(unit.indices))
 
+        network = self._network_transport(units, buckets.values())
         try:
             if units:
-                connections = sum(b.max_concurrent_requests for b in buckets.values())
-                async with self._client(connections) as client:
-                    await asyncio.gather(*(run(client, u) for u in units))
+                await asyncio.gather(*(run(network, u) for u in units))
         except (asyncio.CancelledError, KeyboardInterrupt):
             pending = sum(len(u.indices) for u in units) - summary.sent - summary.failed
             self._say(f"interrupted: {summary.sent} new responses are saved in the cache; "
@@ -330,41 +351,59 @@ class AsyncLLM:
         finally:
             bar.set_postfix(cached=summary.cached, failed=summary.failed, refresh=False)
             bar.close()
+            if network is not None and network is not self.transport:
+                await network.aclose()
 
-    def _client(self, connections: int) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        options: dict[str, Any] = {
-            "timeout": httpx.Timeout(self.timeout),
-            "limits": limits,
-            "mounts": {f"all://{httpx.URL(ECHO_BASE_URL).host}": EchoTransport()},
-        }
+    def _network_transport(self, units: list[_Unit], buckets: Iterable[RateBucket]) -> httpx.AsyncBaseTransport | None:
+        """The transport for what goes over the network (None if everything is echo).
+
+        Requests go straight to the transport: httpx's AsyncClient layer costs more CPU
+        per request than the aiohttp transport under it (benchmarks/).
+        """
+        if all(u.route.echo for u in units):
+            return None
         if isinstance(self.transport, httpx.AsyncBaseTransport):
-            return httpx.AsyncClient(transport=self.transport, **options)
+            return self.transport
+        connections = sum(b.max_concurrent_requests for b in buckets)
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         if self.transport == "aiohttp":
-            from httpx_aiohttp import HttpxAiohttpClient
+            from httpx_aiohttp import AiohttpTransport
 
-            return HttpxAiohttpClient(**options)
-        return httpx.AsyncClient(**options)
+            return AiohttpTransport(verify=_ssl_context(), limits=limits)
+        return httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits)
 
     async def _send(
-        self, client: httpx.AsyncClient, unit: _Unit, slot: asyncio.Semaphore
+        self, transport: httpx.AsyncBaseTransport, unit: _Unit, slot: asyncio.Semaphore
     ) -> dict[str, Any] | RequestFailedError:
         route, bucket = unit.route, unit.route.bucket
-        assert bucket is not None
+        content = _BODY_ENCODER.encode(unit.body).encode()
+        tokens = estimate_request_tokens(unit.body)
         error = RequestFailedError("not sent", cause="not sent")
         for attempt in range(1, self.max_attempts + 1):
             async with slot:
                 if bucket.rejection is not None:
                     return bucket.rejection  # type: ignore[return-value]
-                await bucket.wait_turn(unit.tokens)
+                await bucket.wait_turn(tokens)
+                request = httpx.Request("POST", route.url, content=content, headers=route.headers,
+                                        extensions={"timeout": self._timeouts})
                 try:
-                    reply = await client.post(route.endpoint, content=unit.body, headers=route.headers)
-                except httpx.TimeoutException:
-                    error, delay = self._failure(route, "timeout", f"no reply within {self.timeout:g} s"), None
+                    reply = await transport.handle_async_request(request)
+                    try:
+                        await reply.aread()
+                    finally:
+                        await reply.aclose()
+                except httpx.TimeoutException as exc:
+                    # httpx-aiohttp reports a dropped connection as a (connect) timeout
+                    cause = exc.__cause__
+                    if cause is None or isinstance(cause, asyncio.TimeoutError):
+                        error = self._failure(route, "timeout", f"no reply within {self.timeout:g} s")
+                    else:
+                        error = self._failure(route, "connection", f"connection failed ({cause!r})")
+                    delay = None
                 except httpx.TransportError as exc:
                     error, delay = self._failure(route, "connection", f"connection failed ({exc!r})"), None
                 else:
-                    outcome = self._interpret(reply, unit)
+                    outcome = self._interpret(reply, route, tokens)
                     if not isinstance(outcome, tuple):
                         return outcome
                     error, delay = outcome
@@ -374,18 +413,17 @@ class AsyncLLM:
         return error
 
     def _interpret(
-        self, reply: httpx.Response, unit: _Unit
+        self, reply: httpx.Response, route: _Route, tokens: int
     ) -> dict[str, Any] | RequestFailedError | tuple[RequestFailedError, float | None]:
         """A response, a final error, or (a retryable error, the delay the server asked for)."""
-        route, status = unit.route, reply.status_code
+        status = reply.status_code
         if 200 <= status < 300:
             try:
                 response = to_openai(route.provider.style, self.gen_type, reply.json())
             except (ValueError, KeyError, TypeError) as exc:
                 return self._failure(route, "malformed json", f"unreadable reply ({exc})"), None
             usage = response.get("usage") or {}
-            assert route.bucket is not None
-            route.bucket.settle(unit.tokens, usage.get("total_tokens"))
+            route.bucket.settle(tokens, usage.get("total_tokens"))
             return response
         detail = self._failure(route, f"http {status}", f"HTTP {status}: {_server_message(reply)}", status)
         if status in (401, 403):
@@ -394,14 +432,12 @@ class AsyncLLM:
                 f"check {route.key_source} in .env or pass api_key=; the rest of its requests were not sent",
                 cause=f"http {status}", status=status,
             )
-            assert route.bucket is not None
             route.bucket.rejection = rejection
             return rejection
         if status not in _RETRYABLE_STATUSES and status < 500:
             return detail
         retry_after = _retry_after(reply.headers)
         if status == 429:
-            assert route.bucket is not None
             route.bucket.pause(retry_after if retry_after is not None else self._backoff(1))
         return detail, retry_after
 
@@ -456,6 +492,12 @@ def _run_in_worker_thread(coro: Any) -> Any:
     return outcome["value"]
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA store costs ~0.1 s of CPU: once per process, not once per generate.
+    return httpx.create_ssl_context()
+
+
 def _result(request: Mapping[str, Any], response: dict[str, Any] | None, *, cached: bool = False,
             error: RequestFailedError | None = None) -> GenerationResult:
     return GenerationResult(dict(request), response, cached, error, request.get("metadata"))
@@ -473,7 +515,8 @@ def _group(prepared: list[_Unit], dedupe: bool) -> dict[str, _Unit]:
     return units
 
 
-def _check_prompt(payload: Mapping[str, Any], gen_type: GenType, where: str) -> None:
+def _check_prompt(payload: Mapping[str, Any], gen_type: GenType, index: int) -> None:
+    where = f"request_list[{index}]"
     if gen_type == "text":
         prompt = payload.get("prompt")
         if not isinstance(prompt, str) and not (isinstance(prompt, list) and prompt and
@@ -486,24 +529,44 @@ def _check_prompt(payload: Mapping[str, Any], gen_type: GenType, where: str) -> 
             f"{where} needs 'messages', a non-empty list such as [{{'role': 'user', 'content': 'Hi'}}]"
         )
     for j, message in enumerate(messages):
-        ok = (isinstance(message, Mapping) and isinstance(message.get("role"), str) and "content" in message
-              and (message["content"] is None or isinstance(message["content"], (str, list))))
-        if not ok:
+        if not _is_message(message):
             raise InvalidRequestError(
                 f"{where}['messages'][{j}] = {message!r} is not a message: each is a dict with a 'role' "
                 "string and a 'content' string (or list of content parts)"
             )
 
 
+def _is_message(message: Any) -> bool:
+    if type(message) is not dict and not isinstance(message, Mapping):
+        return False
+    content = message.get("content", _MISSING)
+    return isinstance(message.get("role"), str) and (content is None or isinstance(content, (str, list)))
+
+
 def _canonical(value: Any) -> Any:
     """``value`` with integral floats as ints, so 1 and 1.0 give one cache key."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    kind = type(value)
+    if kind is str or kind is int or value is None or kind is bool:
+        return value
+    if kind is float:
+        return int(value) if value.is_integer() else value
     if isinstance(value, Mapping):
         return {k: _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
     return value
+
+
+def _cache_vars_json(cache_vars: Mapping[str, Any] | None) -> str:
+    if cache_vars is not None and not isinstance(cache_vars, Mapping):
+        raise ConfigurationError(f"cache_vars={cache_vars!r} must be a dict")
+    try:
+        return _KEY_ENCODER.encode(_canonical(cache_vars or {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"cache_vars holds a value that is not JSON-serialisable ({exc}): "
+            "use strings, numbers, booleans, None, lists and dicts"
+        ) from None
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

@@ -24,7 +24,7 @@ def redact(request: dict[str, Any]) -> dict[str, Any]:
     return {k: ("***" if k in _SECRET_FIELDS else v) for k, v in request.items()}
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class GenerationResult:
     """One request and what came of it.
 
@@ -109,6 +109,13 @@ class Results(list[GenerationResult]):
     def __init__(self, results: list[GenerationResult], summary: GenerationSummary) -> None:
         super().__init__(results)
         self.summary = summary
+
+    def __repr__(self) -> str:
+        # Shortened like pandas: a list of 10^5 results is unreadable (and asyncio.run reprs it).
+        if len(self) <= 10:
+            return f"Results({list.__repr__(self)})"
+        shown = ", ".join(map(repr, self[:5])) + f", ... {len(self) - 10} more ..., " + ", ".join(map(repr, self[-5:]))
+        return f"Results([{shown}], {self.summary})"
 
     @property
     def texts(self) -> list[str | None]:

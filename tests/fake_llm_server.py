@@ -154,9 +154,12 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 payload = json.dumps({"error": {"message": f"scripted {status}"}}).encode()
                 return self._send(status, payload, headers)
             payload = json.dumps(_reply(self.path, body, f"Answer: {prompt}")).encode()
-            if self._send(200, payload, {}):
+            # Counted before writing: the client may read the reply before this thread runs on.
+            with server._lock:
+                server.completed[prompt] += 1
+            if not self._send(200, payload, {}):
                 with server._lock:
-                    server.completed[prompt] += 1
+                    server.completed[prompt] -= 1
 
         def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> bool:
             with server._lock:
