@@ -192,16 +192,26 @@ class ResponseCache:
 
     def put(self, key: str, response: Mapping[str, Any], project: str) -> None:
         """Store ``response`` under ``key`` for ``project`` (committed before returning)."""
+        self.put_many([(key, response)], project)
+
+    def put_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], project: str) -> None:
+        """Store each ``(key, response)`` for ``project``, all in one transaction."""
         project = normalize_project(project)
-        size = len(json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode())
+        added = added_bytes = 0
         with self._transact():
-            entry = self._read(_RESPONSE + key)
-            if entry is None:
-                self._write(_RESPONSE + key, {"response": response, "projects": [project], "size": size})
-                self._update_summary(project, 1, size)
-            elif project not in entry["projects"]:
-                self._join(_RESPONSE + key, project)
-                self._update_summary(project, 1, entry["size"])
+            for key, response in items:
+                entry = self._read(_RESPONSE + key)
+                if entry is None:
+                    size = len(json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode())
+                    self._write(_RESPONSE + key, {"response": response, "projects": [project], "size": size})
+                elif project not in entry["projects"]:
+                    self._join(_RESPONSE + key, project)
+                    size = entry["size"]
+                else:
+                    continue
+                added, added_bytes = added + 1, added_bytes + size
+            if added:
+                self._update_summary(project, added, added_bytes)
 
     def touch(self, project: str) -> None:
         """Record that ``project`` was used now, even if nothing was added to it."""

@@ -46,6 +46,7 @@ from .providers import (
     to_openai,
 )
 from .results import GenerationResult, GenerationSummary, Results
+from .transport import AiohttpTransport, Reply, post
 
 CACHE_SCHEMA_VERSION = 1
 DEFAULT_PROJECT = "dataformer"
@@ -160,7 +161,6 @@ class AsyncLLM:
         self.project_name = normalize_project(project_name or os.environ.get("PROJECT_NAME") or DEFAULT_PROJECT)
         self.cache_dir = os.fspath(cache_dir or os.environ.get("DATAFORMER_CACHE_DIR") or DEFAULT_CACHE_DIR)
         self.timeout = float(_positive(timeout, "timeout") or 0)
-        self._timeouts = dict.fromkeys(("connect", "read", "write", "pool"), self.timeout)
         self.retry_base_delay = float(retry_base_delay)
         if not (transport in ("aiohttp", "httpx") or isinstance(transport, httpx.AsyncBaseTransport)):
             raise ConfigurationError(f"transport={transport!r} must be 'aiohttp', 'httpx' or an httpx transport")
@@ -342,9 +342,9 @@ class AsyncLLM:
         bar = tqdm(total=len(results), initial=summary.cached, desc="generate", unit="req",
                    disable=not self.progress or not units, dynamic_ncols=True)
 
-        async def run(network: httpx.AsyncBaseTransport | None, unit: _Unit) -> None:
-            transport = _ECHO if unit.route.echo else network
-            assert transport is not None
+        writer = _CacheWriter(self.cache, project) if project is not None else None
+
+        async def run(transport: httpx.AsyncBaseTransport, unit: _Unit) -> None:
             outcome = await self._send(transport, unit, slots[id(unit.route.bucket)])
             if isinstance(outcome, RequestFailedError):
                 for i in unit.indices:
@@ -352,23 +352,36 @@ class AsyncLLM:
                     summary.failures[outcome.cause] += 1
                 bar.set_postfix(cached=summary.cached, failed=summary.failed, refresh=False)
             else:
-                if project is not None:
-                    self.cache.put(unit.cache_key, outcome, project)
                 for i in unit.indices:
                     results[i] = _result(request_list[i], outcome)
                     summary.sent += 1
+                if writer is not None:
+                    await writer.save(unit.cache_key, outcome)
             bar.update(len(unit.indices))
+
+        async def worker(queue: Iterator[_Unit]) -> None:
+            for unit in queue:
+                await run(_ECHO if unit.route.echo else network, unit)  # type: ignore[arg-type]
 
         network = self._network_transport(units, buckets.values())
         try:
-            if units:
-                await asyncio.gather(*(run(network, u) for u in units))
+            # A few workers per bucket, not a task per request: 10^5 tasks cost ~300 MB.
+            # Twice the concurrency keeps every slot busy while some workers wait to retry.
+            workers = []
+            for key, bucket in buckets.items():
+                queue = iter([u for u in units if id(u.route.bucket) == key])
+                workers += [worker(queue) for _ in range(2 * bucket.max_concurrent_requests)]
+            await asyncio.gather(*workers)
         except (asyncio.CancelledError, KeyboardInterrupt):
+            if writer is not None:
+                writer.flush()
             pending = sum(len(u.indices) for u in units) - summary.sent - summary.failed
             self._say(f"interrupted: {summary.sent} new responses are saved in the cache; "
                       f"re-run to send the other {pending}")
             raise
         finally:
+            if writer is not None:
+                writer.flush()
             bar.set_postfix(cached=summary.cached, failed=summary.failed, refresh=False)
             bar.close()
             if network is not None and network is not self.transport:
@@ -385,11 +398,9 @@ class AsyncLLM:
         if isinstance(self.transport, httpx.AsyncBaseTransport):
             return self.transport
         connections = sum(b.max_concurrent_requests for b in buckets)
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         if self.transport == "aiohttp":
-            from httpx_aiohttp import AiohttpTransport
-
-            return AiohttpTransport(verify=_ssl_context(), limits=limits)
+            return AiohttpTransport(connections, _ssl_context())
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         return httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits)
 
     async def _send(
@@ -404,22 +415,10 @@ class AsyncLLM:
                 if bucket.rejection is not None:
                     return bucket.rejection  # type: ignore[return-value]
                 await bucket.wait_turn(tokens)
-                request = httpx.Request("POST", route.url, content=content, headers=route.headers,
-                                        extensions={"timeout": self._timeouts})
                 try:
-                    reply = await transport.handle_async_request(request)
-                    try:
-                        await reply.aread()
-                    finally:
-                        await reply.aclose()
-                except httpx.TimeoutException as exc:
-                    # httpx-aiohttp reports a dropped connection as a (connect) timeout
-                    cause = exc.__cause__
-                    if cause is None or isinstance(cause, asyncio.TimeoutError):
-                        error = self._failure(route, "timeout", f"no reply within {self.timeout:g} s")
-                    else:
-                        error = self._failure(route, "connection", f"connection failed ({cause!r})")
-                    delay = None
+                    reply = await post(transport, route.url, content, route.headers, self.timeout)
+                except httpx.TimeoutException:
+                    error, delay = self._failure(route, "timeout", f"no reply within {self.timeout:g} s"), None
                 except httpx.TransportError as exc:
                     error, delay = self._failure(route, "connection", f"connection failed ({exc!r})"), None
                 else:
@@ -433,13 +432,13 @@ class AsyncLLM:
         return error
 
     def _interpret(
-        self, reply: httpx.Response, route: _Route, tokens: int
+        self, reply: Reply, route: _Route, tokens: int
     ) -> dict[str, Any] | RequestFailedError | tuple[RequestFailedError, float | None]:
         """A response, a final error, or (a retryable error, the delay the server asked for)."""
-        status = reply.status_code
+        status = reply.status
         if 200 <= status < 300:
             try:
-                response = to_openai(route.provider.style, self.gen_type, reply.json())
+                response = to_openai(route.provider.style, self.gen_type, json.loads(reply.content))
             except (ValueError, KeyError, TypeError) as exc:
                 return self._failure(route, "malformed json", f"unreadable reply ({exc})"), None
             usage = response.get("usage") or {}
@@ -474,6 +473,28 @@ class AsyncLLM:
     def _say(self, text: str) -> None:
         if self.verbose:
             print(f"dataformer_nb: {text}")
+
+
+class _CacheWriter:
+    """Commits fresh responses in groups: the replies that arrive in one turn of the event
+    loop share one SQLite transaction (one per reply cost more than the whole HTTP
+    exchange), so a crash loses at most the replies of that turn."""
+
+    def __init__(self, cache: ResponseCache, project: str) -> None:
+        self._cache, self._project = cache, project
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+
+    async def save(self, key: str, response: dict[str, Any]) -> None:
+        self._pending.append((key, response))
+        if len(self._pending) == 1:
+            await asyncio.sleep(0)  # the other replies ready in this turn join the group
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            count = len(self._pending)
+            self._cache.put_many(self._pending[:count], self._project)
+            del self._pending[:count]
 
 
 def _run_in_worker_thread(coro: Any) -> Any:
@@ -606,7 +627,7 @@ def _cache_vars_json(cache_vars: Mapping[str, Any] | None) -> str:
         ) from None
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
     """The wait a 429/503 asked for (``retry-after-ms`` or ``Retry-After``), capped."""
     try:
         if "retry-after-ms" in headers:
@@ -623,13 +644,13 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     return None
 
 
-def _server_message(reply: httpx.Response) -> str:
+def _server_message(reply: Reply) -> str:
     try:
-        data = reply.json()
+        data = json.loads(reply.content)
         error = data.get("error", data) if isinstance(data, dict) else data
         message = error.get("message", error) if isinstance(error, dict) else error
     except ValueError:
-        message = reply.text
+        message = reply.content.decode("utf-8", errors="replace")
     text = str(message).strip()
     return text[:300] + ("..." if len(text) > 300 else "")
 
