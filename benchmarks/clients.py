@@ -125,7 +125,7 @@ def run_dataformer_nb(args: argparse.Namespace, body: list[dict[str, Any]]) -> l
 
 def run_diskcache_get(args: argparse.Namespace, body: list[dict[str, Any]]) -> list[str | None]:
     """The warm floor: a bare loop of diskcache ``get`` over the keys dataformer_nb stored,
-    each value decoded from JSON (what a get returns with dataformer_nb's JSON Disk)."""
+    then, like every client, the reply texts read from the values' JSON."""
     import diskcache
 
     from dataformer_nb import AsyncLLM
@@ -135,8 +135,8 @@ def run_diskcache_get(args: argparse.Namespace, body: list[dict[str, Any]]) -> l
     cache = diskcache.Cache(args.cache_dir)
     global _started
     _started = _clock()
-    values = [json.loads(cache.get(key)) for key in keys]
-    return [v["response"]["choices"][0]["message"]["content"] for v in values]
+    values = [cache.get(key) for key in keys]
+    return [json.loads(v)["response"]["choices"][0]["message"]["content"] for v in values]
 
 
 CLIENTS: dict[str, Callable[..., list[str | None]]] = {

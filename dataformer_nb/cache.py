@@ -22,7 +22,7 @@ import os
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +56,8 @@ class _JSONDisk(diskcache.Disk):
         return key
 
     def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
+        if isinstance(value, _EncodedEntry):
+            return super().store(value.data, read, key)
         data = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         return super().store(data.encode(), read, key)
 
@@ -64,6 +66,45 @@ class _JSONDisk(diskcache.Disk):
             raise CacheError("the cache holds a pickled value: refusing to unpickle it")
         data = super().fetch(mode, filename, value, read)
         return json.loads(data)
+
+
+@dataclass(frozen=True)
+class _EncodedEntry:
+    """A response entry already in its stored JSON form (re-encoding a reply costs CPU)."""
+
+    data: bytes
+
+    @classmethod
+    def new(cls, response: bytes, project: str) -> _EncodedEntry:
+        projects = json.dumps([project], ensure_ascii=False).encode()
+        return cls(b'{"response":' + response + b',"projects":' + projects + b',"size":%d}' % len(response))
+
+
+def _split_entry(data: bytes, project: str, name: bytes) -> tuple[bytes, bool]:
+    """An entry's response (still JSON), and whether ``project`` (JSON: ``name``) uses it.
+
+    Entries are written as ``{"response":...,"projects":[...],"size":n}``: the last
+    ``,"projects":`` is ours, as a quote inside the list's strings is escaped, and the
+    list is decoded only when it is neither ``[project]`` nor free of ``project``.
+    """
+    cut = data.rfind(b',"projects":')
+    if not data.startswith(b'{"response":') or cut < 0:
+        entry = json.loads(data)
+        return _encode(entry["response"]), project in entry["projects"]
+    tail = data[cut + len(b',"projects":'):]
+    if tail.startswith(b"[" + name + b"],"):
+        member = True
+    elif name not in tail:
+        member = False
+    else:
+        member = project in json.loads(b"{" + data[cut + 1:])["projects"]
+    return data[len(b'{"response":'):cut], member
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
 
 
 @dataclass(frozen=True)
@@ -171,39 +212,40 @@ class ResponseCache:
         entry = self._read(_RESPONSE + key)
         return entry["response"] if entry else None
 
-    def lookup(self, keys: Iterable[str], project: str) -> dict[str, dict[str, Any]]:
-        """The cached responses among ``keys``, each now recorded as used by ``project``."""
+    def lookup(self, keys: Iterable[str], project: str) -> dict[str, bytes]:
+        """The cached responses among ``keys``, as JSON, each now recorded as used by ``project``."""
         project = normalize_project(project)
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, bytes] = {}
         joining: list[str] = []
-        keys = list(keys)
-        entries = self._read_many([_RESPONSE + key for key in keys])
-        for key in keys:
-            entry = entries.get(_RESPONSE + key)
-            if entry is not None:
-                found[key] = entry["response"]
-                if project not in entry["projects"]:
-                    joining.append(key)
+        name = _encode(project)
+        for key, data in self._read_many([_RESPONSE + key for key in keys]):
+            found[key[len(_RESPONSE):]], member = _split_entry(data, project, name)
+            if not member:
+                joining.append(key[len(_RESPONSE):])
         if joining:
             with self._transact():
                 added = [self._join(_RESPONSE + key, project) for key in joining]
                 self._update_summary(project, sum(1 for a in added if a), sum(added))
         return found
 
-    def put(self, key: str, response: Mapping[str, Any], project: str) -> None:
+    def put(self, key: str, response: Mapping[str, Any] | bytes, project: str) -> None:
         """Store ``response`` under ``key`` for ``project`` (committed before returning)."""
         self.put_many([(key, response)], project)
 
-    def put_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], project: str) -> None:
-        """Store each ``(key, response)`` for ``project``, all in one transaction."""
+    def put_many(self, items: Iterable[tuple[str, Mapping[str, Any] | bytes]], project: str) -> None:
+        """Store each ``(key, response)`` for ``project``, all in one transaction.
+
+        A response may be given as its JSON bytes (one object), stored as they are.
+        """
         project = normalize_project(project)
         added = added_bytes = 0
         with self._transact():
             for key, response in items:
                 entry = self._read(_RESPONSE + key)
                 if entry is None:
-                    size = len(json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode())
-                    self._write(_RESPONSE + key, {"response": response, "projects": [project], "size": size})
+                    data = response if isinstance(response, bytes) else _encode(response)
+                    self._write(_RESPONSE + key, _EncodedEntry.new(data, project))
+                    size = len(data)
                 elif project not in entry["projects"]:
                     self._join(_RESPONSE + key, project)
                     size = entry["size"]
@@ -320,14 +362,13 @@ class ResponseCache:
         except sqlite3.Error as exc:
             raise CacheError(f"the cache in {self.directory} cannot be read ({exc})") from exc
 
-    def _read_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """The entries among ``keys``, by key: one query and one JSON decode per batch.
+    def _read_many(self, keys: list[str]) -> Iterator[tuple[str, bytes]]:
+        """``(key, stored JSON)`` of the entries among ``keys``: one query per batch.
 
         diskcache has no get_many, and a get() per key costs more than all the rest of a
         warm re-run. This runs Cache.get's own SELECT over a batch of keys; a row not held
         inline as JSON (never written by us) goes through get(), which refuses pickles.
         """
-        found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(keys), _READ_BATCH):
             batch = keys[start:start + _READ_BATCH]
             select = (f"SELECT key, mode, value FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})"
@@ -336,21 +377,13 @@ class ResponseCache:
                 rows = self._cache._sql(select, (*batch, time.time())).fetchall()
             except sqlite3.Error as exc:
                 raise CacheError(f"the cache in {self.directory} cannot be read ({exc})") from exc
-            inline = [(key, value) for key, mode, value in rows if mode == diskcache.core.MODE_RAW]
-            try:
-                # One array decoded at once also shares its dict keys' strings between entries.
-                values = json.loads(b"[" + b",".join(value for _, value in inline) + b"]")
-                if len(values) != len(inline):
-                    raise ValueError("a value is not one JSON document")
-            except ValueError:
-                values = [self._read(key) for key, _ in inline]
-            found.update(zip((key for key, _ in inline), values, strict=True))
-            for key, mode, _ in rows:
-                if mode != diskcache.core.MODE_RAW and (entry := self._read(key)) is not None:
-                    found[key] = entry
-        return found
+            for key, mode, value in rows:
+                if mode == diskcache.core.MODE_RAW:
+                    yield key, bytes(value)
+                elif (entry := self._read(key)) is not None:
+                    yield key, _encode(entry)
 
-    def _write(self, key: str, value: Mapping[str, Any]) -> None:
+    def _write(self, key: str, value: Mapping[str, Any] | _EncodedEntry) -> None:
         try:
             self._cache.set(key, value, retry=True)
         except sqlite3.Error as exc:

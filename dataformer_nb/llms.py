@@ -107,7 +107,7 @@ class _Unit:
     """One distinct request to send, and the result slots it fills."""
 
     route: _Route
-    body: dict[str, Any]
+    request: Mapping[str, Any]
     cache_key: str
     indices: list[int]
 
@@ -284,11 +284,7 @@ class AsyncLLM:
             route = self._route(index, request, cache_vars)
             with contextlib.suppress(TypeError):
                 routes[target] = route
-        payload = {k: v for k, v in request.items() if k not in _ROUTING_KEYS}
-        for k, v in self.sampling_params.items():
-            payload.setdefault(k, v)
-        _check_prompt(payload, self.gen_type, index)
-        body = build_body(route.provider.style, self.gen_type, payload, route.model)
+        body = self._body(request, route, index)
         try:
             # Equal to hashing json.dumps({"v", "url", "model", "body", "cache_vars"}, sort_keys=True).
             canonical = _KEY_JSON(_canonical(body))
@@ -298,7 +294,14 @@ class AsyncLLM:
                 "use strings, numbers, booleans, None, lists and dicts"
             ) from None
         key = hashlib.sha256(b'{"body":' + canonical.encode() + route.key_suffix).hexdigest()
-        return _Unit(route, body, key, [index])
+        return _Unit(route, request, key, [index])
+
+    def _body(self, request: Mapping[str, Any], route: _Route, index: int) -> dict[str, Any]:
+        payload = {k: v for k, v in request.items() if k not in _ROUTING_KEYS}
+        for k, v in self.sampling_params.items():
+            payload.setdefault(k, v)
+        _check_prompt(payload, self.gen_type, index)
+        return build_body(route.provider.style, self.gen_type, payload, route.model)
 
     def _route(self, index: int, request: Mapping[str, Any], cache_vars: str) -> _Route:
         where = f"request_list[{index}]"
@@ -405,10 +408,11 @@ class AsyncLLM:
 
     async def _send(
         self, transport: httpx.AsyncBaseTransport, unit: _Unit, slot: asyncio.Semaphore
-    ) -> dict[str, Any] | RequestFailedError:
+    ) -> dict[str, Any] | bytes | RequestFailedError:
         route, bucket = unit.route, unit.route.bucket
-        content = _BODY_JSON(unit.body).encode()
-        tokens = estimate_request_tokens(unit.body)
+        body = self._body(unit.request, route, unit.indices[0])  # rebuilt: 10^5 kept bodies weigh ~25 MB
+        content = _BODY_JSON(body).encode()
+        tokens = estimate_request_tokens(body)
         error = RequestFailedError("not sent", cause="not sent")
         for attempt in range(1, self.max_attempts + 1):
             async with slot:
@@ -433,17 +437,19 @@ class AsyncLLM:
 
     def _interpret(
         self, reply: Reply, route: _Route, tokens: int
-    ) -> dict[str, Any] | RequestFailedError | tuple[RequestFailedError, float | None]:
-        """A response, a final error, or (a retryable error, the delay the server asked for)."""
+    ) -> dict[str, Any] | bytes | RequestFailedError | tuple[RequestFailedError, float | None]:
+        """A response (its JSON bytes when already in OpenAI's shape), a final error, or
+        (a retryable error, the delay the server asked for)."""
         status = reply.status
         if 200 <= status < 300:
             try:
-                response = to_openai(route.provider.style, self.gen_type, json.loads(reply.content))
+                data = json.loads(reply.content.decode())
+                response = to_openai(route.provider.style, self.gen_type, data)
             except (ValueError, KeyError, TypeError) as exc:
                 return self._failure(route, "malformed json", f"unreadable reply ({exc})"), None
             usage = response.get("usage") or {}
             route.bucket.settle(tokens, usage.get("total_tokens"))
-            return response
+            return reply.content if response is data else response
         detail = self._failure(route, f"http {status}", f"HTTP {status}: {_server_message(reply)}", status)
         if status in (401, 403):
             rejection = AuthenticationError(
@@ -482,9 +488,9 @@ class _CacheWriter:
 
     def __init__(self, cache: ResponseCache, project: str) -> None:
         self._cache, self._project = cache, project
-        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._pending: list[tuple[str, dict[str, Any] | bytes]] = []
 
-    async def save(self, key: str, response: dict[str, Any]) -> None:
+    async def save(self, key: str, response: dict[str, Any] | bytes) -> None:
         self._pending.append((key, response))
         if len(self._pending) == 1:
             await asyncio.sleep(0)  # the other replies ready in this turn join the group
@@ -554,7 +560,7 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def _result(request: Mapping[str, Any], response: dict[str, Any] | None, *, cached: bool = False,
+def _result(request: Mapping[str, Any], response: dict[str, Any] | bytes | None, *, cached: bool = False,
             error: RequestFailedError | None = None) -> GenerationResult:
     return GenerationResult(request, response, cached, error, request.get("metadata"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import stat
 from pathlib import Path
@@ -22,7 +23,7 @@ def cache(tmp_path: Path) -> ResponseCache:
 def test_entries_are_shared_across_projects_and_survive_clearing_another(cache: ResponseCache) -> None:
     cache.put("k1", RESPONSE, "A")
     cache.put("k2", RESPONSE, "a")  # names are case-insensitive
-    assert cache.lookup(["k1", "k3"], "B") == {"k1": RESPONSE}
+    assert {k: json.loads(v) for k, v in cache.lookup(["k1", "k3"], "B").items()} == {"k1": RESPONSE}
 
     report = cache.clear("A")
     assert (report.responses_deleted, report.kept_shared) == (1, 1)
