@@ -137,6 +137,12 @@ def main() -> None:
     args = parser.parse_args()
     faults = Faults(args.p429, args.p500, args.pdrop, args.pmalformed, args.retry_after, args.seed)
     app = make_app(args.latency, faults)
+    try:  # the server shares the machine with the client: the faster it is, the less it gets in the way
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
     print(f"serving on http://127.0.0.1:{args.port}/v1", flush=True)
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None, backlog=1024)
 

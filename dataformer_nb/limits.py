@@ -9,7 +9,6 @@ worth of tokens still goes through. Bucket state is plain floats, so it lives ac
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -106,6 +105,8 @@ class RateBucket:
 
     async def wait_turn(self, tokens: int) -> None:
         """Sleep until a request of ``tokens`` may go, re-checking pauses that began meanwhile."""
+        import asyncio
+
         while True:
             delay = self.reserve(tokens) - self._clock()
             if delay > 0:

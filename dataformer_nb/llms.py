@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email.utils
 import functools
@@ -18,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
@@ -47,6 +46,9 @@ from .providers import (
 )
 from .results import GenerationResult, GenerationSummary, Results
 from .transport import AiohttpTransport, Reply, post
+
+if TYPE_CHECKING:  # asyncio is imported where it runs: importing it costs a tenth of importing dataformer_nb
+    import asyncio
 
 CACHE_SCHEMA_VERSION = 1
 DEFAULT_PROJECT = "dataformer"
@@ -212,6 +214,8 @@ class AsyncLLM:
         Synchronous everywhere: in a script, and inside a running event loop (Jupyter),
         where the batch runs on its own loop in a worker thread while the caller waits.
         """
+        import asyncio
+
         coro = self.agenerate(request_list, project_name, clear_project_cache, use_cache, cache_vars)
         try:
             asyncio.get_running_loop()
@@ -336,6 +340,8 @@ class AsyncLLM:
         summary: GenerationSummary,
         project: str | None,
     ) -> None:
+        import asyncio
+
         from tqdm.auto import tqdm
 
         buckets = {id(u.route.bucket): u.route.bucket for u in units}
@@ -409,6 +415,8 @@ class AsyncLLM:
     async def _send(
         self, transport: httpx.AsyncBaseTransport, unit: _Unit, slot: asyncio.Semaphore
     ) -> dict[str, Any] | bytes | RequestFailedError:
+        import asyncio
+
         route, bucket = unit.route, unit.route.bucket
         body = self._body(unit.request, route, unit.indices[0])  # rebuilt: 10^5 kept bodies weigh ~25 MB
         content = _BODY_JSON(body).encode()
@@ -491,6 +499,8 @@ class _CacheWriter:
         self._pending: list[tuple[str, dict[str, Any] | bytes]] = []
 
     async def save(self, key: str, response: dict[str, Any] | bytes) -> None:
+        import asyncio
+
         self._pending.append((key, response))
         if len(self._pending) == 1:
             await asyncio.sleep(0)  # the other replies ready in this turn join the group
@@ -510,6 +520,8 @@ def _run_in_worker_thread(coro: Any) -> Any:
     queued cells inside this one (JupyterLab's Run All); a private loop shares nothing.
     Ctrl+C in the caller cancels the batch and waits until what finished is saved.
     """
+    import asyncio
+
     loop = asyncio.new_event_loop()
     task = loop.create_task(coro)
     outcome: dict[str, Any] = {}

@@ -11,7 +11,6 @@ through httpx's interface by :func:`post`.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -65,6 +64,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def _send(self, method: str, url: str, content: bytes, headers: Iterable[tuple[str, str]],
                     connect_timeout: float | None, read_timeout: float | None, decompress: bool) -> Reply:
+        import asyncio
+
         import aiohttp  # here, not at the top: it doubles the time to import dataformer_nb
 
         if self._session is None:
