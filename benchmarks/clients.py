@@ -117,7 +117,7 @@ def run_dataformer_nb(args: argparse.Namespace, body: list[dict[str, Any]]) -> l
     llm = AsyncLLM(
         api_provider="openai", url=args.url, model=MODEL, max_concurrent_requests=args.concurrency,
         max_requests_per_minute=args.rpm, cache_dir=args.cache_dir, transport=args.transport,
-        progress=args.progress, verbose=False,
+        max_attempts=args.max_attempts, progress=args.progress, verbose=False,
     )
     results = llm.generate(body, project_name="bench", use_cache=args.cache != "off")
     return results.texts
@@ -177,6 +177,7 @@ def main() -> None:
     parser.add_argument("--rpm", type=float, default=None, help="max_requests_per_minute (dataformer_nb)")
     parser.add_argument("--transport", default="aiohttp", help="dataformer_nb's transport: aiohttp or httpx")
     parser.add_argument("--progress", action="store_true", help="show dataformer_nb's progress bar")
+    parser.add_argument("--max-attempts", type=int, default=5, help="dataformer_nb's max_attempts")
     args = parser.parse_args()
 
     for module in IMPORTS[args.client]:

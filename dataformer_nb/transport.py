@@ -50,33 +50,38 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._limit = limit
         self._ssl_context = ssl_context
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
     async def post(self, url: str, content: bytes, headers: Mapping[str, str], timeout: float) -> Reply:
-        return await self._send("POST", url, content, headers.items(), timeout, timeout, decompress=True)
+        """POST and read the reply, all within ``timeout`` seconds."""
+        return await self._send("POST", url, content, headers, (timeout, None), decompress=True)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
         status, headers, content = await self._send(
             request.method, str(request.url), request.content, request.headers.multi_items(),
-            timeout.get("connect"), timeout.get("read"), decompress=False,  # httpx decodes the body itself
+            (None, timeout.get("read")), decompress=False,  # httpx decodes the body itself
         )
         return httpx.Response(status, headers=headers.items(), content=content, request=request)
 
-    async def _send(self, method: str, url: str, content: bytes, headers: Iterable[tuple[str, str]],
-                    connect_timeout: float | None, read_timeout: float | None, decompress: bool) -> Reply:
+    async def _send(self, method: str, url: str, content: bytes, headers: Mapping[str, str] | Iterable[tuple[str, str]],
+                    timeouts: tuple[float | None, float | None], decompress: bool) -> Reply:
         import asyncio
 
         import aiohttp  # here, not at the top: it doubles the time to import dataformer_nb
 
+        if timeouts not in self._timeouts:
+            # a deadline for the whole exchange is one timer; a read timeout re-arms one per chunk
+            total, read = timeouts
+            self._timeouts[timeouts] = aiohttp.ClientTimeout(total=total, sock_connect=total or read, sock_read=read)
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl_context)
             # aiohttp looks proxies up on every request when trusting the environment: only if one is set
             self._session = aiohttp.ClientSession(connector=connector, trust_env=bool(urllib.request.getproxies()))
         try:
             async with self._session.request(
-                method, url, data=content, headers=list(headers), allow_redirects=False,
-                auto_decompress=decompress,
-                timeout=aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout),
+                method, url, data=content, headers=headers, allow_redirects=False,  # type: ignore[arg-type]
+                auto_decompress=decompress, timeout=self._timeouts[timeouts],
             ) as reply:
                 return Reply(reply.status, reply.headers, await reply.read())
         except asyncio.TimeoutError as exc:

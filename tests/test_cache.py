@@ -100,3 +100,31 @@ def test_listeners_hear_clears(cache: ResponseCache) -> None:
     cache.put("k", RESPONSE, "p")
     cache.clear("p")
     assert heard == [1]
+
+
+def test_a_reply_stored_as_its_own_bytes_reads_back_whole(cache: ResponseCache) -> None:
+    raw = b'{\n  "choices": [{"message": {"role": "assistant", "content": "a,\\"projects\\":[\\"p\\"]"}}]\n}\n'
+    cache.put_many([("k1", raw), ("k2", RESPONSE)], "p")
+    assert cache.get("k1") == json.loads(raw) and cache.get("k2") == RESPONSE
+    assert cache.lookup(["k1"], "p") == {"k1": raw}
+    assert [(p.name, p.responses, p.bytes) for p in cache.projects()] == [
+        ("p", 2, len(raw) + len(json.dumps(RESPONSE, separators=(",", ":"))))
+    ]
+
+
+@pytest.mark.parametrize("names", [['x"p', "p"], ["p", 'x"p'], ["pp", "p"], ['p"', "p"]])
+def test_lookup_tells_a_project_from_names_that_contain_it(cache: ResponseCache, names: list[str]) -> None:
+    first, second = names
+    cache.put("k", RESPONSE, first)
+    cache.lookup(["k"], second)  # joins: the entry now serves both
+    cache.lookup(["k"], second)  # already a member: counted once
+    assert sorted((p.name, p.responses) for p in cache.projects()) == sorted([(first, 1), (second, 1)])
+    assert cache.clear(first).kept_shared == 1
+
+
+def test_an_entry_written_in_another_key_order_is_still_read(cache: ResponseCache, tmp_path: Path) -> None:
+    raw = diskcache.Cache(str(tmp_path / "c"))
+    raw.set("r:k", json.dumps({"size": 1, "projects": ["a"], "response": RESPONSE}).encode())
+    raw.close()
+    assert json.loads(cache.lookup(["k"], "a")["k"]) == RESPONSE
+    assert json.loads(cache.lookup(["k"], "b")["k"]) == RESPONSE

@@ -298,3 +298,12 @@ def test_the_api_key_is_in_no_byte_under_the_cache_dir(server: FakeLLMServer, ma
         assert TOGETHER_KEY.encode() not in path.read_bytes(), path
     assert TOGETHER_KEY not in repr(llm) + repr(llm.generate([chat("q1")]))
     assert json.dumps(llm.generate([chat("q1", api_key=TOGETHER_KEY)]).to_records()).count(TOGETHER_KEY) == 0
+
+
+def test_a_long_results_list_shows_its_ends_and_summary(server: FakeLLMServer, make_llm) -> None:
+    results = make_llm().generate([chat(f"q{i}") for i in range(12)])
+    shown = repr(results)
+    assert "Answer: q0" in shown and "Answer: q11" in shown and "2 more" in shown and "Answer: q6" not in shown
+    assert "12 sent" in shown
+    assert results[3].response["choices"][0]["message"]["content"] == "Answer: q3"  # decoded on first use
+    assert results[3].response is results[3].response
