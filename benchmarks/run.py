@@ -227,7 +227,8 @@ def report(sections: list[Section], rate: dict[str, float], imports: dict[str, f
         ("warm re-run, N=100000", "<= 1.3 x diskcache get loop",
          warm.rows[1].median("cpu_s") / warm.rows[0].median("cpu_s"), 1.3, "x"),
         ("latency 50 ms, N=2000, c=64: wall", f"<= {1.1 * 2000 / 64 * 0.05:.2f} s",
-         latency.rows[1].median("wall_s"), 1.1 * 2000 / 64 * 0.05, "s"),
+         latency.rows[1].median("wall_s"), 1.1 * 2000 / 64 * 0.05,
+         f"s (floor {latency.rows[0].median('wall_s'):.2f} s)"),
         (f"max_requests_per_minute=1200, {rate['n']} requests: achieved rate", "1200 +- 2 %",
          rate["achieved_rpm"], None, "/min"),
         ("busiest second of the same run", "<= 40 sends", rate["busiest_second"], 40, "sends"),
@@ -238,11 +239,11 @@ def report(sections: list[Section], rate: dict[str, float], imports: dict[str, f
          imports["dataformer_nb"] / imports["httpx"], 1.5,
          f"x ({imports['dataformer_nb'] * 1000:.0f} ms / {imports['httpx'] * 1000:.0f} ms)"),
     ]
-    lines = ["### Targets", "", "| measure | target | measured | met |", "|---|---|---|---|"]
+    lines = ["#### Targets", "", "| measure | target | measured | met |", "|---|---|---|---|"]
     for name, target, value, limit, unit in targets:
         met = abs(value - 1200) <= 24 if limit is None else value <= limit
         lines.append(f"| {name} | {target} | {value:.2f} {unit} | {'yes' if met else '**no**'} |")
-    lines += ["", f"### Tables (median of {runs} runs; ratios to the first row of each table)", ""]
+    lines += ["", f"#### Tables (median of {runs} runs; ratios to the first row of each table)", ""]
     for section in sections:
         lines += [section.markdown(), ""]
     lines += [f"- {note}" for note in notes]
