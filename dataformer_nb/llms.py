@@ -378,8 +378,9 @@ class AsyncLLM:
             # Twice the concurrency keeps every slot busy while some workers wait to retry.
             workers = []
             for key, bucket in buckets.items():
-                queue = iter([u for u in units if id(u.route.bucket) == key])
-                workers += [worker(queue) for _ in range(2 * bucket.max_concurrent_requests)]
+                own = [u for u in units if id(u.route.bucket) == key]
+                queue = iter(own)
+                workers += [worker(queue) for _ in range(min(len(own), 2 * bucket.max_concurrent_requests))]
             await asyncio.gather(*workers)
         except (asyncio.CancelledError, KeyboardInterrupt):
             if writer is not None:
