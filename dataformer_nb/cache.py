@@ -247,8 +247,7 @@ class ResponseCache:
                     self._write(_RESPONSE + key, _EncodedEntry.new(data, project))
                     size = len(data)
                 elif project not in entry["projects"]:
-                    self._join(_RESPONSE + key, project)
-                    size = entry["size"]
+                    size = self._join(_RESPONSE + key, project, entry)
                 else:
                     continue
                 added, added_bytes = added + 1, added_bytes + size
@@ -389,9 +388,9 @@ class ResponseCache:
         except sqlite3.Error as exc:
             raise CacheError(f"the cache in {self.directory} cannot be written ({exc})") from exc
 
-    def _join(self, key: str, project: str) -> int:
-        """Add ``project`` to the entry under ``key``; its size if it was added, else 0."""
-        entry = self._read(key)
+    def _join(self, key: str, project: str, entry: dict[str, Any] | None = None) -> int:
+        """Add ``project`` to the entry under ``key`` (read unless given); its size if it was added, else 0."""
+        entry = entry or self._read(key)
         if entry is None or project in entry["projects"]:
             return 0
         self._write(key, {**entry, "projects": [*entry["projects"], project]})

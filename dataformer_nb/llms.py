@@ -509,9 +509,8 @@ class _CacheWriter:
 
     def flush(self) -> None:
         if self._pending:
-            count = len(self._pending)
-            self._cache.put_many(self._pending[:count], self._project)
-            del self._pending[:count]
+            self._cache.put_many(self._pending, self._project)
+            self._pending.clear()  # only once committed: an interrupted write is tried again
 
 
 def _run_in_worker_thread(coro: Any) -> Any:
