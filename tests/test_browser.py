@@ -72,8 +72,9 @@ def test_panel_deletes_a_project_in_jupyterlab(jupyterlab: str) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         # JupyterLab sometimes asks which kernel to start; the notebook's own is preselected.
+        # Its accept button is found by class (by role and name it was once not found at all).
         dialog = page.locator(".jp-Dialog")
-        page.add_locator_handler(dialog, lambda: dialog.get_by_role("button", name="Select", exact=True).click())
+        page.add_locator_handler(dialog, lambda: dialog.locator("button.jp-mod-accept").last.click(timeout=10_000))
         try:
             page.goto(jupyterlab)
             page.wait_for_selector(".jp-Notebook", timeout=90_000)
