@@ -6,6 +6,8 @@ it the test is skipped with that reason.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import secrets
 import shutil
@@ -39,13 +41,18 @@ def _free_port() -> int:
 @pytest.fixture
 def jupyterlab(tmp_path: Path) -> Iterator[str]:
     shutil.copy(ROOT / "example_notebooks" / "caching_projects.ipynb", tmp_path)
+    # Start the notebook's kernel without asking: the "Select Kernel" dialog could swallow Run All.
+    settings = tmp_path / "lab-settings"
+    (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
+        json.dumps({"autoStartDefaultKernel": True}))
     token, port = secrets.token_hex(16), _free_port()
     log = open(tmp_path / "lab.log", "w")  # noqa: SIM115 - closed below
     lab = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--allow-root",
          "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings)},
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -77,17 +84,21 @@ def test_panel_deletes_a_project_in_jupyterlab(jupyterlab: str) -> None:
         page.add_locator_handler(dialog, lambda: dialog.locator("button.jp-mod-accept").last.click(timeout=10_000))
         try:
             page.goto(jupyterlab)
-            page.wait_for_selector(".jp-Notebook", timeout=90_000)
-            expect(page.locator(".jp-Notebook-ExecutionIndicator, .jp-Toolbar-kernelStatus").first) \
-                .to_be_visible(timeout=60_000)
             row = page.locator(".widget-gridbox", has=page.get_by_text("maths", exact=True))
-            for attempt in range(3):  # a kernel dialog can swallow Run All: run again if nothing ran
+            # JupyterLab sometimes drops a Run All given while it is still starting, or renders the
+            # widgets as text when its widget manager came up after the kernel: reload and run again.
+            for attempt in range(3):
+                if attempt:
+                    page.reload()
+                page.wait_for_selector(".jp-Notebook", timeout=90_000)
+                expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=90_000)
                 page.get_by_role("menuitem", name="Run", exact=True).click()
                 page.get_by_role("menuitem", name=re.compile("^Run All Cells")).click()
                 try:
                     expect(row).to_have_count(1, timeout=45_000)
                     break
                 except AssertionError:
+                    page.screenshot(path=ARTIFACTS / f"run_all_attempt_{attempt}.png")
                     if attempt == 2:
                         raise
             header = page.locator(".widget-html", has_text="responses,").first
