@@ -58,8 +58,7 @@ class _JSONDisk(diskcache.Disk):
     def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
         if isinstance(value, _EncodedEntry):
             return super().store(value.data, read, key)
-        data = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        return super().store(data.encode(), read, key)
+        return super().store(_encode(value), read, key)
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if mode == diskcache.core.MODE_PICKLE:
@@ -76,8 +75,7 @@ class _EncodedEntry:
 
     @classmethod
     def new(cls, response: bytes, project: str) -> _EncodedEntry:
-        projects = json.dumps([project], ensure_ascii=False).encode()
-        return cls(b'{"response":' + response + b',"projects":' + projects + b',"size":%d}' % len(response))
+        return cls(b'{"response":' + response + b',"projects":' + _encode([project]) + b',"size":%d}' % len(response))
 
 
 def _split_entry(data: bytes, project: str, name: bytes) -> tuple[bytes, bool]:
