@@ -131,12 +131,12 @@ def run_diskcache_get(args: argparse.Namespace, body: list[dict[str, Any]]) -> l
     from dataformer_nb import AsyncLLM
 
     llm = AsyncLLM(api_provider="openai", url=args.url, model=MODEL, cache_dir=args.cache_dir)
-    keys = ["r:" + llm.cache_key(request) for request in body]
+    keys = ["response:" + llm.cache_key(request) for request in body]  # stored format 2: the response's bytes
     cache = diskcache.Cache(args.cache_dir)
     global _started
     _started = _clock()  # computing the keys is dataformer_nb's work, not the floor's: the clock starts here
     values = [cache.get(key) for key in keys]
-    return [json.loads(v)["response"]["choices"][0]["message"]["content"] for v in values]
+    return [json.loads(v)["choices"][0]["message"]["content"] for v in values]
 
 
 CLIENTS: dict[str, Callable[..., list[str | None]]] = {

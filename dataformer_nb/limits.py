@@ -82,7 +82,6 @@ class RateBucket:
         self._tokens = _Pacer(max_tokens_per_minute) if max_tokens_per_minute else None
         self._clock = clock
         self._paused_until = 0.0
-        self.rejection: Exception | None = None
 
     def reserve(self, tokens: int) -> float:
         """The time at which a request of ``tokens`` may be sent."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import shlex
 import string
 from collections import ChainMap
@@ -15,13 +14,25 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from traitlets import Bool, Dict, Unicode, default
+from traitlets import Bool, Dict, Enum, Unicode, default
 
-from .cache import FULL, ResponseCache, human_size
+from ._format import human_size
+from .cache import FULL, ResponseCache
 from .errors import ConfigurationError, DataformerError
 from .llms import AsyncLLM
 from .providers import PROVIDERS, get_provider
 from .results import GenerationResult, Results
+from .settings import (
+    CACHE_DIR_ENV,
+    DEFAULT_CACHE_DIR,
+    DEFAULT_PROJECT,
+    DEFAULT_PROVIDER,
+    MODEL_ENV,
+    PROJECT_ENV,
+    PROVIDER_ENV,
+    environment,
+    resolve,
+)
 
 FORMATS = ("markdown", "text", "json", "none")
 SUBCOMMANDS = ("projects", "clear", "cache", "use", "config", "providers", "help")
@@ -60,24 +71,26 @@ class Dataformer(Magics):
     cache_dir = Unicode(help="Cache directory (default: DATAFORMER_CACHE_DIR, else .cache/dataformer).").tag(
         config=True)
     sampling_params = Dict(help="Sampling parameters added to every request.").tag(config=True)
-    format = Unicode("markdown", help="Output: markdown, text, json or none.").tag(config=True)
+    format = Enum(FORMATS, "markdown", help="Output: markdown, text, json or none.").tag(config=True)
     progress = Bool(True, help="Show a progress bar.").tag(config=True)
+
+    # Defaults follow the one path of settings.resolve: environment, then .env, then default.
 
     @default("provider")
     def _default_provider(self) -> str:
-        return os.environ.get("DATAFORMER_PROVIDER", "openai")
+        return resolve(PROVIDER_ENV, None, DEFAULT_PROVIDER)
 
     @default("model")
     def _default_model(self) -> str:
-        return os.environ.get("DATAFORMER_MODEL", "")
+        return resolve(MODEL_ENV, None, "")
 
     @default("project")
     def _default_project(self) -> str:
-        return os.environ.get("PROJECT_NAME", "dataformer")
+        return resolve(PROJECT_ENV, None, DEFAULT_PROJECT)
 
     @default("cache_dir")
     def _default_cache_dir(self) -> str:
-        return os.environ.get("DATAFORMER_CACHE_DIR", ".cache/dataformer")
+        return resolve(CACHE_DIR_ENV, None, DEFAULT_CACHE_DIR)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -208,15 +221,16 @@ class Dataformer(Magics):
     def _cmd_config(self, rest: str) -> None:
         provider = PROVIDERS.get(self.provider)
         key = "n/a" if provider is None or not provider.key_env else (
-            f"{provider.key_env} {'set' if os.environ.get(provider.key_env) else 'unset'}")
+            f"{provider.key_env} {'set' if environment().get(provider.key_env) else 'unset'}")
         rows = [["provider", self.provider], ["model", self.model or "(provider default)"],
                 ["project", self.project], ["cache_dir", self.cache_dir],
                 ["sampling_params", json.dumps(self.sampling_params)], ["format", self.format], ["key", key]]
         display(_table(["setting", "value"], rows), raw=True)
 
     def _cmd_providers(self, rest: str) -> None:
-        rows = [[p.name, p.base(os.environ), p.key_env or "-",
-                 "-" if not p.key_env else ("set" if os.environ.get(p.key_env) else "unset")]
+        env = environment()
+        rows = [[p.name, p.base(env), p.key_env or "-",
+                 "-" if not p.key_env else ("set" if env.get(p.key_env) else "unset")]
                 for p in PROVIDERS.values()]
         display(_table(["provider", "base URL", "key variable", "key"], rows), raw=True)
 

@@ -136,13 +136,15 @@ def auth_headers(provider: Provider, key: str | None) -> dict[str, str]:
     return headers
 
 
-def build_body(style: Style, gen_type: GenType, payload: Mapping[str, Any], model: str) -> dict[str, Any]:
-    """The JSON body the provider expects, from an OpenAI-shaped ``payload``."""
+def build_body(style: Style, gen_type: GenType, payload: dict[str, Any], model: str) -> dict[str, Any]:
+    """The JSON body the provider expects, from an OpenAI-shaped ``payload`` (a fresh dict,
+    which becomes the body itself for OpenAI-style providers)."""
     if style == "anthropic":
         return _anthropic_body(gen_type, payload, model)
     if style == "ollama":
         return _ollama_body(gen_type, payload, model)
-    return {**payload, "model": model}
+    payload["model"] = model
+    return payload
 
 
 def _anthropic_body(gen_type: GenType, payload: Mapping[str, Any], model: str) -> dict[str, Any]:

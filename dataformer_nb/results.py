@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .cache import plural
+from ._format import plural
 from .errors import RequestFailedError
 from .providers import response_text
 

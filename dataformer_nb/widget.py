@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import html
 import os
-from typing import TYPE_CHECKING
+from typing import Any
 
 import ipywidgets as w
 
-from .cache import DEFAULT_CACHE_DIR, FULL, ClearReport, ProjectInfo, ResponseCache, human_size, plural
+from ._format import human_size, plural
+from .cache import FULL, ClearReport, ProjectInfo, ResponseCache
 from .errors import DataformerError
-
-if TYPE_CHECKING:
-    from .llms import AsyncLLM
+from .settings import CACHE_DIR_ENV, DEFAULT_CACHE_DIR, resolve
 
 _ROW = w.Layout(grid_template_columns="minmax(10em, 2fr) 7em 7em 11em 12em", align_items="center")
 
@@ -20,15 +19,20 @@ _ROW = w.Layout(grid_template_columns="minmax(10em, 2fr) 7em 7em 11em 12em", ali
 class CachePanel:
     """Projects in a response cache: responses, size, last used, and a Delete button each.
 
-    ``CachePanel(llm)`` or ``CachePanel(cache_dir=...)``. It refreshes itself after every
+    ``CachePanel(cache)`` with a :class:`ResponseCache`, a directory, or anything with a
+    ``cache`` attribute (an ``AsyncLLM``); ``CachePanel(cache_dir=...)`` or ``CachePanel()``
+    for the configured directory. It refreshes itself after every
     ``generate`` or clear into the same directory in this kernel, and on Refresh for changes
     made by other processes. Deleting asks for confirmation in place.
     """
 
-    def __init__(self, llm: AsyncLLM | None = None, *, cache_dir: str | os.PathLike[str] | None = None) -> None:
-        self._cache_dir = os.fspath(cache_dir or (llm.cache_dir if llm else None) or
-                                    os.environ.get("DATAFORMER_CACHE_DIR") or DEFAULT_CACHE_DIR)
-        self._cache: ResponseCache | None = llm.cache if llm is not None else None
+    def __init__(self, cache: ResponseCache | str | os.PathLike[str] | Any = None, *,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+        if cache is not None and not isinstance(cache, (ResponseCache, str, os.PathLike)):
+            cache = cache.cache  # an AsyncLLM, or anything else that holds a cache
+        self._cache: ResponseCache | None = cache if isinstance(cache, ResponseCache) else None
+        directory = cache if isinstance(cache, (str, os.PathLike)) else cache_dir
+        self._cache_dir = os.fspath(resolve(CACHE_DIR_ENV, directory or None, DEFAULT_CACHE_DIR))
         self.header = w.HTML()
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.delete_all_button = w.Button(description="Delete all", button_style="danger", icon="trash")

@@ -74,15 +74,15 @@ def test_storage_is_json_without_eviction_and_owner_only(cache: ResponseCache) -
     with sqlite3.connect(cache.directory / "cache.db") as db:
         settings = dict(db.execute("SELECT key, value FROM Settings"))
         modes = {mode for (mode,) in db.execute("SELECT mode FROM Cache")}
-        raw = db.execute("SELECT value FROM Cache WHERE key = 'r:k'").fetchone()[0]
+        raw = db.execute("SELECT value FROM Cache WHERE key = 'response:k'").fetchone()[0]
     assert settings["eviction_policy"] == "none"
     assert modes == {diskcache.core.MODE_RAW}
-    assert raw.startswith(b'{"response":')
+    assert json.loads(raw) == RESPONSE  # format 2: the response row holds the response's own JSON
 
 
 def test_a_pickled_value_is_refused_not_unpickled(cache: ResponseCache) -> None:
     with diskcache.Cache(str(cache.directory)) as plain:  # default Disk: pickles
-        plain.set("r:evil", {"response": object.__name__})
+        plain.set("response:evil", {"response": object.__name__})
     with pytest.raises(CacheError, match="refusing to unpickle"):
         cache.get("evil")
 
@@ -122,9 +122,10 @@ def test_lookup_tells_a_project_from_names_that_contain_it(cache: ResponseCache,
     assert cache.clear(first).kept_shared == 1
 
 
-def test_an_entry_written_in_another_key_order_is_still_read(cache: ResponseCache, tmp_path: Path) -> None:
-    raw = diskcache.Cache(str(tmp_path / "c"))
+def test_an_entry_written_in_another_key_order_is_still_read(tmp_path: Path) -> None:
+    raw = diskcache.Cache(str(tmp_path / "c"))  # a format-1 (0.1.0) cache, migrated when opened
     raw.set("r:k", json.dumps({"size": 1, "projects": ["a"], "response": RESPONSE}).encode())
     raw.close()
+    cache = ResponseCache(tmp_path / "c")
     assert json.loads(cache.lookup(["k"], "a")["k"]) == RESPONSE
     assert json.loads(cache.lookup(["k"], "b")["k"]) == RESPONSE

@@ -16,7 +16,7 @@ from dataformer_nb import (
     get_messages,
     get_request_list,
 )
-from dataformer_nb import llms as llms_module
+from dataformer_nb import limits as limits_module
 
 from .conftest import TOGETHER_KEY, chat
 from .fake_llm_server import FakeLLMServer
@@ -83,7 +83,7 @@ def test_retryable_faults_are_retried_until_success(server: FakeLLMServer, make_
 
 def test_retry_after_pauses_the_bucket_that_got_the_429(server: FakeLLMServer, make_llm, monkeypatch) -> None:
     paused = []
-    monkeypatch.setattr(llms_module.RateBucket, "pause", lambda self, s: paused.append((self, s)))
+    monkeypatch.setattr(limits_module.RateBucket, "pause", lambda self, s: paused.append((self, s)))
     server.retry_after = "0.25"
     server.script("limited", "429")
     llm = make_llm()

@@ -1,0 +1,287 @@
+"""Sending a batch: workers per rate bucket, retries, reading replies, grouped cache writes.
+
+A :class:`Batch` owns the results of one ``generate`` call and its summary, filled from
+cache hits and from replies; :class:`Dispatcher` sends the units that were not cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import functools
+import json
+import random
+import ssl
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+import httpx
+
+from ._json import dumpb
+from .cache import NewResponse, ResponseCache
+from .echo import EchoTransport
+from .errors import AuthenticationError, RequestFailedError
+from .limits import RateBucket, estimate_request_tokens
+from .prepare import Route, Unit
+from .providers import GenType, to_openai
+from .results import GenerationResult, GenerationSummary, Results
+from .transport import AiohttpTransport, Reply, post
+
+MAX_BACKOFF_SECONDS = 30.0
+MAX_RETRY_AFTER_SECONDS = 60.0
+_RETRYABLE_STATUSES = {408, 409, 429}
+_ECHO = EchoTransport()
+
+TransportChoice = Literal["aiohttp", "httpx"] | httpx.AsyncBaseTransport
+
+
+class Fresh(NamedTuple):
+    """A successful reply: the response (its JSON bytes when already in OpenAI's shape) and its usage."""
+
+    response: dict[str, Any] | bytes
+    usage: Any
+
+
+class Batch:
+    """The results of one ``generate`` call, in request order, and its summary."""
+
+    def __init__(self, request_list: Sequence[Mapping[str, Any]], project: str) -> None:
+        self._requests = request_list
+        self._results: list[GenerationResult | None] = [None] * len(request_list)
+        self.summary = GenerationSummary(project)
+
+    def cached(self, hits: Mapping[str, bytes], units: Mapping[str, Unit]) -> None:
+        """Fill the slots of every unit found in the cache (``hits``: key -> response)."""
+        results, requests = self._results, self._requests
+        for key, response in hits.items():  # inline: this runs for every slot of a warm re-run
+            for i in units[key].indices:
+                request = requests[i]
+                results[i] = GenerationResult(request, response, True, None, request.get("metadata"))
+                self.summary.cached += 1
+
+    def fresh(self, unit: Unit, response: dict[str, Any] | bytes) -> None:
+        for i in unit.indices:
+            self._results[i] = self._result(i, response)
+        self.summary.sent += len(unit.indices)
+
+    def failed(self, unit: Unit, error: RequestFailedError) -> None:
+        for i in unit.indices:
+            self._results[i] = self._result(i, None, error=error)
+        self.summary.failures[error.cause] += len(unit.indices)
+
+    @property
+    def size(self) -> int:
+        return len(self._results)
+
+    def results(self) -> Results:
+        return Results(self._results, self.summary)  # type: ignore[arg-type]
+
+    def _result(self, i: int, response: dict[str, Any] | bytes | None, *, cached: bool = False,
+                error: RequestFailedError | None = None) -> GenerationResult:
+        request = self._requests[i]
+        return GenerationResult(request, response, cached, error, request.get("metadata"))
+
+
+class CacheWriter:
+    """Commits fresh responses in groups: the replies that arrive in one turn of the event
+    loop share one SQLite transaction (one per reply cost more than the whole HTTP
+    exchange), so a crash loses at most the replies of that turn."""
+
+    def __init__(self, cache: ResponseCache, project: str) -> None:
+        self._cache, self._project = cache, project
+        self._pending: list[NewResponse] = []
+
+    async def save(self, key: str, fresh: Fresh) -> None:
+        data = fresh.response if isinstance(fresh.response, bytes) else dumpb(fresh.response)
+        self._pending.append(NewResponse.with_usage(key, data, fresh.usage))
+        if len(self._pending) == 1:
+            await asyncio.sleep(0)  # the other replies ready in this turn join the group
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._cache.put_many(self._pending, self._project)
+            self._pending.clear()  # only once committed: an interrupted write is tried again
+
+
+class Dispatcher:
+    """Sends units under their buckets' limits, retrying what can be retried."""
+
+    def __init__(self, *, gen_type: GenType, max_attempts: int, timeout: float, retry_base_delay: float,
+                 transport: TransportChoice, progress: bool, say: Callable[[str], None],
+                 body_of: Callable[[Unit], dict[str, Any]]) -> None:
+        self._gen_type = gen_type
+        self._max_attempts = max_attempts
+        self._timeout = timeout
+        self._retry_base_delay = retry_base_delay
+        self._transport = transport
+        self._progress = progress
+        self._say = say
+        self._body_of = body_of
+
+    async def run(self, units: list[Unit], batch: Batch, writer: CacheWriter | None) -> None:
+        from tqdm.auto import tqdm
+
+        buckets = {id(u.route.bucket): u.route.bucket for u in units}
+        slots = {key: asyncio.Semaphore(b.max_concurrent_requests) for key, b in buckets.items()}
+        summary = batch.summary
+        bar = tqdm(total=batch.size, initial=summary.cached, desc="generate", unit="req",
+                   disable=not self._progress or not units, dynamic_ncols=True)
+
+        async def run_one(transport: httpx.AsyncBaseTransport, unit: Unit) -> None:
+            outcome = await self._send(transport, unit, slots[id(unit.route.bucket)])
+            if isinstance(outcome, RequestFailedError):
+                batch.failed(unit, outcome)
+                bar.set_postfix(cached=summary.cached, failed=summary.failed, refresh=False)
+            else:
+                batch.fresh(unit, outcome.response)
+                if writer is not None:
+                    await writer.save(unit.cache_key, outcome)
+            bar.update(len(unit.indices))
+
+        async def worker(queue: Iterator[Unit]) -> None:
+            for unit in queue:
+                await run_one(_ECHO if unit.route.echo else network, unit)  # type: ignore[arg-type]
+
+        network = self._network_transport(units, buckets.values())
+        try:
+            # A few workers per bucket, not a task per request: 10^5 tasks cost ~300 MB.
+            # Twice the concurrency keeps every slot busy while some workers wait to retry.
+            workers = []
+            for key, bucket in buckets.items():
+                own = [u for u in units if id(u.route.bucket) == key]
+                queue = iter(own)
+                workers += [worker(queue) for _ in range(min(len(own), 2 * bucket.max_concurrent_requests))]
+            await asyncio.gather(*workers)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            if writer is not None:
+                writer.flush()
+            pending = sum(len(u.indices) for u in units) - summary.sent - summary.failed
+            self._say(f"interrupted: {summary.sent} new responses are saved in the cache; "
+                      f"re-run to send the other {pending}")
+            raise
+        finally:
+            if writer is not None:
+                writer.flush()
+            bar.set_postfix(cached=summary.cached, failed=summary.failed, refresh=False)
+            bar.close()
+            if network is not None and network is not self._transport:
+                await network.aclose()
+
+    def _network_transport(self, units: list[Unit], buckets: Iterable[RateBucket]) -> httpx.AsyncBaseTransport | None:
+        """The transport for what goes over the network (None if everything is echo).
+
+        Requests go straight to the transport: httpx's AsyncClient layer costs more CPU
+        per request than the aiohttp transport under it (benchmarks/).
+        """
+        if all(u.route.echo for u in units):
+            return None
+        if isinstance(self._transport, httpx.AsyncBaseTransport):
+            return self._transport
+        connections = sum(b.max_concurrent_requests for b in buckets)
+        if self._transport == "aiohttp":
+            return AiohttpTransport(connections, _ssl_context())
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        return httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits)
+
+    async def _send(self, transport: httpx.AsyncBaseTransport, unit: Unit, slot: asyncio.Semaphore
+                    ) -> Fresh | RequestFailedError:
+        route, bucket = unit.route, unit.route.bucket
+        body = self._body_of(unit)  # rebuilt: 10^5 kept bodies weigh ~25 MB
+        content = dumpb(body)
+        tokens = estimate_request_tokens(body)
+        error = RequestFailedError("not sent", cause="not sent")
+        for attempt in range(1, self._max_attempts + 1):
+            async with slot:
+                if route.rejection is not None:
+                    return route.rejection
+                await bucket.wait_turn(tokens)
+                try:
+                    reply = await post(transport, route.url, content, route.headers, self._timeout)
+                except httpx.TimeoutException:
+                    error, delay = _failure(route, "timeout", f"no reply within {self._timeout:g} s"), None
+                except httpx.TransportError as exc:
+                    error, delay = _failure(route, "connection", f"connection failed ({exc!r})"), None
+                else:
+                    outcome = self._interpret(reply, route, tokens)
+                    if isinstance(outcome, (Fresh, RequestFailedError)):
+                        return outcome
+                    error, delay = outcome
+            if attempt < self._max_attempts:
+                await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
+        error.args = (f"{error.args[0]} (gave up after {self._max_attempts} attempts)",)
+        return error
+
+    def _interpret(self, reply: Reply, route: Route, tokens: int
+                   ) -> Fresh | RequestFailedError | tuple[RequestFailedError, float | None]:
+        """A response, a final error, or (a retryable error, the delay the server asked for)."""
+        status = reply.status
+        if 200 <= status < 300:
+            try:
+                data = json.loads(reply.content.decode())
+                response = to_openai(route.provider.style, self._gen_type, data)
+            except (ValueError, KeyError, TypeError) as exc:
+                return _failure(route, "malformed json", f"unreadable reply ({exc})"), None
+            usage = response.get("usage") or {}
+            route.bucket.settle(tokens, usage.get("total_tokens"))
+            return Fresh(reply.content if response is data else response, usage)
+        detail = _failure(route, f"http {status}", f"HTTP {status}: {_server_message(reply)}", status)
+        if status in (401, 403):
+            route.rejection = AuthenticationError(
+                f"{route.provider.name} rejected the key in {route.key_source} (HTTP {status}): "
+                f"check {route.key_source} in .env or pass api_key=; the rest of its requests were not sent",
+                cause=f"http {status}", status=status,
+            )
+            return route.rejection
+        if status not in _RETRYABLE_STATUSES and status < 500:
+            return detail
+        retry_after = _retry_after(reply.headers)
+        if status == 429:
+            route.bucket.pause(retry_after if retry_after is not None else self._backoff(1))
+        return detail, retry_after
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(MAX_BACKOFF_SECONDS, self._retry_base_delay * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _failure(route: Route, cause: str, what: str, status: int | None = None) -> RequestFailedError:
+    message = f"{route.provider.name} at {route.endpoint}: {what}"
+    if route.key is not None:
+        message = message.replace(route.key.reveal(), "***")
+    return RequestFailedError(message, cause=cause, status=status)
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA store costs ~0.1 s of CPU: once per process, not once per generate.
+    return httpx.create_ssl_context()
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """The wait a 429/503 asked for (``retry-after-ms`` or ``Retry-After``), capped."""
+    try:
+        if "retry-after-ms" in headers:
+            return min(float(headers["retry-after-ms"]) / 1000, MAX_RETRY_AFTER_SECONDS)
+        if "retry-after" in headers:
+            value = headers["retry-after"]
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None
+
+
+def _server_message(reply: Reply) -> str:
+    try:
+        data = json.loads(reply.content)
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message", error) if isinstance(error, dict) else error
+    except ValueError:
+        message = reply.content.decode("utf-8", errors="replace")
+    text = str(message).strip()
+    return text[:300] + ("..." if len(text) > 300 else "")

@@ -1,0 +1,216 @@
+"""Preparing requests: validate each one, route it, build its body and compute its cache key.
+
+Nothing here sends or stores anything. A :class:`Route` says where the requests with one
+(provider, url, key, model) go; a :class:`Unit` is one distinct request and the result
+slots it fills.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .cachekey import KeyMaker
+from .errors import AuthenticationError, ConfigurationError, InvalidRequestError, MissingAPIKeyError
+from .limits import RateBucket, RateLimiter
+from .providers import (
+    ECHO_BASE_URL,
+    GenType,
+    Provider,
+    auth_headers,
+    build_body,
+    check_url,
+    endpoint_url,
+    get_provider,
+    resolve_api_key,
+)
+from .settings import Secret, environment
+
+ROUTING_KEYS = frozenset({"api_provider", "url", "api_key", "model", "metadata"})
+_MISSING = object()
+_ECHO_HOST = httpx.URL(ECHO_BASE_URL).host
+
+
+@dataclass(frozen=True)
+class Target:
+    """The instance's defaults for routing: a request's own fields override them."""
+
+    api_provider: str
+    url: str | None
+    api_key: Secret | None
+    model: str | None
+
+
+@dataclass(eq=False)
+class Route:
+    """Where requests with one (provider, url, key, model) go, and the key's fate."""
+
+    provider: Provider
+    endpoint: str
+    model: str
+    headers: dict[str, str] = field(repr=False)  # holds the key
+    key: Secret | None
+    key_source: str
+    key_error: MissingAPIKeyError | None
+    bucket: RateBucket
+    keys: KeyMaker = field(repr=False)
+    rejection: AuthenticationError | None = None  # the server refused the key during this run
+    url: httpx.URL = field(init=False, repr=False)
+    echo: bool = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.url = httpx.URL(self.endpoint)
+        self.echo = self.url.host == _ECHO_HOST
+
+
+@dataclass(slots=True)
+class Unit:
+    """One distinct request to send, and the result slots it fills."""
+
+    route: Route
+    request: Mapping[str, Any]
+    cache_key: str
+    indices: list[int]
+
+
+class Preparer:
+    """Prepares the requests of one ``generate`` call; routes are computed once per target."""
+
+    def __init__(self, target: Target, gen_type: GenType, sampling_params: Mapping[str, Any],
+                 limiter: RateLimiter, cache_vars: Mapping[str, Any] | None) -> None:
+        self._target, self._gen_type, self._sampling_params = target, gen_type, sampling_params
+        self._limiter = limiter
+        self._cache_vars = check_cache_vars(cache_vars)
+        self._routes: dict[tuple[Any, ...], Route] = {}
+        self._env = environment()
+
+    def prepare(self, index: int, request: Any) -> Unit:
+        """Validate one request and compute its cache key (its body is rebuilt when sent)."""
+        if type(request) is not dict and not isinstance(request, Mapping):
+            raise InvalidRequestError(
+                f"request_list[{index}] is a {type(request).__name__}, not a dict: each request is a dict such as "
+                "{'messages': [{'role': 'user', 'content': 'Hi'}]}"
+            )
+        route = self._route_of(index, request)
+        body = self.body(request, route, index)  # keyed in place: it is rebuilt when sent
+        try:
+            key = route.keys.key_of_own(body)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidRequestError(
+                f"request_list[{index}] holds a value that is not JSON-serialisable ({exc}): "
+                "use strings, numbers, booleans, None, lists and dicts"
+            ) from None
+        return Unit(route, request, key, [index])
+
+    def body(self, request: Mapping[str, Any], route: Route, index: int) -> dict[str, Any]:
+        """The JSON body ``request`` is sent as."""
+        payload = {k: v for k, v in request.items() if k not in ROUTING_KEYS}
+        for k, v in self._sampling_params.items():
+            payload.setdefault(k, v)
+        check_prompt(payload, self._gen_type, index)
+        return build_body(route.provider.style, self._gen_type, payload, route.model)
+
+    def _route_of(self, index: int, request: Mapping[str, Any]) -> Route:
+        get = request.get
+        target = (get("api_provider"), get("url"), get("api_key"), get("model"))
+        try:
+            route = self._routes.get(target)
+        except TypeError:  # an unhashable url or key: _route says what is wrong with it
+            route = None
+        if route is None:
+            route = self._route(index, request)
+            with contextlib.suppress(TypeError):
+                self._routes[target] = route
+        return route
+
+    def _route(self, index: int, request: Mapping[str, Any]) -> Route:
+        where = f"request_list[{index}]"
+        defaults = self._target
+        provider = get_provider(request.get("api_provider", defaults.api_provider))
+        own = provider.name == defaults.api_provider
+        url = request.get("url", defaults.url if own else None)
+        if url is not None:
+            url = check_url(url, f"{where}['url']")
+        if "api_key" in request:
+            explicit = optional_str(request["api_key"], f"{where}['api_key']")
+        else:
+            explicit = defaults.api_key.reveal() if own and defaults.api_key is not None else None
+        model = optional_str(request.get("model", defaults.model if own else None), f"{where}['model']")
+        model = model or provider.default_model
+        endpoint = endpoint_url(provider, self._gen_type, url, self._env)
+        try:
+            key, source = resolve_api_key(provider, explicit, endpoint, self._env)
+            error = None
+        except MissingAPIKeyError as exc:
+            key, source, error = None, provider.key_env or "api_key=", exc
+        headers = {"Content-Type": "application/json", **auth_headers(provider, key)}
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
+        bucket = self._limiter.bucket(endpoint, fingerprint)
+        return Route(provider, endpoint, model, headers, Secret(key) if key else None, source, error, bucket,
+                     KeyMaker(endpoint, model, self._cache_vars))
+
+
+def group(units: list[Unit], dedupe: bool) -> dict[str, Unit]:
+    """Distinct requests by cache key (every slot its own unit when not deduplicating)."""
+    distinct: dict[str, Unit] = {}
+    for unit in units:
+        key = unit.cache_key if dedupe else f"{unit.cache_key}#{unit.indices[0]}"
+        if key in distinct:
+            distinct[key].indices.extend(unit.indices)
+        else:
+            distinct[key] = unit
+    return distinct
+
+
+def check_prompt(payload: Mapping[str, Any], gen_type: GenType, index: int) -> None:
+    if gen_type == "text":
+        prompt = payload.get("prompt")
+        if not isinstance(prompt, str) and not (isinstance(prompt, list) and prompt and
+                                                all(isinstance(p, str) for p in prompt)):
+            raise InvalidRequestError(f"request_list[{index}] needs a 'prompt' string for gen_type='text'")
+        return
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError(
+            f"request_list[{index}] needs 'messages', a non-empty list such as [{{'role': 'user', 'content': 'Hi'}}]"
+        )
+    for j, message in enumerate(messages):
+        if not _is_message(message):
+            raise InvalidRequestError(
+                f"request_list[{index}]['messages'][{j}] = {message!r} is not a message: each is a dict with a "
+                "'role' string and a 'content' string (or list of content parts)"
+            )
+
+
+def _is_message(message: Any) -> bool:
+    if type(message) is not dict and not isinstance(message, Mapping):
+        return False
+    content = message.get("content", _MISSING)
+    return isinstance(message.get("role"), str) and (content is None or isinstance(content, (str, list)))
+
+
+def check_cache_vars(cache_vars: Any) -> Mapping[str, Any] | None:
+    """``cache_vars`` if it is a dict JSON can hold, else a ConfigurationError."""
+    if cache_vars is None:
+        return None
+    if not isinstance(cache_vars, Mapping):
+        raise ConfigurationError(f"cache_vars={cache_vars!r} must be a dict")
+    try:
+        KeyMaker("", "", cache_vars)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConfigurationError(
+            f"cache_vars holds a value that is not JSON-serialisable ({exc}): "
+            "use strings, numbers, booleans, None, lists and dicts"
+        ) from None
+    return cache_vars
+
+
+def optional_str(value: Any, name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}")
