@@ -378,7 +378,14 @@ class ResponseCache:
                 )
             for name, migration in MIGRATIONS:
                 if name not in meta["migrations"]:
-                    migration(self._cache, meta)
+                    try:
+                        migration(self._cache, meta)
+                    except (OSError, sqlite3.Error, ValueError, KeyError, TypeError) as exc:
+                        raise CacheError(
+                            f"the cache in {self.directory} could not be upgraded to format {FORMAT} by {name} "
+                            f"({type(exc).__name__}: {exc}); it was left as it was: free disk space or fix "
+                            "permissions and open it again, or pass another cache_dir="
+                        ) from exc
                     meta["migrations"].append(name)
             meta["format"] = FORMAT
             self._write(META, meta)

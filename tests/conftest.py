@@ -15,14 +15,15 @@ TOGETHER_KEY = "sk-together-test-SECRET-4f9a1c"
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's keys, base URLs or project settings."""
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's keys, base URLs, project settings or .env file."""
     for provider in PROVIDERS.values():
         if provider.key_env:
             monkeypatch.delenv(provider.key_env, raising=False)
         monkeypatch.delenv(provider.base_url_env, raising=False)
-    for name in ("PROJECT_NAME", "DATAFORMER_CACHE_DIR"):
+    for name in ("PROJECT_NAME", "DATAFORMER_CACHE_DIR", "DATAFORMER_PROVIDER", "DATAFORMER_MODEL"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # .env files are looked for from the working directory up
 
 
 @pytest.fixture
