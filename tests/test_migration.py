@@ -119,5 +119,5 @@ def test_a_cache_written_by_a_newer_release_is_refused_clearly(tmp_path: Path) -
     cache = diskcache.Cache(str(tmp_path))
     cache.set("meta", json.dumps({"format": 99, "migrations": []}))
     cache.close()
-    with pytest.raises(CacheError, match="newer dataformer_nb .*format 99"):
+    with pytest.raises(CacheError, match=r"newer dataformer_nb .*format 99"):
         ResponseCache(tmp_path)
