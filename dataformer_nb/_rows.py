@@ -63,13 +63,17 @@ class RowReader:
         with self._connect() as db:
             for start in range(0, len(keys), BATCH):
                 batch = keys[start:start + BATCH]
-                rows = self._query(db, _SELECT, batch, (time.time(),))
+                db.execute("BEGIN")  # both queries see one snapshot, whatever other processes write
+                try:
+                    rows = self._query(db, _SELECT, batch, (time.time(),))
+                    if len(rows) < len(batch):
+                        found = {key for key, _, _ in rows}
+                        missing = [key for key in batch if key not in found]
+                        for (key,) in self._query(db, _EXISTING, missing):
+                            raise CacheError(refused_row(self.directory, key))
+                finally:
+                    db.execute("COMMIT")
                 yield from rows
-                if len(rows) < len(batch):
-                    found = {key for key, _, _ in rows}
-                    missing = [key for key in batch if key not in found]
-                    for (key,) in self._query(db, _EXISTING, missing):
-                        raise CacheError(refused_row(self.directory, key))
 
     def _query(self, db: sqlite3.Connection, template: str, keys: Sequence[str],
                params: tuple[Any, ...] = ()) -> list[Any]:

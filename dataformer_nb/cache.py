@@ -196,6 +196,11 @@ class ResponseCache:
         """The number of cached responses."""
         return int(self._meta()["responses"])
 
+    @property
+    def stored_bytes(self) -> int:
+        """The bytes of the cached responses (each counted once, however many projects use it)."""
+        return int(self._meta()["bytes"])
+
     def volume(self) -> int:
         """Bytes the cache's files take on disk."""
         return int(self._cache.volume())
@@ -217,7 +222,7 @@ class ResponseCache:
         """The cached responses among ``keys``, as JSON, each now recorded as used by ``project``."""
         project = normalize_project(project)
         found: dict[str, bytes] = {}
-        joining: list[str] = []
+        joining: list[NewResponse] = []
         saved = 0
         for rows in _batched(self._rows.read([RESPONSE + key for key in keys]), READ_BATCH):
             # Entries are decoded a batch at a time: 10^5 decoded at once weigh 40 MB.
@@ -227,12 +232,17 @@ class ResponseCache:
                 found[key] = response
                 saved += record["prompt_tokens"] + record["completion_tokens"]
                 if project not in record["projects"]:
-                    joining.append(key)
+                    joining.append(NewResponse(key, response, record["prompt_tokens"], record["completion_tokens"]))
         if found:
             with self._transact():
-                sizes = [self._join(key, project) for key in joining]
-                self._add_to_project(project, sum(1 for s in sizes if s is not None),
-                                     sum(s or 0 for s in sizes), saved_tokens=saved)
+                # Read before this write lock: another process may have cleared a response since.
+                # The caller has it, so it goes back in, for this project: no one pays for it again.
+                restored = [len(item.data) for item in joining if self._add_response(item, project)]
+                self._add_to_totals(len(restored), sum(restored))
+                sizes = [self._join(item.key, project) for item in joining]
+                joined = [size for size in sizes if size is not None]
+                self._add_to_project(project, len(restored) + len(joined), sum(restored) + sum(joined),
+                                     saved_tokens=saved)
         return found
 
     def put(self, key: str, response: Mapping[str, Any] | bytes, project: str) -> None:
@@ -249,21 +259,18 @@ class ResponseCache:
         new = [_new_response(item) for item in items]
         if not new:
             return
-        added = added_bytes = created = created_bytes = prompt = completion = 0
+        added = added_bytes = prompt = completion = 0
         with self._transact():
+            stored = []
             for item in new:
                 prompt, completion = prompt + item.prompt_tokens, completion + item.completion_tokens
-                entry = {"projects": [project], "size": len(item.data), "created": int(time.time()),
-                         "prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens}
-                # add() inserts only if the key is absent: one statement fewer than a check and a set.
-                if self._add(RESPONSE + item.key, item.data, entry):
+                if self._add_response(item, project):
                     size = len(item.data)
-                    created, created_bytes = created + 1, created_bytes + size
+                    stored.append(size)
                 elif (size := self._join(item.key, project)) is None:
                     continue
                 added, added_bytes = added + 1, added_bytes + size
-            if created:
-                self._add_to_totals(created, created_bytes)
+            self._add_to_totals(len(stored), sum(stored))
             self._add_to_project(project, added, added_bytes, prompt_tokens=prompt, completion_tokens=completion)
 
     def touch(self, project: str) -> None:
@@ -416,12 +423,17 @@ class ResponseCache:
         except sqlite3.Error as exc:
             raise CacheError(f"the cache in {self.directory} cannot be written ({exc})") from exc
 
-    def _add(self, key: str, value: bytes, entry: Mapping[str, Any]) -> bool:
-        """Store ``value`` with ``entry`` as its tag unless ``key`` is taken; whether it was stored."""
+    def _add_response(self, item: NewResponse, project: str) -> bool:
+        """Store a new response for ``project`` unless its key is taken; whether it was stored.
+        The caller adds what was stored to the totals (once per transaction)."""
+        entry = {"projects": [project], "size": len(item.data), "created": int(time.time()),
+                 "prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens}
         try:
-            return bool(self._cache.add(key, value, tag=dumps(entry), retry=True))
+            # add() inserts only if the key is absent: one statement fewer than a check and a set.
+            added = bool(self._cache.add(RESPONSE + item.key, item.data, tag=dumps(entry), retry=True))
         except sqlite3.Error as exc:
             raise CacheError(f"the cache in {self.directory} cannot be written ({exc})") from exc
+        return added
 
     def _delete(self, key: str) -> None:
         try:
@@ -461,6 +473,8 @@ class ResponseCache:
         })
 
     def _add_to_totals(self, responses: int, size: int) -> None:
+        if not responses:
+            return
         meta = self._meta()
         meta["responses"] += responses
         meta["bytes"] += size

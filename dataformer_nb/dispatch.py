@@ -6,7 +6,6 @@ cache hits and from replies; :class:`Dispatcher` sends the units that were not c
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import functools
 import json
@@ -14,7 +13,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import httpx
 
@@ -27,6 +26,9 @@ from .prepare import Route, Unit
 from .providers import GenType, to_openai
 from .results import GenerationResult, GenerationSummary, Results
 from .transport import AiohttpTransport, Reply, post
+
+if TYPE_CHECKING:  # imported where it runs: see _sync
+    import asyncio
 
 MAX_BACKOFF_SECONDS = 30.0
 MAX_RETRY_AFTER_SECONDS = 60.0
@@ -93,6 +95,8 @@ class CacheWriter:
         self._pending: list[NewResponse] = []
 
     async def save(self, key: str, fresh: Fresh) -> None:
+        import asyncio
+
         data = fresh.response if isinstance(fresh.response, bytes) else dumpb(fresh.response)
         self._pending.append(NewResponse.with_usage(key, data, fresh.usage))
         if len(self._pending) == 1:
@@ -121,6 +125,8 @@ class Dispatcher:
         self._body_of = body_of
 
     async def run(self, units: list[Unit], batch: Batch, writer: CacheWriter | None) -> None:
+        import asyncio
+
         from tqdm.auto import tqdm
 
         buckets = {id(u.route.bucket): u.route.bucket for u in units}
@@ -152,8 +158,16 @@ class Dispatcher:
             for key, bucket in buckets.items():
                 own = [u for u in units if id(u.route.bucket) == key]
                 queue = iter(own)
-                workers += [worker(queue) for _ in range(min(len(own), 2 * bucket.max_concurrent_requests))]
-            await asyncio.gather(*workers)
+                workers += [asyncio.ensure_future(worker(queue))
+                            for _ in range(min(len(own), 2 * bucket.max_concurrent_requests))]
+            try:
+                await asyncio.gather(*workers)
+            except Exception:
+                # One worker failed (a cache write): gather does not stop the others.
+                for task in workers:
+                    task.cancel()
+                await asyncio.wait(workers)
+                raise
         except (asyncio.CancelledError, KeyboardInterrupt):
             if writer is not None:
                 writer.flush()
@@ -187,6 +201,8 @@ class Dispatcher:
 
     async def _send(self, transport: httpx.AsyncBaseTransport, unit: Unit, slot: asyncio.Semaphore
                     ) -> Fresh | RequestFailedError:
+        import asyncio
+
         route, bucket = unit.route, unit.route.bucket
         body = self._body_of(unit)  # rebuilt: 10^5 kept bodies weigh ~25 MB
         content = dumpb(body)

@@ -1,0 +1,127 @@
+"""What the cache promises, as a model in plain Python, and a check of the stored records
+against each other that reads the database without dataformer_nb.
+
+The model knows which prompts have a cached response, which projects use each, and each
+project's tokens; it predicts what a ``generate`` sends and serves from the cache. It uses the
+echo provider, whose replies (and so sizes and token counts) are deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from dataformer_nb.echo import echo_reply
+from dataformer_nb.limits import estimate_tokens
+
+
+def request(prompt: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": prompt}]}
+
+
+def size_of(prompt: str) -> int:
+    """The bytes the echo transport replies with, as the cache stores them."""
+    return len(httpx.Response(200, json=echo_reply({**request(prompt), "model": "echo"})).content)
+
+
+def tokens_of(prompt: str) -> tuple[int, int]:
+    return estimate_tokens(prompt), estimate_tokens(f"Echo: {prompt}")
+
+
+@dataclass
+class Tokens:
+    prompt: int = 0
+    completion: int = 0
+    saved: int = 0
+
+
+@dataclass
+class CacheModel:
+    users: dict[str, set[str]] = field(default_factory=dict)  # prompt -> projects using its response
+    tokens: dict[str, Tokens] = field(default_factory=dict)  # project -> its token counts
+
+    def generate(self, project: str, prompts: list[str]) -> tuple[int, int]:
+        """Record a generate; return (slots sent, slots served from the cache) it must report."""
+        distinct = list(dict.fromkeys(prompts))
+        new = {p for p in distinct if p not in self.users}
+        if prompts:
+            totals = self.tokens.setdefault(project, Tokens())
+            for p in distinct:
+                prompt_tokens, completion_tokens = tokens_of(p)
+                if p in new:
+                    totals.prompt += prompt_tokens
+                    totals.completion += completion_tokens
+                else:
+                    totals.saved += prompt_tokens + completion_tokens
+                self.users.setdefault(p, set()).add(project)
+        sent = sum(1 for p in prompts if p in new)
+        return sent, len(prompts) - sent
+
+    def clear(self, names: set[str]) -> tuple[int, int, int]:
+        """Clear projects; return (responses deleted, bytes freed, kept because shared)."""
+        deleted = freed = kept = 0
+        for prompt, users in list(self.users.items()):
+            if users & names:
+                users -= names
+                if users:
+                    kept += 1
+                else:
+                    del self.users[prompt]
+                    deleted, freed = deleted + 1, freed + size_of(prompt)
+        for name in names:
+            self.tokens.pop(name, None)
+        return deleted, freed, kept
+
+    def projects(self) -> dict[str, tuple[int, int, int, int, int]]:
+        """name -> (responses, bytes, prompt tokens, completion tokens, saved tokens)."""
+        held: dict[str, list[str]] = defaultdict(list)
+        for prompt, users in self.users.items():
+            for user in users:
+                held[user].append(prompt)
+        return {name: (len(held[name]), sum(map(size_of, held[name])), t.prompt, t.completion, t.saved)
+                for name, t in self.tokens.items()}
+
+    def held_by(self, project: str) -> list[str]:
+        return sorted(p for p, users in self.users.items() if project in users)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"users": {p: sorted(u) for p, u in self.users.items()},
+                "tokens": {n: [t.prompt, t.completion, t.saved] for n, t in self.tokens.items()}}
+
+
+def check_consistency(directory: Path) -> dict[str, set[str]]:
+    """Check the stored records agree with each other (read with sqlite3 alone); return
+    response key -> projects using it."""
+    with sqlite3.connect(directory / "cache.db") as db:
+        rows = db.execute("SELECT key, value, tag FROM Cache").fetchall()
+    values = {key: (value, tag) for key, value, tag in rows}
+    meta = json.loads(values["meta"][0])
+    users: dict[str, set[str]] = {}
+    entries: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    total = 0
+    for key, (value, tag) in values.items():
+        if key.startswith("response:"):
+            record = json.loads(tag)
+            assert record["size"] == len(value), key
+            json.loads(value)  # the response is whole JSON
+            users[key[len("response:"):]] = set(record["projects"])
+            assert record["projects"] and len(set(record["projects"])) == len(record["projects"]), record
+            total += len(value)
+            for project in record["projects"]:
+                entries[project][0] += 1
+                entries[project][1] += len(value)
+    project_keys = {key[len("project:"):] for key in values if key.startswith("project:")}
+    assert set(meta["projects"]) == project_keys, (meta["projects"], project_keys)
+    assert set(entries) <= project_keys, (set(entries), project_keys)  # every user has a record
+    for name in project_keys:
+        record = json.loads(values["project:" + name][0])
+        assert [record["entries"], record["bytes"]] == entries[name], (name, record, entries[name])
+    assert (meta["responses"], meta["bytes"]) == (len(users), total), (meta, len(users), total)
+    assert set(values) == {"meta"} | {"response:" + k for k in users} | {"project:" + n for n in project_keys}
+    return users
