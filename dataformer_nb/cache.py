@@ -224,7 +224,7 @@ class ResponseCache:
         found: dict[str, bytes] = {}
         joining: list[NewResponse] = []
         saved = 0
-        for rows in _batched(self._rows.read([RESPONSE + key for key in keys]), READ_BATCH):
+        for rows in _batched(self._rows.read(list(keys), RESPONSE), READ_BATCH):
             # Entries are decoded a batch at a time: 10^5 decoded at once weigh 40 MB.
             rows = [row for row in rows if isinstance(row[1], bytes) and isinstance(row[2], str)]
             for (row_key, response, _), record in zip(rows, _decode_records([r[2] for r in rows]), strict=True):
