@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -47,7 +48,7 @@ import diskcache
 from ._format import human_size, plural
 from ._json import dumpb, dumps
 from ._rows import RowReader, refused_row
-from .errors import CacheError, ConfigurationError, UnknownProjectWarning
+from .errors import CacheError, ConfigurationError, DataformerWarning, UnknownProjectWarning
 from .migrations import MIGRATIONS
 from .settings import DEFAULT_CACHE_DIR
 
@@ -180,11 +181,17 @@ class ResponseCache:
                 cull_limit=0,  # nothing expires or is evicted: culling would be a wasted query per write
                 statistics=False,
             )
+        except sqlite3.DatabaseError as exc:
+            raise CacheError(
+                f"cache_dir={str(directory)!r} holds a cache.db that SQLite cannot read ({exc}): it is damaged "
+                "or not a cache; move it away (nothing else in the directory is used) or pass another cache_dir="
+            ) from exc
         except (OSError, sqlite3.Error) as exc:
             raise CacheError(
                 f"cache_dir={str(directory)!r} cannot be opened for writing ({exc}): "
                 "pass another cache_dir= or fix the directory's permissions"
             ) from exc
+        _owner_only(self.directory)
         self._rows = RowReader(self._cache)
         self._rows.check()
         self._migrate()
@@ -488,6 +495,20 @@ def _new_response(item: NewResponse | tuple[str, Mapping[str, Any] | bytes]) -> 
     data = response if isinstance(response, bytes) else dumpb(response)
     decoded = json.loads(data) if isinstance(response, bytes) else response
     return NewResponse.with_usage(key, data, decoded.get("usage"))
+
+
+def _owner_only(directory: Path) -> None:
+    """Make the cache directory 0700 and its database files 0600, as a new cache is: a cache
+    made by an older release, or under another umask, may be readable by other users."""
+    paths = [directory, *(directory / name for name in ("cache.db", "cache.db-wal", "cache.db-shm"))]
+    for path, mode in zip(paths, (0o700, 0o600, 0o600, 0o600), strict=True):
+        try:
+            if path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077:
+                path.chmod(mode)
+        except OSError as exc:
+            warnings.warn(f"{path} is readable by other users and cannot be made private ({exc}): "
+                          "move the cache to a directory you own", DataformerWarning, stacklevel=3)
+            return
 
 
 def _batched(rows: Iterable[T], size: int) -> Iterator[list[T]]:

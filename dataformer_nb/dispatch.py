@@ -9,7 +9,9 @@ from __future__ import annotations
 import email.utils
 import functools
 import json
+import math
 import random
+import re
 import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -23,9 +25,9 @@ from .echo import EchoTransport
 from .errors import AuthenticationError, RequestFailedError
 from .limits import RateBucket, estimate_request_tokens
 from .prepare import Route, Unit
-from .providers import GenType, to_openai
+from .providers import GenType, check_reply, to_openai
 from .results import GenerationResult, GenerationSummary, Results
-from .transport import AiohttpTransport, Reply, post
+from .transport import DEFAULT_MAX_REPLY_BYTES, AiohttpTransport, Reply, ReplyTooLargeError, post
 
 if TYPE_CHECKING:  # imported where it runs: see _sync
     import asyncio
@@ -114,7 +116,7 @@ class Dispatcher:
 
     def __init__(self, *, gen_type: GenType, max_attempts: int, timeout: float, retry_base_delay: float,
                  transport: TransportChoice, progress: bool, say: Callable[[str], None],
-                 body_of: Callable[[Unit], dict[str, Any]]) -> None:
+                 body_of: Callable[[Unit], dict[str, Any]], max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> None:
         self._gen_type = gen_type
         self._max_attempts = max_attempts
         self._timeout = timeout
@@ -123,6 +125,7 @@ class Dispatcher:
         self._progress = progress
         self._say = say
         self._body_of = body_of
+        self._max_reply_bytes = max_reply_bytes
 
     async def run(self, units: list[Unit], batch: Batch, writer: CacheWriter | None) -> None:
         import asyncio
@@ -214,7 +217,10 @@ class Dispatcher:
                     return route.rejection
                 await bucket.wait_turn(tokens)
                 try:
-                    reply = await post(transport, route.url, content, route.headers, self._timeout)
+                    reply = await post(transport, route.url, content, route.headers, self._timeout,
+                                       self._max_reply_bytes)
+                except ReplyTooLargeError as exc:  # asking again would bring the same reply
+                    return _failure(route, "reply too large", f"{exc}: raise max_reply_bytes= if it is expected")
                 except httpx.TimeoutException:
                     error, delay = _failure(route, "timeout", f"no reply within {self._timeout:g} s"), None
                 except httpx.TransportError as exc:
@@ -235,18 +241,25 @@ class Dispatcher:
         status = reply.status
         if 200 <= status < 300:
             try:
-                data = json.loads(reply.content.decode())
+                data = json.loads(reply.content.decode(), parse_constant=_not_json)
                 response = to_openai(route.provider.style, self._gen_type, data)
-            except (ValueError, KeyError, TypeError) as exc:
-                return _failure(route, "malformed json", f"unreadable reply ({exc})"), None
+                check_reply(self._gen_type, response)
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+                # Retried like any malformed reply, and never cached.
+                return _failure(route, "malformed json", f"unreadable reply ({type(exc).__name__}: {exc})"), None
             usage = response.get("usage") or {}
             route.bucket.settle(tokens, usage.get("total_tokens"))
             return Fresh(reply.content if response is data else response, usage)
+        if 300 <= status < 400:
+            where = reply.headers.get("location")
+            what = f"redirected to {where}: pass that URL as url=" if where else "redirected without a Location"
+            return _failure(route, f"http {status}", f"HTTP {status}: {what}", status)
         detail = _failure(route, f"http {status}", f"HTTP {status}: {_server_message(reply)}", status)
         if status in (401, 403):
             route.rejection = AuthenticationError(
-                f"{route.provider.name} rejected the key in {route.key_source} (HTTP {status}): "
-                f"check {route.key_source} in .env or pass api_key=; the rest of its requests were not sent",
+                _redact(f"{route.provider.name} at {route.endpoint} refused the request (HTTP {status}: "
+                        f"{_server_message(reply)}): {_key_advice(route)}; the rest of its requests were not sent",
+                        route),
                 cause=f"http {status}", status=status,
             )
             return route.rejection
@@ -262,11 +275,30 @@ class Dispatcher:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"the reply holds {constant}, which is not JSON")
+
+
 def _failure(route: Route, cause: str, what: str, status: int | None = None) -> RequestFailedError:
-    message = f"{route.provider.name} at {route.endpoint}: {what}"
-    if route.key is not None:
-        message = message.replace(route.key.reveal(), "***")
-    return RequestFailedError(message, cause=cause, status=status)
+    return RequestFailedError(_redact(f"{route.provider.name} at {route.endpoint}: {what}", route), cause=cause,
+                              status=status)
+
+
+def _redact(message: str, route: Route) -> str:
+    """``message`` with the route's key, wherever it stands whole, as ``***`` (a server may echo
+    it back): never inside a word, so a one-letter test key leaves "Expecting" alone."""
+    if route.key is None:
+        return message
+    key = re.escape(route.key.reveal())
+    return re.sub(rf"(?<![\w-]){key}(?![\w-])", "***", message)
+
+
+def _key_advice(route: Route) -> str:
+    if route.key is None:
+        return "it sent no key; pass api_key= if the server needs one"
+    if route.key_source == "the api_key argument":
+        return "check the api_key passed to AsyncLLM (or in the request)"
+    return f"check {route.key_source} in .env or the environment, or pass api_key="
 
 
 @functools.cache
@@ -279,17 +311,20 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     """The wait a 429/503 asked for (``retry-after-ms`` or ``Retry-After``), capped."""
     try:
         if "retry-after-ms" in headers:
-            return min(float(headers["retry-after-ms"]) / 1000, MAX_RETRY_AFTER_SECONDS)
-        if "retry-after" in headers:
+            seconds = float(headers["retry-after-ms"]) / 1000
+        elif "retry-after" in headers:
             value = headers["retry-after"]
             try:
                 seconds = float(value)
             except ValueError:
                 seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-            return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+        else:
+            return None
     except (TypeError, ValueError, OverflowError):
         return None
-    return None
+    if not math.isfinite(seconds):  # "nan" parses as a float; a garbled value is ignored
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def _server_message(reply: Reply) -> str:

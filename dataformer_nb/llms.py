@@ -8,6 +8,7 @@ and return the results in request order.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from .cache import ClearReport, ResponseCache, normalize_project
 from .dispatch import Batch, CacheWriter, Dispatcher, TransportChoice
 from .errors import ConfigurationError, InvalidRequestError
 from .limits import RateLimiter
-from .prepare import Preparer, Target, Unit, group, optional_str
+from .prepare import Preparer, Target, Unit, check_key, group, optional_str
 from .providers import GenType, check_url, get_provider, response_text
 from .results import GenerationResult, GenerationSummary, Results
 from .settings import (
@@ -31,8 +32,11 @@ from .settings import (
     Secret,
     resolve,
 )
+from .transport import DEFAULT_MAX_REPLY_BYTES
 
 DEFAULT_MAX_CONCURRENT_REQUESTS = 64
+MIN_RPM = 1 / 60  # one request an hour
+MIN_TPM = 1.0
 
 
 class AsyncLLM:
@@ -63,10 +67,11 @@ class AsyncLLM:
         transport: TransportChoice = "aiohttp",
         progress: bool = True,
         verbose: bool = True,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         self.api_provider = get_provider(api_provider).name
         self.model = optional_str(model, "model")
-        key = optional_str(api_key, "api_key")
+        key = check_key(api_key, "api_key")
         self._api_key = None if key is None else Secret(key)
         self.url = None if url is None else check_url(url)
         if sampling_params is not None and not isinstance(sampling_params, Mapping):
@@ -74,21 +79,32 @@ class AsyncLLM:
                 f"sampling_params={sampling_params!r} must be a dict such as {{'temperature': 0.7}}"
             )
         self.sampling_params = dict(sampling_params or {})
-        self.max_requests_per_minute = _positive(max_requests_per_minute, "max_requests_per_minute")
-        self.max_tokens_per_minute = _positive(max_tokens_per_minute, "max_tokens_per_minute")
+        self.max_requests_per_minute = _rate(max_requests_per_minute, "max_requests_per_minute", MIN_RPM)
+        self.max_tokens_per_minute = _rate(max_tokens_per_minute, "max_tokens_per_minute", MIN_TPM)
         self.max_concurrent_requests = int(_positive(max_concurrent_requests, "max_concurrent_requests", integer=True)
                                            or DEFAULT_MAX_CONCURRENT_REQUESTS)
-        self.max_attempts = int(_positive(max_attempts, "max_attempts", integer=True) or 1)
+        if max_attempts is None:
+            raise ConfigurationError("max_attempts=None: pass how many times a request may be tried, "
+                                     "a whole number of at least 1 (default 5)")
+        self.max_attempts = int(_positive(max_attempts, "max_attempts", integer=True))  # type: ignore[arg-type]
         if gen_type not in ("chat", "text"):
             raise ConfigurationError(f"gen_type={gen_type!r} must be 'chat' or 'text'")
         self.gen_type: GenType = gen_type
         self.project_name = normalize_project(resolve(PROJECT_ENV, project_name or None, DEFAULT_PROJECT))
         self.cache_dir = os.fspath(resolve(CACHE_DIR_ENV, cache_dir or None, DEFAULT_CACHE_DIR))
-        self.timeout = float(_positive(timeout, "timeout") or 0)
+        if timeout is None:
+            raise ConfigurationError("timeout=None: pass the seconds a request may take, e.g. timeout=120")
+        self.timeout = float(_positive(timeout, "timeout"))  # type: ignore[arg-type]
+        if not _is_number(retry_base_delay) or not 0 <= retry_base_delay <= 60:
+            raise ConfigurationError(
+                f"retry_base_delay={retry_base_delay!r} must be a number of seconds from 0 to 60 (default 0.5)"
+            )
         self.retry_base_delay = float(retry_base_delay)
         if not (transport in ("aiohttp", "httpx") or isinstance(transport, httpx.AsyncBaseTransport)):
             raise ConfigurationError(f"transport={transport!r} must be 'aiohttp', 'httpx' or an httpx transport")
         self.transport = transport
+        self.max_reply_bytes = int(_positive(max_reply_bytes, "max_reply_bytes", integer=True)  # type: ignore[arg-type]
+                                   or DEFAULT_MAX_REPLY_BYTES)
         self.progress = progress
         self.verbose = verbose
         self.last_summary: GenerationSummary | None = None
@@ -167,6 +183,7 @@ class AsyncLLM:
             gen_type=self.gen_type, max_attempts=self.max_attempts, timeout=self.timeout,
             retry_base_delay=self.retry_base_delay, transport=self.transport, progress=self.progress,
             say=self._say, body_of=lambda unit: preparer.body(unit.request, unit.route, unit.indices[0]),
+            max_reply_bytes=self.max_reply_bytes,
         )
         await dispatcher.run(to_send, batch, CacheWriter(self.cache, project) if use_cache else None)
         summary = batch.summary
@@ -194,14 +211,28 @@ class AsyncLLM:
             print(f"dataformer_nb: {text}")
 
 
+def _is_number(value: Any) -> bool:
+    """A finite real number (numpy's included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive(value: Any, name: str, integer: bool = False) -> float | None:
     if value is None:
         return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if not ok or (integer and value != int(value)):
+    if not _is_number(value) or value <= 0 or (integer and value != int(value)):
         kind = "a positive whole number" if integer else "a positive number"
         raise ConfigurationError(f"{name}={value!r} must be {kind} (or None for no limit)")
-    return value
+    return int(value) if integer else float(value)
+
+
+def _rate(value: Any, name: str, minimum: float) -> float | None:
+    rate = _positive(value, name)
+    if rate is not None and rate < minimum:
+        raise ConfigurationError(
+            f"{name}={value!r} is less than {minimum:g} a minute, so a batch would take days: "
+            f"pass at least {minimum:g}, or None for no limit"
+        )
+    return rate
 
 
 def get_request_list(instructions: str | Sequence[str], sampling_params: Mapping[str, Any] | None = None

@@ -108,6 +108,7 @@ class Dataformer(Magics):
     @argument("--params", metavar="JSON", help='other sampling parameters, e.g. \'{"top_p": 0.9}\'')
     @argument("--project", metavar="NAME", help="the project the responses belong to")
     @argument("--url", metavar="URL", help="an OpenAI-compatible endpoint or base URL")
+    @argument("--timeout", type=float, metavar="SECONDS", help="deadline for each request's whole exchange")
     @argument("--no-cache", action="store_true", help="neither read nor write the cache")
     @argument("--clear-cache", metavar="NAME|full", action="append", help="clear a project first (repeatable)")
     @argument("-o", "--out", metavar="VAR", help="store the results list in VAR")
@@ -165,11 +166,12 @@ class Dataformer(Magics):
                 raise UsageError(f"--llm {args.llm}: no AsyncLLM by that name in the notebook")
             return llm
         provider, _, model = (args.target or self.provider).partition(":")
-        settings = (provider, model or self.model or None, args.url, self.cache_dir, self.progress)
+        settings = (provider, model or self.model or None, args.url, self.cache_dir, self.progress, args.timeout)
         if settings not in self._llms:
+            timeout = {} if args.timeout is None else {"timeout": args.timeout}
             try:
                 self._llms[settings] = AsyncLLM(api_provider=provider, model=settings[1], url=args.url,
-                                                cache_dir=self.cache_dir, progress=self.progress)
+                                                cache_dir=self.cache_dir, progress=self.progress, **timeout)
             except DataformerError as exc:
                 raise UsageError(str(exc)) from None
         return self._llms[settings]

@@ -100,6 +100,12 @@ class Preparer:
         body = self.body(request, route, index)  # keyed in place: it is rebuilt when sent
         try:
             key = route.keys.key_of_own(body)
+        except UnicodeEncodeError as exc:
+            raise InvalidRequestError(
+                f"request_list[{index}] holds text that is not valid Unicode ({exc.object[exc.start:exc.end]!r}, "
+                "a lone surrogate, often from bytes decoded with errors='surrogateescape'): "
+                "decode the source text with errors='replace'"
+            ) from None
         except (TypeError, ValueError, RecursionError) as exc:
             raise InvalidRequestError(
                 f"request_list[{index}] holds a value that is not JSON-serialisable ({exc}): "
@@ -137,7 +143,7 @@ class Preparer:
         if url is not None:
             url = check_url(url, f"{where}['url']")
         if "api_key" in request:
-            explicit = optional_str(request["api_key"], f"{where}['api_key']")
+            explicit = check_key(request["api_key"], f"{where}['api_key']")
         else:
             explicit = defaults.api_key.reveal() if own and defaults.api_key is not None else None
         model = optional_str(request.get("model", defaults.model if own else None), f"{where}['model']")
@@ -208,6 +214,17 @@ def check_cache_vars(cache_vars: Any) -> Mapping[str, Any] | None:
             "use strings, numbers, booleans, None, lists and dicts"
         ) from None
     return cache_vars
+
+
+def check_key(value: Any, name: str) -> str | None:
+    """An API key as given, or a ConfigurationError that does not show it."""
+    key = optional_str(value, name)
+    if key is not None and (not key or any(c.isspace() or not c.isprintable() for c in key)):
+        raise ConfigurationError(
+            f"{name} is empty or holds a space, newline or control character (often pasted with the key): "
+            "pass the key alone"
+        )
+    return key
 
 
 def optional_str(value: Any, name: str) -> str | None:

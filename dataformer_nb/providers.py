@@ -82,11 +82,18 @@ def get_provider(name: object) -> Provider:
 def check_url(url: object, source: str = "url") -> str:
     """``url`` if it is an http(s) URL with a host, else a ConfigurationError naming ``source``."""
     parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
             f"{source}={url!r} is not an http(s) URL: pass e.g. url='http://localhost:8000/v1'"
         )
-    return url
+    if any(not c.isprintable() or c.isspace() for c in url):  # type: ignore[union-attr]
+        raise ConfigurationError(f"{source}={url!r} contains a space or control character: remove it")
+    try:
+        parts.port  # noqa: B018 - raises for a port out of range
+    except ValueError as exc:
+        raise ConfigurationError(f"{source}={url!r} has an invalid port ({exc}): use a port from 1 to 65535") \
+            from None
+    return url  # type: ignore[return-value]
 
 
 def endpoint_url(provider: Provider, gen_type: GenType, url: str | None, env: Mapping[str, str]) -> str:
@@ -97,7 +104,14 @@ def endpoint_url(provider: Provider, gen_type: GenType, url: str | None, env: Ma
     """
     if url is None:
         url = check_url(provider.base(env), provider.base_url_env)
-    stripped = url.rstrip("/")
+    if "?" in url or "#" in url:  # the path goes before the query (api-version=...), not after it
+        parts = urlsplit(url)
+        return parts._replace(path=_endpoint_path(parts.path, provider, gen_type)).geturl()
+    return _endpoint_path(url, provider, gen_type)  # as 0.1.0 did: the URL is part of every cache key
+
+
+def _endpoint_path(base: str, provider: Provider, gen_type: GenType) -> str:
+    stripped = base.rstrip("/")
     if stripped.endswith(_ENDPOINT_SUFFIXES):
         return stripped
     return stripped + _PATHS[provider.style][gen_type]
@@ -205,6 +219,30 @@ def to_openai(style: Style, gen_type: GenType, data: Any) -> dict[str, Any]:
     if not isinstance(data.get("choices"), list) or not data["choices"]:
         raise ValueError("the reply has no 'choices'")
     return data
+
+
+def check_reply(gen_type: GenType, response: Mapping[str, Any]) -> None:
+    """Raise ValueError unless ``response`` has the shape its endpoint promises: a reply
+    cached with another shape would break ``.text`` and every re-run that hits it."""
+    choices = response.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise ValueError("the reply has no 'choices'")
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise ValueError(f"a choice is {type(choice).__name__}, not an object")
+        if gen_type == "chat":
+            message = choice.get("message")
+            if not isinstance(message, dict) or not isinstance(message.get("content"), (str, type(None))):
+                raise ValueError("a choice has no 'message' whose 'content' is text or null")
+        elif not isinstance(choice.get("text"), str):
+            raise ValueError("a choice has no 'text'")
+    usage = response.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            raise ValueError(f"'usage' is {type(usage).__name__}, not an object")
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            if name in usage and not (type(usage[name]) is int and usage[name] >= 0):
+                raise ValueError(f"usage.{name} = {usage[name]!r} is not a whole number")
 
 
 def _openai_shape(gen_type: GenType, id_: str, model: str, text: str, finish: str | None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ssl
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 import httpx
@@ -22,25 +22,53 @@ if TYPE_CHECKING:
     import aiohttp
 
 
+DEFAULT_MAX_REPLY_BYTES = 64 * 2**20
+
+
 class Reply(NamedTuple):
     status: int
     headers: Mapping[str, str]  # case-insensitive
     content: bytes
 
 
+class ReplyTooLargeError(Exception):
+    """A reply's decoded body passed the cap (a runaway or hostile server, a gzip bomb)."""
+
+
 async def post(transport: httpx.AsyncBaseTransport, url: httpx.URL, content: bytes,
-               headers: Mapping[str, str], timeout: float) -> Reply:
-    """POST ``content`` and read the whole reply; errors are httpx's ``TransportError``s."""
+               headers: Mapping[str, str], timeout: float, max_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> Reply:
+    """POST ``content`` and read the whole reply within ``timeout`` seconds, the whole exchange
+    (a server dripping bytes cannot hold a request longer). Errors are httpx's
+    ``TransportError``s, or ReplyTooLargeError past ``max_bytes`` decoded bytes."""
     if isinstance(transport, AiohttpTransport):
-        return await transport.post(str(url), content, headers, timeout)
+        return await transport.post(str(url), content, headers, timeout, max_bytes)
+    import asyncio
+
+    try:
+        return await asyncio.wait_for(_post_httpx(transport, url, content, headers, timeout, max_bytes), timeout)
+    except asyncio.TimeoutError as exc:
+        raise httpx.ReadTimeout(f"no whole reply within {timeout:g} s") from exc
+
+
+async def _post_httpx(transport: httpx.AsyncBaseTransport, url: httpx.URL, content: bytes,
+                      headers: Mapping[str, str], timeout: float, max_bytes: int) -> Reply:
     request = httpx.Request("POST", url, content=content, headers=headers,
                             extensions={"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)})
     response = await transport.handle_async_request(request)
     try:
-        await response.aread()
+        body = await _read_capped(response.aiter_bytes(), max_bytes)
     finally:
         await response.aclose()
-    return Reply(response.status_code, response.headers, response.content)
+    return Reply(response.status_code, response.headers, body)
+
+
+async def _read_capped(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > max_bytes:
+            raise ReplyTooLargeError(f"the reply passed {max_bytes} bytes")
+    return bytes(body)
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -52,20 +80,22 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
-    async def post(self, url: str, content: bytes, headers: Mapping[str, str], timeout: float) -> Reply:
+    async def post(self, url: str, content: bytes, headers: Mapping[str, str], timeout: float,
+                   max_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> Reply:
         """POST and read the reply, all within ``timeout`` seconds."""
-        return await self._send("POST", url, content, headers, (timeout, None), decompress=True)
+        return await self._send("POST", url, content, headers, (timeout, None), decompress=True, max_bytes=max_bytes)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
         status, headers, content = await self._send(
             request.method, str(request.url), request.content, request.headers.multi_items(),
             (None, timeout.get("read")), decompress=False,  # httpx decodes the body itself
+            max_bytes=DEFAULT_MAX_REPLY_BYTES,
         )
         return httpx.Response(status, headers=headers.items(), content=content, request=request)
 
     async def _send(self, method: str, url: str, content: bytes, headers: Mapping[str, str] | Iterable[tuple[str, str]],
-                    timeouts: tuple[float | None, float | None], decompress: bool) -> Reply:
+                    timeouts: tuple[float | None, float | None], decompress: bool, max_bytes: int) -> Reply:
         import asyncio
 
         import aiohttp  # here, not at the top: it doubles the time to import dataformer_nb
@@ -83,7 +113,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 method, url, data=content, headers=headers, allow_redirects=False,  # type: ignore[arg-type]
                 auto_decompress=decompress, timeout=self._timeouts[timeouts],
             ) as reply:
-                return Reply(reply.status, reply.headers, await reply.read())
+                return Reply(reply.status, reply.headers, await _read_reply(reply, decompress, max_bytes))
         except asyncio.TimeoutError as exc:
             raise httpx.ReadTimeout(f"no reply in time ({exc!r})") from exc
         except aiohttp.ClientConnectorError as exc:
@@ -95,3 +125,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_reply(reply: aiohttp.ClientResponse, decompress: bool, max_bytes: int) -> bytes:
+    """The body, at most ``max_bytes`` once decoded. A reply of known, uncompressed length is
+    read in one call, as before the cap; others (chunked, gzip) are counted as they come."""
+    length = reply.content_length
+    encoded = decompress and reply.headers.get("Content-Encoding", "identity") != "identity"
+    if length is not None and not encoded:
+        if length > max_bytes:
+            raise ReplyTooLargeError(f"the reply announced {length} bytes, more than {max_bytes}")
+        return await reply.read()
+    return await _read_capped(reply.content.iter_chunked(2**16), max_bytes)

@@ -5,7 +5,9 @@ played one per request carrying it: ``ok``, ``429`` (with Retry-After), ``500``,
 ``401``, ``drop`` (close the connection without a reply), ``malformed`` (200 with broken
 JSON), ``slow`` (reply after ``slow_seconds``, past the client's timeout: counted in
 ``late``, not ``completed``), ``hold`` (wait until ``release()``), ``sigint`` (send SIGINT
-to this process, then hold) and ``kill`` (SIGKILL ``kill_pid``, then hold).
+to this process, then hold), ``kill`` (SIGKILL ``kill_pid``, then hold), ``raw:NAME`` (reply
+with ``raw[NAME]``: status, headers, body bytes) and ``drip`` (a good reply, one byte every
+``drip_seconds``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class FakeLLMServer:
         self.statuses: Counter[int] = Counter()
         self.scripts: dict[str, deque[str]] = {}
         self.retry_after = "0.01"
+        self.raw: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.drip_seconds = 0.05
         self.required_key: str | None = None
         self.active = 0
         self.peak_active = 0
@@ -80,6 +84,7 @@ def prompt_of(body: dict[str, Any]) -> str:
 
 
 def _reply(path: str, body: dict[str, Any], text: str) -> dict[str, Any]:
+    path = path.partition("?")[0]
     model = body.get("model", "")
     if path.endswith("/messages"):
         return {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
@@ -148,6 +153,11 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 return
             if action == "malformed":
                 return self._send(200, b'{"choices": [', {})
+            if action.startswith("raw:"):
+                status, headers, payload = server.raw[action[4:]]
+                return self._send(status, payload, headers)
+            if action == "drip":
+                return self._drip(json.dumps(_reply(self.path, body, f"Answer: {prompt}")).encode())
             if action.isdigit():
                 status = int(action)
                 headers = {"Retry-After": server.retry_after} if status == 429 else {}
@@ -160,6 +170,21 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             if not self._send(200, payload, {}):
                 with server._lock:
                     server.completed[prompt] -= 1
+
+        def _drip(self, payload: bytes) -> None:
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                for i in range(len(payload)):
+                    if server._released.wait(server.drip_seconds):
+                        break
+                    self.wfile.write(payload[i:i + 1])
+                    self.wfile.flush()
+            except OSError:
+                pass
+            self.close_connection = True
 
         def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> bool:
             with server._lock:
