@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # imported where it runs: see _sync
     import asyncio
 
 MAX_BACKOFF_SECONDS = 30.0
+MIN_FAILURES_TO_STOP = 50
 MAX_RETRY_AFTER_SECONDS = 60.0
 _RETRYABLE_STATUSES = {408, 409, 429}
 _ECHO = EchoTransport()
@@ -213,8 +214,8 @@ class Dispatcher:
         error = RequestFailedError("not sent", cause="not sent")
         for attempt in range(1, self._max_attempts + 1):
             async with slot:
-                if route.rejection is not None:
-                    return route.rejection
+                if route.stopped is not None:
+                    return route.stopped
                 await bucket.wait_turn(tokens)
                 try:
                     reply = await post(transport, route.url, content, route.headers, self._timeout,
@@ -227,9 +228,12 @@ class Dispatcher:
                     error, delay = _failure(route, "connection", f"connection failed ({exc!r})"), None
                 else:
                     outcome = self._interpret(reply, route, tokens)
+                    if isinstance(outcome, Fresh):
+                        route.failures_in_a_row = 0
                     if isinstance(outcome, (Fresh, RequestFailedError)):
                         return outcome
                     error, delay = outcome
+                _count_failure(route, error)
             if attempt < self._max_attempts:
                 await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
         error.args = (f"{error.args[0]} (gave up after {self._max_attempts} attempts)",)
@@ -256,13 +260,13 @@ class Dispatcher:
             return _failure(route, f"http {status}", f"HTTP {status}: {what}", status)
         detail = _failure(route, f"http {status}", f"HTTP {status}: {_server_message(reply)}", status)
         if status in (401, 403):
-            route.rejection = AuthenticationError(
+            route.stopped = AuthenticationError(
                 _redact(f"{route.provider.name} at {route.endpoint} refused the request (HTTP {status}: "
                         f"{_server_message(reply)}): {_key_advice(route)}; the rest of its requests were not sent",
                         route),
                 cause=f"http {status}", status=status,
             )
-            return route.rejection
+            return route.stopped
         if status not in _RETRYABLE_STATUSES and status < 500:
             return detail
         retry_after = _retry_after(reply.headers)
@@ -273,6 +277,22 @@ class Dispatcher:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(MAX_BACKOFF_SECONDS, self._retry_base_delay * 2 ** (attempt - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _count_failure(route: Route, error: RequestFailedError) -> None:
+    """The circuit breaker: after a long run of failed attempts on a route with no success in
+    between, stop sending on it. The run is longer than a burst of 429s at full concurrency
+    can make, so a server that is merely busy never trips it; one that refuses everything (a
+    daily quota spent, an endpoint down) ends the batch in seconds instead of hours."""
+    route.failures_in_a_row += 1
+    if route.stopped is None and route.failures_in_a_row >= max(MIN_FAILURES_TO_STOP,
+                                                                4 * route.bucket.max_concurrent_requests):
+        route.stopped = RequestFailedError(
+            f"{route.provider.name} at {route.endpoint}: stopped sending after {route.failures_in_a_row} "
+            f"failed attempts in a row with no success (the last: {error.args[0]}); the requests not sent are "
+            "failed; re-run later, when the server answers again (what was received is cached)",
+            cause="stopped", status=error.status,
+        )
 
 
 def _not_json(constant: str) -> Any:

@@ -7,6 +7,7 @@ slots it fills.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 
 from .cachekey import KeyMaker
-from .errors import AuthenticationError, ConfigurationError, InvalidRequestError, MissingAPIKeyError
+from .errors import ConfigurationError, InvalidRequestError, MissingAPIKeyError, RequestFailedError
 from .limits import RateBucket, RateLimiter
 from .providers import (
     ECHO_BASE_URL,
@@ -28,6 +29,7 @@ from .providers import (
     endpoint_url,
     get_provider,
     resolve_api_key,
+    split_credentials,
 )
 from .settings import Secret, environment
 
@@ -59,7 +61,10 @@ class Route:
     key_error: MissingAPIKeyError | None
     bucket: RateBucket
     keys: KeyMaker = field(repr=False)
-    rejection: AuthenticationError | None = None  # the server refused the key during this run
+    # Why nothing more is sent on this route in this run: the key was refused, or the server
+    # failed every one of a long run of attempts (dispatch's circuit breaker).
+    stopped: RequestFailedError | None = None
+    failures_in_a_row: int = 0
     url: httpx.URL = field(init=False, repr=False)
     echo: bool = field(init=False, repr=False)
 
@@ -148,17 +153,28 @@ class Preparer:
             explicit = defaults.api_key.reveal() if own and defaults.api_key is not None else None
         model = optional_str(request.get("model", defaults.model if own else None), f"{where}['model']")
         model = model or provider.default_model
-        endpoint = endpoint_url(provider, self._gen_type, url, self._env)
+        given = endpoint_url(provider, self._gen_type, url, self._env)
+        # A user:password@ in the URL goes into the Authorization header; the URL sent, shown in
+        # errors and used for limits has none. The cache key hashes the URL as given (0.1.0 keys).
+        endpoint, credentials = split_credentials(given)
         try:
             key, source = resolve_api_key(provider, explicit, endpoint, self._env)
             error = None
         except MissingAPIKeyError as exc:
             key, source, error = None, provider.key_env or "api_key=", exc
         headers = {"Content-Type": "application/json", **auth_headers(provider, key)}
-        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
+        if credentials is not None:
+            if key:
+                raise ConfigurationError(
+                    f"{where}['url'] or url= holds a user and password, and an API key is set too: pass one "
+                    "of them (the key goes as a Bearer token)"
+                )
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+        secret = key or credentials
+        fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else ""
         bucket = self._limiter.bucket(endpoint, fingerprint)
         return Route(provider, endpoint, model, headers, Secret(key) if key else None, source, error, bucket,
-                     KeyMaker(endpoint, model, self._cache_vars))
+                     KeyMaker(given, model, self._cache_vars))
 
 
 def group(units: list[Unit], dedupe: bool) -> dict[str, Unit]:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigurationError, MissingAPIKeyError, UnknownProviderError
 
@@ -94,6 +94,26 @@ def check_url(url: object, source: str = "url") -> str:
         raise ConfigurationError(f"{source}={url!r} has an invalid port ({exc}): use a port from 1 to 65535") \
             from None
     return url  # type: ignore[return-value]
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``user:password@`` part, and that part decoded (None if there is none)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return parts._replace(netloc=host).geturl(), f"{unquote(user)}:{unquote(password)}"
+
+
+def hide_credentials(url: str) -> str:
+    """``url`` for display: a password in it shown as ``***``."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    return parts._replace(netloc=f"{user}{':***' if colon else ''}@{host}").geturl()
 
 
 def endpoint_url(provider: Provider, gen_type: GenType, url: str | None, env: Mapping[str, str]) -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._format import plural
 from .errors import RequestFailedError
-from .providers import response_text
+from .providers import hide_credentials, response_text
 
 if TYPE_CHECKING:
     import pandas
@@ -20,8 +20,9 @@ _SECRET_FIELDS = ("api_key",)
 
 
 def redact(request: dict[str, Any]) -> dict[str, Any]:
-    """``request`` without its secrets, for display and export."""
-    return {k: ("***" if k in _SECRET_FIELDS else v) for k, v in request.items()}
+    """``request`` without its secrets (a key, a password in a URL), for display and export."""
+    return {k: "***" if k in _SECRET_FIELDS else hide_credentials(v) if k == "url" and isinstance(v, str) else v
+            for k, v in request.items()}
 
 
 class GenerationResult:

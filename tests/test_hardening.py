@@ -218,3 +218,38 @@ def test_the_generate_magic_takes_a_timeout(server: FakeLLMServer, cache_dir: Pa
     out = shell.run_cell_magic("generate", "together --timeout 0.5 -f none", "slowly")
     assert out[0].text == "Answer: slowly"
     assert [r["body"]["messages"][-1]["content"] for r in server.requests] == ["slowly", "slowly"]
+
+
+def test_credentials_in_a_url_go_into_the_header_and_never_show(server: FakeLLMServer, make_llm) -> None:
+    secret = "pa55-url-SECRET"
+    url = server.url.replace("http://127.0.0.1", f"http://me:{secret}@localhost") + "/v1"  # not TOGETHER_BASE_URL
+    server.script("bad", "500")
+    llm = make_llm(url=url, max_attempts=1)
+    results = llm.generate([chat("good"), chat("bad"), chat("own", url=url)])
+    assert results[0].text == "Answer: good" and results[1].error is not None
+    sent = server.requests[0]
+    assert sent["headers"]["Authorization"].startswith("Basic ") and sent["path"] == "/v1/chat/completions"
+    shown = "".join([repr(results), str(results[1].error), json.dumps(results.to_records()),
+                     results.to_pandas().to_string()])
+    assert secret not in shown and "me:***@" in json.dumps(results.to_records())
+    with pytest.raises(ConfigurationError, match="user and password, and an API key"):
+        make_llm(url=url, api_key="k").generate([chat("x")])
+
+
+def test_a_server_that_refuses_everything_is_stopped_early(server: FakeLLMServer, make_llm) -> None:
+    for i in range(300):
+        server.script(f"q{i}", *["429"] * 5)
+    results = make_llm(max_concurrent_requests=4).generate([chat(f"q{i}") for i in range(300)])
+    assert all(r.error is not None for r in results)
+    assert server.count < 100  # not 300 x 5 attempts
+    assert results.summary.failures["stopped"] > 250
+    stopped = next(r.error for r in results if r.error.cause == "stopped")
+    assert "stopped sending after 50 failed attempts in a row" in str(stopped) and "HTTP 429" in str(stopped)
+
+
+def test_a_busy_server_with_successes_between_failures_is_not_stopped(server: FakeLLMServer, make_llm) -> None:
+    server.retry_after = "0"
+    for i in range(0, 120, 2):
+        server.script(f"q{i}", "429")  # 60 failures in all, more than the 50 in a row that would stop it
+    results = make_llm(max_concurrent_requests=4).generate([chat(f"q{i}") for i in range(120)])
+    assert all(r.ok for r in results) and server.count == 180
