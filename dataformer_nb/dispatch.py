@@ -6,6 +6,8 @@ cache hits and from replies; :class:`Dispatcher` sends the units that were not c
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import email.utils
 import functools
 import json
@@ -22,7 +24,7 @@ import httpx
 from ._json import dumpb
 from .cache import NewResponse, ResponseCache
 from .echo import EchoTransport
-from .errors import AuthenticationError, RequestFailedError
+from .errors import AuthenticationError, CacheError, RequestFailedError
 from .limits import RateBucket, estimate_request_tokens
 from .prepare import Route, Unit
 from .providers import GenType, check_reply, to_openai
@@ -70,6 +72,13 @@ class Batch:
             self._results[i] = self._result(i, response)
         self.summary.sent += len(unit.indices)
 
+    def not_sent(self, error: RequestFailedError) -> None:
+        """Fail every slot that has no result yet (the batch stopped before sending it)."""
+        for i, result in enumerate(self._results):
+            if result is None:
+                self._results[i] = self._result(i, None, error=error)
+                self.summary.failures[error.cause] += 1
+
     def failed(self, unit: Unit, error: RequestFailedError) -> None:
         for i in unit.indices:
             self._results[i] = self._result(i, None, error=error)
@@ -89,27 +98,56 @@ class Batch:
 
 
 class CacheWriter:
-    """Commits fresh responses in groups: the replies that arrive in one turn of the event
-    loop share one SQLite transaction (one per reply cost more than the whole HTTP
-    exchange), so a crash loses at most the replies of that turn."""
+    """Commits fresh responses in groups, on a thread of its own.
+
+    The replies that arrive while a group is being written form the next group, one SQLite
+    transaction each (one per reply cost more than the whole HTTP exchange), so a crash loses
+    at most the group in flight. Writes run off the event loop: a write that waits for another
+    process's lock never stalls sending, so no request times out (and is sent twice) because of
+    it. A write that fails sets :attr:`error` (the dispatcher then starts no new request); its
+    group, and whatever arrives after, stays in :attr:`unsaved`.
+    """
 
     def __init__(self, cache: ResponseCache, project: str) -> None:
         self._cache, self._project = cache, project
-        self._pending: list[NewResponse] = []
+        self.unsaved: list[NewResponse] = []  # removed from only once committed
+        self.error: CacheError | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dataformer_nb-cache")
+        self._writing: concurrent.futures.Future[None] | None = None
 
     async def save(self, key: str, fresh: Fresh) -> None:
         import asyncio
 
         data = fresh.response if isinstance(fresh.response, bytes) else dumpb(fresh.response)
-        self._pending.append(NewResponse.with_usage(key, data, fresh.usage))
-        if len(self._pending) == 1:
-            await asyncio.sleep(0)  # the other replies ready in this turn join the group
-            self.flush()
+        self.unsaved.append(NewResponse.with_usage(key, data, fresh.usage))
+        if self._writing is not None or self.error is not None:
+            return  # the writing loop takes it with the next group
+        await asyncio.sleep(0)  # the other replies ready in this turn join the group
+        while self.unsaved and self.error is None and self._writing is None:
+            group = list(self.unsaved)
+            self._writing = self._executor.submit(self._cache.put_many, group, self._project)
+            try:
+                await asyncio.wrap_future(self._writing)
+            except CacheError as exc:
+                self.error = exc
+            else:
+                del self.unsaved[:len(group)]
+            finally:
+                self._writing = None
 
-    def flush(self) -> None:
-        if self._pending:
-            self._cache.put_many(self._pending, self._project)
-            self._pending.clear()  # only once committed: an interrupted write is tried again
+    def close(self) -> None:
+        """Wait for the group in flight, write what is left here (unless writing failed), stop the thread."""
+        if self._writing is not None:
+            with contextlib.suppress(Exception):  # its outcome is the writing loop's to report
+                self._writing.result()
+            self._writing = None
+        if self.unsaved and self.error is None:
+            try:
+                self._cache.put_many(self.unsaved, self._project)
+                self.unsaved.clear()
+            except CacheError as exc:
+                self.error = exc
+        self._executor.shutdown(wait=True)
 
 
 class Dispatcher:
@@ -152,13 +190,15 @@ class Dispatcher:
 
         async def worker(queue: Iterator[Unit]) -> None:
             for unit in queue:
+                if writer is not None and writer.error is not None:
+                    return  # the cache cannot take more: send nothing new; requests in flight finish
                 await run_one(_ECHO if unit.route.echo else network, unit)  # type: ignore[arg-type]
 
         network = self._network_transport(units, buckets.values())
+        workers: list[asyncio.Future[None]] = []
         try:
             # A few workers per bucket, not a task per request: 10^5 tasks cost ~300 MB.
             # Twice the concurrency keeps every slot busy while some workers wait to retry.
-            workers = []
             for key, bucket in buckets.items():
                 own = [u for u in units if id(u.route.bucket) == key]
                 queue = iter(own)
@@ -167,25 +207,27 @@ class Dispatcher:
             try:
                 await asyncio.gather(*workers)
             except Exception:
-                # One worker failed (a cache write): gather does not stop the others.
+                # One worker failed: gather does not stop the others.
                 for task in workers:
                     task.cancel()
                 await asyncio.wait(workers)
                 raise
         except (asyncio.CancelledError, KeyboardInterrupt):
             if writer is not None:
-                writer.flush()
+                writer.close()
             pending = sum(len(u.indices) for u in units) - summary.sent - summary.failed
             self._say(f"interrupted: {summary.sent} new responses are saved in the cache; "
                       f"re-run to send the other {pending}")
             raise
         finally:
             if writer is not None:
-                writer.flush()
+                writer.close()
             bar.set_postfix(cached=summary.cached, failed=summary.failed, refresh=False)
             bar.close()
             if network is not None and network is not self._transport:
                 await network.aclose()
+        if writer is not None and writer.error is not None:
+            raise _write_failed(writer, batch)
 
     def _network_transport(self, units: list[Unit], buckets: Iterable[RateBucket]) -> httpx.AsyncBaseTransport | None:
         """The transport for what goes over the network (None if everything is echo).
@@ -245,7 +287,7 @@ class Dispatcher:
         status = reply.status
         if 200 <= status < 300:
             try:
-                data = json.loads(reply.content.decode(), parse_constant=_not_json)
+                data = _STRICT_JSON.decode(reply.content.decode())
                 response = to_openai(route.provider.style, self._gen_type, data)
                 check_reply(self._gen_type, response)
             except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
@@ -279,6 +321,20 @@ class Dispatcher:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+def _write_failed(writer: CacheWriter, batch: Batch) -> CacheError:
+    """The writer's error, holding every result received (the unsent slots marked), so that no
+    paid response is lost when the cache cannot take it."""
+    received = batch.summary.sent
+    batch.not_sent(RequestFailedError("not sent: the cache could not be written, so sending stopped",
+                                      cause="not sent"))
+    assert writer.error is not None
+    error = CacheError(f"{writer.error}; sending stopped. The {received} responses received in this run are in "
+                       "this error's .results and in llm.last_results (the ones not saved are not in the cache): "
+                       "free disk space or pass another cache_dir=, then re-run")
+    error.results = batch.results()
+    return error
+
+
 def _count_failure(route: Route, error: RequestFailedError) -> None:
     """The circuit breaker: after a long run of failed attempts on a route with no success in
     between, stop sending on it. The run is longer than a burst of 429s at full concurrency
@@ -297,6 +353,10 @@ def _count_failure(route: Route, error: RequestFailedError) -> None:
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"the reply holds {constant}, which is not JSON")
+
+
+# Built once: json.loads with an option builds a decoder (and its C scanner) per call.
+_STRICT_JSON = json.JSONDecoder(parse_constant=_not_json)
 
 
 def _failure(route: Route, cause: str, what: str, status: int | None = None) -> RequestFailedError:

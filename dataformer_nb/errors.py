@@ -5,6 +5,8 @@ Every message names the input at fault and says what to do about it.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DataformerError(Exception):
     """Base class of every error raised by dataformer_nb."""
@@ -27,7 +29,13 @@ class InvalidRequestError(DataformerError, ValueError):
 
 
 class CacheError(DataformerError):
-    """The response cache cannot be opened, read or written."""
+    """The response cache cannot be opened, read or written.
+
+    Raised by ``generate`` when writing fails mid-run, ``results`` holds every result of the
+    run (responses received included, the requests not sent failed); otherwise None.
+    """
+
+    results: Any = None
 
 
 class RequestFailedError(DataformerError):

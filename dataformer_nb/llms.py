@@ -18,7 +18,7 @@ import httpx
 from ._sync import gc_paused, run_sync
 from .cache import ClearReport, ResponseCache, normalize_project
 from .dispatch import Batch, CacheWriter, Dispatcher, TransportChoice
-from .errors import ConfigurationError, InvalidRequestError
+from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError
 from .limits import RateLimiter
 from .prepare import Preparer, Target, Unit, check_key, group, optional_str
 from .providers import GenType, check_url, get_provider, response_text
@@ -108,6 +108,7 @@ class AsyncLLM:
         self.progress = progress
         self.verbose = verbose
         self.last_summary: GenerationSummary | None = None
+        self.last_results: Results | None = None  # also after a failed write or an interrupt
         self._limiter = RateLimiter(self.max_requests_per_minute, self.max_tokens_per_minute,
                                     self.max_concurrent_requests)
         self._cache: ResponseCache | None = None
@@ -185,14 +186,23 @@ class AsyncLLM:
             say=self._say, body_of=lambda unit: preparer.body(unit.request, unit.route, unit.indices[0]),
             max_reply_bytes=self.max_reply_bytes,
         )
-        await dispatcher.run(to_send, batch, CacheWriter(self.cache, project) if use_cache else None)
+        try:
+            await dispatcher.run(to_send, batch, CacheWriter(self.cache, project) if use_cache else None)
+        except CacheError as exc:
+            self.last_results = exc.results
+            raise
+        except BaseException:  # an interrupt: what arrived stays reachable, the rest marked
+            batch.not_sent(RequestFailedError("not sent: the run was interrupted", cause="interrupted"))
+            self.last_results = batch.results()
+            raise
         summary = batch.summary
         if use_cache and (summary.sent or summary.cached):
             self.cache.touch(project)
             self.cache.notify()
         self.last_summary = summary
         self._say(str(summary))
-        return batch.results()
+        self.last_results = batch.results()
+        return self.last_results
 
     def _preparer(self, cache_vars: Mapping[str, Any] | None) -> Preparer:
         target = Target(self.api_provider, self.url, self._api_key, self.model)

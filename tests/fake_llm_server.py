@@ -44,6 +44,7 @@ class FakeLLMServer:
         self.active = 0
         self.peak_active = 0
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified as each request arrives
         self._released = threading.Event()
         self.holding = threading.Event()  # set when a "hold" begins
         self._httpd = _Server(("127.0.0.1", 0), _handler(self))
@@ -69,6 +70,11 @@ class FakeLLMServer:
 
     def release(self) -> None:
         self._released.set()
+
+    def wait_for_requests(self, n: int, timeout: float) -> bool:
+        """Wait until ``n`` requests have arrived (False if ``timeout`` seconds pass first)."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: len(self.requests) >= n, timeout)
 
     def _next_action(self, prompt: str) -> str:
         with self._lock:
@@ -118,6 +124,7 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             with server._lock:
                 headers = httpx.Headers(self.headers.items())
                 server.requests.append({"path": self.path, "headers": headers, "body": body})
+                server._arrived.notify_all()
                 server.active += 1
                 server.peak_active = max(server.peak_active, server.active)
             try:

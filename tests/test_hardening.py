@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+import sqlite3
 import stat
+import threading
 import traceback
 from pathlib import Path
 
+import diskcache
 import pytest
 
 from dataformer_nb import AsyncLLM, CacheError, ConfigurationError, InvalidRequestError, ResponseCache
@@ -253,3 +257,60 @@ def test_a_busy_server_with_successes_between_failures_is_not_stopped(server: Fa
         server.script(f"q{i}", "429")  # 60 failures in all, more than the 50 in a row that would stop it
     results = make_llm(max_concurrent_requests=4).generate([chat(f"q{i}") for i in range(120)])
     assert all(r.ok for r in results) and server.count == 180
+
+
+# Data loss
+
+
+def test_a_full_disk_mid_run_returns_every_response_received_and_stops_sending(server, make_llm, monkeypatch) -> None:
+    llm = make_llm(max_concurrent_requests=4)
+    directory = llm.cache.directory
+    count = [0]
+    original = diskcache.Cache.add
+
+    def add(self: diskcache.Cache, *args: object, **kwargs: object) -> object:
+        count[0] += 1
+        if count[0] >= 40:
+            raise sqlite3.OperationalError("database or disk is full")
+        return original(self, *args, **kwargs)
+
+    requests = [chat(f"q{i}") for i in range(400)]
+    with monkeypatch.context() as patch, pytest.raises(
+            CacheError, match=rf"{re.escape(str(directory))}.*disk is full.*\.results.*free disk space") as info:
+        patch.setattr(diskcache.Cache, "add", add)
+        llm.generate(requests)
+
+    results = info.value.results
+    assert results is llm.last_results and len(results) == 400
+    received = [r for r in results if r.ok]
+    assert len(received) == sum(server.completed.values())  # every reply the server sent is returned
+    assert all(r.text == f"Answer: {r.request['messages'][0]['content']}" for r in received)
+    assert server.count < 100  # sending stopped soon after the first failed write
+    assert {r.error.cause for r in results if not r.ok} == {"not sent"}
+    cached = sum(1 for r in requests if llm.cache_key(r) in llm.cache)
+    before = server.count
+    assert llm.generate(requests).texts == [f"Answer: q{i}" for i in range(400)]
+    assert server.count - before == 400 - cached
+
+
+def test_a_write_lock_held_by_another_process_never_stalls_sending(server, make_llm) -> None:
+    llm = make_llm(max_concurrent_requests=4, timeout=2)
+    llm.generate([chat("first")])
+    holder = sqlite3.connect(llm.cache.directory / "cache.db", timeout=0, check_same_thread=False,
+                             isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # as another process writing a big group would
+    all_sent = []
+
+    def release_once_everything_is_sent() -> None:
+        all_sent.append(server.wait_for_requests(21, timeout=30))
+        holder.execute("COMMIT")
+
+    releaser = threading.Thread(target=release_once_everything_is_sent)
+    releaser.start()
+    results = llm.generate([chat(f"q{i}") for i in range(20)])
+    releaser.join()
+    holder.close()
+    assert all_sent == [True]  # every request went out while the cache was locked
+    assert results.texts == [f"Answer: q{i}" for i in range(20)]
+    assert server.count == 21  # none was sent twice
+    assert all(llm.cache_key(chat(f"q{i}")) in llm.cache for i in range(20))
