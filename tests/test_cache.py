@@ -129,3 +129,35 @@ def test_an_entry_written_in_another_key_order_is_still_read(tmp_path: Path) -> 
     cache = ResponseCache(tmp_path / "c")
     assert json.loads(cache.lookup(["k"], "a")["k"]) == RESPONSE
     assert json.loads(cache.lookup(["k"], "b")["k"]) == RESPONSE
+
+
+def test_a_hit_cleared_by_another_process_before_its_join_is_put_back(tmp_path: Path) -> None:
+    """Found by the rival-process tests: a hit read before another process cleared the only
+    project using it was returned, but not recorded, and deleted: the next run paid again."""
+    mine, theirs = ResponseCache(tmp_path / "c"), ResponseCache(tmp_path / "c")
+    theirs.put("k", RESPONSE, "theirs")
+    read = mine._rows.read
+
+    def read_then_rival_clears(*args: object, **kwargs: object):
+        yield from read(*args, **kwargs)
+        theirs.clear("theirs")  # between this lookup's read and its join
+
+    mine._rows.read = read_then_rival_clears  # type: ignore[method-assign]
+    assert json.loads(mine.lookup(["k"], "mine")["k"]) == RESPONSE
+    assert "k" in mine and [(p.name, p.responses) for p in mine.projects()] == [("mine", 1)]
+
+
+def test_a_row_inserted_between_the_readers_two_queries_is_not_called_foreign(tmp_path: Path) -> None:
+    """Found by the rival-process tests: the check for rows not stored inline ran on a second
+    snapshot, so a row another process inserted in between read as foreign."""
+    cache, rival = ResponseCache(tmp_path / "c"), ResponseCache(tmp_path / "c")
+    query = cache._rows._query
+
+    def query_then_rival_inserts(db, template, keys, params=()):  # type: ignore[no-untyped-def]
+        rows = query(db, template, keys, params)
+        if "mode =" in template:
+            rival.put("k", RESPONSE, "rival")
+        return rows
+
+    cache._rows._query = query_then_rival_inserts  # type: ignore[method-assign]
+    assert list(cache._rows.read(["response:k"])) == []  # a miss in its snapshot, not an error
