@@ -155,7 +155,8 @@ class Dispatcher:
 
     def __init__(self, *, gen_type: GenType, max_attempts: int, timeout: float, retry_base_delay: float,
                  transport: TransportChoice, progress: bool, say: Callable[[str], None],
-                 body_of: Callable[[Unit], dict[str, Any]], max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> None:
+                 body_of: Callable[[Unit], dict[str, Any]], max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+                 progress_label: str = "generate") -> None:
         self._gen_type = gen_type
         self._max_attempts = max_attempts
         self._timeout = timeout
@@ -165,6 +166,7 @@ class Dispatcher:
         self._say = say
         self._body_of = body_of
         self._max_reply_bytes = max_reply_bytes
+        self._progress_label = progress_label
 
     async def run(self, units: list[Unit], batch: Batch, writer: CacheWriter | None) -> None:
         import asyncio
@@ -174,7 +176,7 @@ class Dispatcher:
         buckets = {id(u.route.bucket): u.route.bucket for u in units}
         slots = {key: asyncio.Semaphore(b.max_concurrent_requests) for key, b in buckets.items()}
         summary = batch.summary
-        bar = tqdm(total=batch.size, initial=summary.cached, desc="generate", unit="req",
+        bar = tqdm(total=batch.size, initial=summary.cached, desc=self._progress_label, unit="req",
                    disable=not self._progress or not units, dynamic_ncols=True)
 
         async def run_one(transport: httpx.AsyncBaseTransport, unit: Unit) -> None:

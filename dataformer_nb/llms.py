@@ -147,13 +147,17 @@ class AsyncLLM:
         clear_project_cache: str | Sequence[str] | None = None,
         use_cache: bool = True,
         cache_vars: Mapping[str, Any] | None = None,
+        *,
+        progress_label: str = "generate",
     ) -> Results:
         """Send every request and return one result per request, in request order.
 
         Synchronous everywhere: in a script, and inside a running event loop (Jupyter),
         where the batch runs on its own loop in a worker thread while the caller waits.
+        ``progress_label`` names the run on its progress bar.
         """
-        return run_sync(self.agenerate(request_list, project_name, clear_project_cache, use_cache, cache_vars))
+        return run_sync(self.agenerate(request_list, project_name, clear_project_cache, use_cache, cache_vars,
+                                       progress_label=progress_label))
 
     async def agenerate(
         self,
@@ -162,6 +166,8 @@ class AsyncLLM:
         clear_project_cache: str | Sequence[str] | None = None,
         use_cache: bool = True,
         cache_vars: Mapping[str, Any] | None = None,
+        *,
+        progress_label: str = "generate",
     ) -> Results:
         """The async twin of :meth:`generate`, for ``await`` in async code."""
         project = normalize_project(project_name) if project_name is not None else self.project_name
@@ -184,7 +190,7 @@ class AsyncLLM:
             gen_type=self.gen_type, max_attempts=self.max_attempts, timeout=self.timeout,
             retry_base_delay=self.retry_base_delay, transport=self.transport, progress=self.progress,
             say=self._say, body_of=lambda unit: preparer.body(unit.request, unit.route, unit.indices[0]),
-            max_reply_bytes=self.max_reply_bytes,
+            max_reply_bytes=self.max_reply_bytes, progress_label=progress_label,
         )
         try:
             await dispatcher.run(to_send, batch, CacheWriter(self.cache, project) if use_cache else None)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import json
+import math
 import shlex
 import string
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from traitlets import Bool, Dict, Enum, Unicode, default
+from traitlets import Bool, Dict, Enum, Int, TraitError, Unicode, default, validate
 
 from ._format import human_size
 from .cache import FULL, ResponseCache
@@ -39,20 +43,26 @@ SUBCOMMANDS = ("projects", "clear", "cache", "use", "config", "providers", "help
 
 
 class CellResults(Results):
-    """The value of a ``%%generate`` cell: the results list, displayed in ``fmt``."""
+    """The value of a ``%%generate`` cell: the results list, displayed in ``fmt``.
 
-    def __init__(self, results: Results, fmt: str, batch: bool) -> None:
+    A batch shows at most ``max_rows`` rows, its head and tail as pandas does, and says where
+    the whole list is: a notebook keeps what a cell shows, and 10^4 rows would weigh megabytes.
+    """
+
+    def __init__(self, results: Results, fmt: str, batch: bool, max_rows: int = 20, where: str = "_") -> None:
         super().__init__(list(results), results.summary)
-        self.fmt, self.batch = fmt, batch
+        self.fmt, self.batch, self.max_rows, self.where = fmt, batch, max_rows, where
 
     def _ipython_display_(self) -> None:
         if self.fmt == "none":
             return
+        shown, hidden = _head_and_tail(len(self), self.max_rows if self.batch else len(self))
         if self.fmt == "json":
-            display({"application/json": self.to_records(), "text/plain": json.dumps(self.to_records(), indent=1)},
-                    raw=True)
+            records = [self[i].to_dict() if i is not None else {"more": hidden} for i in shown]
+            note = f"\n{self.summary}" + (f"; all {len(self):,} results are in {self.where}" if hidden else "")
+            display({"application/json": records, "text/plain": json.dumps(records, indent=1) + note}, raw=True)
         elif self.batch:
-            display(_results_table(self), raw=True)
+            display(_results_table(self, shown, hidden, self.where), raw=True)
         else:
             text = _answer(self[0])
             bundle = {"text/plain": text}
@@ -73,6 +83,14 @@ class Dataformer(Magics):
     sampling_params = Dict(help="Sampling parameters added to every request.").tag(config=True)
     format = Enum(FORMATS, "markdown", help="Output: markdown, text, json or none.").tag(config=True)
     progress = Bool(True, help="Show a progress bar.").tag(config=True)
+    max_rows = Int(20, help="A batch shows its first and last rows, this many in all (the rest stay in -o / _).").tag(
+        config=True)
+
+    @validate("max_rows")
+    def _check_max_rows(self, proposal: Any) -> int:
+        if proposal["value"] < 2:
+            raise TraitError(f"Dataformer.max_rows = {proposal['value']!r}: show at least 2 rows (default 20)")
+        return int(proposal["value"])
 
     # Defaults follow the one path of settings.resolve: environment, then .env, then default.
 
@@ -100,7 +118,13 @@ class Dataformer(Magics):
 
     @magic_arguments()
     @argument("target", nargs="?", help="PROVIDER[:MODEL], e.g. together:meta-llama/Llama-3-8b-chat-hf")
-    @argument("--over", metavar="VAR", help="one request per item of VAR (list, tuple, Series, DataFrame)")
+    @argument("--over", metavar="VAR[.COLUMN]",
+              help="one request per item of VAR: a list, DataFrame, Series, generator, range or any iterable of "
+                   "strings or dicts; VAR.COLUMN: that DataFrame column as {item}")
+    @argument("--over-file", metavar="PATH", help="one request per line of a JSONL file or row of a CSV file")
+    @argument("--into", metavar="COLUMN", help="with --over DATAFRAME: the answers as COLUMN of a copy of it "
+                                               "(failed rows NaN, COLUMN_error says why)")
+    @argument("--inplace", action="store_true", help="with --into: write into the DataFrame itself")
     @argument("--lines", action="store_true", help="every non-empty line of the cell is a prompt")
     @argument("--system", metavar="TEXT", help="a system message for every request")
     @argument("--temperature", type=float)
@@ -115,38 +139,57 @@ class Dataformer(Magics):
     @argument("--llm", metavar="VAR", help="use the AsyncLLM in VAR")
     @argument("-f", "--format", choices=FORMATS, help="how to show the answers")
     @cell_magic
-    def generate(self, line: str, cell: str) -> CellResults | None:
+    def generate(self, line: str, cell: str) -> Any:
         """Send the cell body as a prompt; ``{name}`` is filled from the notebook's variables."""
         try:
             argv = shlex.split(line)
         except ValueError as exc:
             raise UsageError(f"%%generate {line}: {exc}") from None
         args = self.generate.parser.parse_args(argv)
-        if args.over and args.lines:
-            raise UsageError("--over and --lines are exclusive: choose one way of making a batch")
-        requests = self._requests(args, cell)
+        if sum(map(bool, (args.over, args.over_file, args.lines))) > 1:
+            raise UsageError("--over, --over-file and --lines are exclusive: choose one way of making a batch")
+        if args.inplace and not args.into:
+            raise UsageError("--inplace goes with --into COLUMN")
+        over = self._over(args)
+        if args.into and (over is None or over.frame is None):
+            raise UsageError("--into needs --over DATAFRAME (or DATAFRAME.COLUMN): the answers become its column")
+        requests = self._requests(args, cell, over)
         llm = self._llm_for(args)
+        label = "generate" if over is None else f"{over.name} → {args.into}" if args.into else over.name
         try:
             results = llm.generate(
                 requests,
                 project_name=args.project or self.project,
                 clear_project_cache=args.clear_cache,
                 use_cache=not args.no_cache,
+                progress_label=label,
             )
         except DataformerError as exc:
             raise UsageError(str(exc)) from None
-        cell_results = CellResults(results, args.format or self.format, batch=bool(args.over or args.lines))
+        if args.into:
+            value: Any = _write_into(over.frame, results, args.into, args.inplace)  # type: ignore[union-attr]
+        else:
+            value = CellResults(results, args.format or self.format, batch=bool(over or args.lines),
+                                max_rows=self.max_rows, where=args.out or "_")
         if args.out:
-            self.shell.user_ns[args.out] = cell_results
-        return cell_results
+            self.shell.user_ns[args.out] = value
+        return value
 
-    def _requests(self, args: Any, cell: str) -> list[dict[str, Any]]:
+    def _over(self, args: Any) -> _Over | None:
+        if args.over_file:
+            return _file_items(args.over_file)
+        if args.over:
+            return _over_items(self.shell.user_ns, args.over)
+        return None
+
+    def _requests(self, args: Any, cell: str, over: _Over | None) -> list[dict[str, Any]]:
         template = cell.strip("\n")
         if not template.strip():
             raise UsageError("%%generate needs a prompt in the cell body")
         namespace = self.shell.user_ns
-        if args.over:
-            prompts = [_fill(template, ChainMap(_fields(item), namespace)) for item in _items(namespace, args.over)]
+        prompts: Iterable[str]
+        if over is not None:  # rows are filled as they are read: a file is never held whole
+            prompts = (_fill(template, ChainMap({**fields, "item": item}, namespace)) for fields, item in over.items)
         elif args.lines:
             prompts = [p.strip() for p in _fill(template, namespace).splitlines() if p.strip()]
         else:
@@ -157,7 +200,10 @@ class Dataformer(Magics):
         if args.max_tokens is not None:
             params["max_tokens"] = args.max_tokens
         system = [{"role": "system", "content": args.system}] if args.system else []
-        return [{"messages": [*system, {"role": "user", "content": p}], **params} for p in prompts]
+        requests = [{"messages": [*system, {"role": "user", "content": p}], **params} for p in prompts]
+        if over is not None and not requests:
+            raise UsageError(f"--over {over.name}: no items (a generator is used up after one run: make it again)")
+        return requests
 
     def _llm_for(self, args: Any) -> AsyncLLM:
         if args.llm:
@@ -262,20 +308,80 @@ def _fill(template: str, namespace: Mapping[str, Any]) -> str:
             from None
 
 
-def _items(namespace: Mapping[str, Any], name: str) -> list[Any]:
+@dataclass
+class _Over:
+    """The rows of a batch: ``(fields, item)`` pairs read lazily, what they are called, and the
+    DataFrame they come from (for ``--into``)."""
+
+    items: Iterable[tuple[Mapping[str, Any], Any]]
+    name: str
+    frame: Any = None
+
+
+def _over_items(namespace: Mapping[str, Any], spec: str) -> _Over:
+    name, _, column = spec.partition(".")
     if name not in namespace:
-        raise UsageError(f"--over {name}: no variable by that name in the notebook")
+        raise UsageError(f"--over {spec}: no variable {name!r} in the notebook")
     value = namespace[name]
     if hasattr(value, "to_dict") and hasattr(value, "columns"):  # a pandas DataFrame
-        return list(value.to_dict("records"))
-    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
-        return list(value.tolist() if hasattr(value, "tolist") else value)
-    raise UsageError(f"--over {name}: a {type(value).__name__} is not a list, tuple, Series or DataFrame")
+        if column and column not in value.columns:
+            raise UsageError(f"--over {spec}: {name} has no column {column!r}; its columns: "
+                             f"{', '.join(map(str, value.columns))}")
+        rows = value.to_dict("records")
+        return _Over(((row, row[column] if column else row) for row in rows), spec, value)
+    if column:
+        raise UsageError(f"--over {spec}: {name} is a {type(value).__name__}, not a DataFrame with columns")
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise UsageError(f"--over {name}: a {type(value).__name__} is not a list, DataFrame, Series, generator "
+                         "or other iterable of strings or dicts")
+    values = value.tolist() if hasattr(value, "tolist") else value  # a Series or an array
+    return _Over(((item if isinstance(item, Mapping) else {}, item) for item in values), name)
 
 
-def _fields(item: Any) -> dict[str, Any]:
-    fields = {str(k): v for k, v in item.items()} if isinstance(item, Mapping) else {}
-    return {**fields, "item": item}
+def _file_items(path: str) -> _Over:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UsageError(f"--over-file {path}: no such file")
+    suffix = file.suffix.lower()
+    if suffix not in (".jsonl", ".ndjson", ".csv"):
+        raise UsageError(f"--over-file {path}: use a .jsonl file (one JSON value a line) or a .csv file")
+    rows = _csv_rows(file) if suffix == ".csv" else _jsonl_rows(file)
+    return _Over(((row if isinstance(row, Mapping) else {}, row) for row in rows), file.name)
+
+
+def _jsonl_rows(file: Path) -> Iterator[Any]:
+    with file.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise UsageError(f"--over-file {file}: line {number} is not JSON ({exc})") from None
+
+
+def _csv_rows(file: Path) -> Iterator[dict[str, str]]:
+    with file.open(newline="", encoding="utf-8") as rows:
+        yield from csv.DictReader(rows)
+
+
+def _write_into(frame: Any, results: Results, column: str, inplace: bool) -> Any:
+    """``frame`` (or a copy) with the answers as ``column``: NaN where a request failed, and
+    ``column_error`` saying why (kept up to date if a previous run made it)."""
+    target = frame if inplace else frame.copy()
+    target[column] = [r.text if r.error is None else math.nan for r in results]
+    errors = [None if r.error is None else str(r.error) for r in results]
+    if any(errors) or f"{column}_error" in target.columns:
+        target[f"{column}_error"] = errors
+    return target
+
+
+def _head_and_tail(n: int, max_rows: int) -> tuple[list[int | None], int]:
+    """The row numbers to show (None where rows are left out) and how many are left out."""
+    if n <= max_rows:
+        return list(range(n)), 0
+    head = (max_rows + 1) // 2
+    tail = max_rows - head
+    return [*range(head), None, *range(n - tail, n)], n - head - tail
 
 
 def _json_option(text: str | None) -> dict[str, Any]:
@@ -314,12 +420,14 @@ def _table(header: list[str], rows: list[list[str]], caption: str = "") -> dict[
             "text/html": f"<table>{caption_html}<tr>{head}</tr>{body}</table>"}
 
 
-def _results_table(results: Results) -> dict[str, str]:
+def _results_table(results: Results, shown: list[int | None], hidden: int, where: str) -> dict[str, str]:
     def mark(r: GenerationResult) -> str:
         return "failed" if r.error is not None else ("cached" if r.cached else "new")
 
-    rows = [[str(i), _clip(_prompt(r)), _clip(_answer(r), 200), mark(r)] for i, r in enumerate(results)]
-    return _table(["#", "prompt", "answer", ""], rows, caption=str(results.summary))
+    rows = [["…", f"… {hidden:,} more …", "", ""] if i is None else
+            [str(i), _clip(_prompt(results[i])), _clip(_answer(results[i]), 200), mark(results[i])] for i in shown]
+    caption = str(results.summary) + (f" · all {len(results):,} results are in {where}" if hidden else "")
+    return _table(["#", "prompt", "answer", ""], rows, caption=caption)
 
 
 def _clip(text: str, limit: int = 80) -> str:
