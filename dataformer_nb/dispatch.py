@@ -114,6 +114,7 @@ class CacheWriter:
         self.error: CacheError | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dataformer_nb-cache")
         self._writing: concurrent.futures.Future[None] | None = None
+        self._writing_count = 0
 
     async def save(self, key: str, fresh: Fresh) -> None:
         import asyncio
@@ -124,23 +125,31 @@ class CacheWriter:
             return  # the writing loop takes it with the next group
         await asyncio.sleep(0)  # the other replies ready in this turn join the group
         while self.unsaved and self.error is None and self._writing is None:
-            group = list(self.unsaved)
-            self._writing = self._executor.submit(self._cache.put_many, group, self._project)
-            try:
+            self._writing = self._executor.submit(self._cache.put_many, self.unsaved[:], self._project)
+            self._writing_count = len(self.unsaved)
+            # Cancelled here (an interrupt), the write goes on in its thread and close() settles it.
+            with contextlib.suppress(CacheError):
                 await asyncio.wrap_future(self._writing)
-            except CacheError as exc:
-                self.error = exc
-            else:
-                del self.unsaved[:len(group)]
-            finally:
-                self._writing = None
+            self._settle()
+
+    def _settle(self) -> None:
+        """Account for the finished write in flight: drop its group from unsaved, or keep its error."""
+        assert self._writing is not None
+        try:
+            self._writing.result()
+        except CacheError as exc:
+            self.error = exc
+        except concurrent.futures.CancelledError:
+            pass  # never started: its group is still unsaved
+        else:
+            del self.unsaved[:self._writing_count]
+        self._writing = None
 
     def close(self) -> None:
-        """Wait for the group in flight, write what is left here (unless writing failed), stop the thread."""
+        """Wait for the write in flight, write what is left here (unless writing failed), stop the thread."""
         if self._writing is not None:
-            with contextlib.suppress(Exception):  # its outcome is the writing loop's to report
-                self._writing.result()
-            self._writing = None
+            concurrent.futures.wait([self._writing])
+            self._settle()
         if self.unsaved and self.error is None:
             try:
                 self._cache.put_many(self.unsaved, self._project)
