@@ -234,6 +234,8 @@ class Dispatcher:
             if writer is not None:
                 writer.close()
             bar.set_postfix(cached=summary.cached, failed=summary.failed, refresh=False)
+            if summary.failed and not summary.sent:
+                bar.colour = "red"  # a run where nothing arrived must not end in a green bar
             bar.close()
             if network is not None and network is not self._transport:
                 await network.aclose()
@@ -314,7 +316,7 @@ class Dispatcher:
         detail = _failure(route, f"http {status}", f"HTTP {status}: {_server_message(reply)}", status)
         if status in (401, 403):
             route.stopped = AuthenticationError(
-                _redact(f"{route.provider.name} at {route.endpoint} refused the request (HTTP {status}: "
+                _redact(f"{route.name} at {route.endpoint} refused the request (HTTP {status}: "
                         f"{_server_message(reply)}): {_key_advice(route)}; the rest of its requests were not sent",
                         route),
                 cause=f"http {status}", status=status,
@@ -355,7 +357,7 @@ def _count_failure(route: Route, error: RequestFailedError) -> None:
     if route.stopped is None and route.failures_in_a_row >= max(MIN_FAILURES_TO_STOP,
                                                                 4 * route.bucket.max_concurrent_requests):
         route.stopped = RequestFailedError(
-            f"{route.provider.name} at {route.endpoint}: stopped sending after {route.failures_in_a_row} "
+            f"{route.name} at {route.endpoint}: stopped sending after {route.failures_in_a_row} "
             f"failed attempts in a row with no success (the last: {error.args[0]}); the requests not sent are "
             "failed; re-run later, when the server answers again (what was received is cached)",
             cause="stopped", status=error.status,
@@ -371,7 +373,7 @@ _STRICT_JSON = json.JSONDecoder(parse_constant=_not_json)
 
 
 def _failure(route: Route, cause: str, what: str, status: int | None = None) -> RequestFailedError:
-    return RequestFailedError(_redact(f"{route.provider.name} at {route.endpoint}: {what}", route), cause=cause,
+    return RequestFailedError(_redact(f"{route.name} at {route.endpoint}: {what}", route), cause=cause,
                               status=status)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import difflib
 import html
 import json
 import math
+import re
 import shlex
 import string
+import warnings
 from collections import ChainMap
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -22,7 +26,7 @@ from traitlets import Bool, Dict, Enum, Int, TraitError, Unicode, default, valid
 
 from ._format import human_size
 from .cache import FULL, ResponseCache
-from .errors import ConfigurationError, DataformerError
+from .errors import ConfigurationError, DataformerError, DataformerWarning
 from .llms import AsyncLLM
 from .providers import PROVIDERS, get_provider
 from .results import GenerationResult, Results
@@ -116,7 +120,7 @@ class Dataformer(Magics):
 
     # %%generate
 
-    @magic_arguments()
+    @magic_arguments("%generate")  # the usage line reads %%generate, as the cell magic is called
     @argument("target", nargs="?", help="PROVIDER[:MODEL], e.g. together:meta-llama/Llama-3-8b-chat-hf")
     @argument("--over", metavar="VAR[.COLUMN]",
               help="one request per item of VAR: a list, DataFrame, Series, generator, range or any iterable of "
@@ -145,7 +149,15 @@ class Dataformer(Magics):
             argv = shlex.split(line)
         except ValueError as exc:
             raise UsageError(f"%%generate {line}: {exc}") from None
-        args = self.generate.parser.parse_args(argv)
+        try:
+            with _one_line_warnings():
+                args = self.generate.parser.parse_args(argv)
+        except UsageError as exc:
+            raise UsageError(_with_suggestion(str(exc), argv, self.generate.parser)) from None
+        with _one_line_warnings():
+            return self._generate(args, cell)
+
+    def _generate(self, args: Any, cell: str) -> Any:
         if sum(map(bool, (args.over, args.over_file, args.lines))) > 1:
             raise UsageError("--over, --over-file and --lines are exclusive: choose one way of making a batch")
         if args.inplace and not args.into:
@@ -234,7 +246,8 @@ class Dataformer(Magics):
         if command not in SUBCOMMANDS:
             raise UsageError(f"%dataformer {command}: unknown subcommand; use one of {', '.join(SUBCOMMANDS)}")
         try:
-            return getattr(self, f"_cmd_{command}")(rest)
+            with _one_line_warnings():
+                return getattr(self, f"_cmd_{command}")(rest)
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
 
@@ -293,6 +306,38 @@ _HELP = """%dataformer projects            cached projects: responses, size, las
 %dataformer config              current defaults (keys shown as set/unset)
 %dataformer providers           known providers, base URLs, key variables
 %%generate [PROVIDER[:MODEL]] [--over VAR | --lines] [options]   (see %%generate?)"""
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show dataformer_nb's warnings as one line, ``UnknownProjectWarning: ...``: the source
+    line of the library that raised them means nothing to a notebook user. They stay real
+    warnings (filters and pytest.warns see them); only their display changes."""
+    original = warnings.formatwarning
+
+    def one_line(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+        if issubclass(category, DataformerWarning):
+            return f"{category.__name__}: {message}\n"
+        return original(message, category, *args, **kwargs)
+
+    warnings.formatwarning = one_line  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
+
+
+def _with_suggestion(message: str, argv: list[str], parser: Any) -> str:
+    """``message`` with ``did you mean --temperature?`` for each unknown option that is close to a known one."""
+    known = re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", parser.format_usage())
+    hints = []
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if name.startswith("-") and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"{name}: did you mean {close[0]}?")
+    return "; ".join([message, *hints])
 
 
 def _fill(template: str, namespace: Mapping[str, Any]) -> str:
@@ -424,10 +469,13 @@ def _results_table(results: Results, shown: list[int | None], hidden: int, where
     def mark(r: GenerationResult) -> str:
         return "failed" if r.error is not None else ("cached" if r.cached else "new")
 
+    def answer(r: GenerationResult) -> str:  # plain text: a table cell does not render Markdown
+        return f"failed: {r.error}" if r.error is not None else (r.text or "")
+
     rows = [["…", f"… {hidden:,} more …", "", ""] if i is None else
-            [str(i), _clip(_prompt(results[i])), _clip(_answer(results[i]), 200), mark(results[i])] for i in shown]
+            [str(i), _clip(_prompt(results[i])), _clip(answer(results[i]), 200), mark(results[i])] for i in shown]
     caption = str(results.summary) + (f" · all {len(results):,} results are in {where}" if hidden else "")
-    return _table(["#", "prompt", "answer", ""], rows, caption=caption)
+    return _table(["#", "prompt", "answer", "status"], rows, caption=caption)
 
 
 def _clip(text: str, limit: int = 80) -> str:

@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -55,6 +56,7 @@ class Route:
     provider: Provider
     endpoint: str
     model: str
+    name: str  # what messages call the server: the provider, or the host of a url= server
     headers: dict[str, str] = field(repr=False)  # holds the key
     key: Secret | None
     key_source: str
@@ -173,7 +175,8 @@ class Preparer:
         secret = key or credentials
         fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else ""
         bucket = self._limiter.bucket(endpoint, fingerprint)
-        return Route(provider, endpoint, model, headers, Secret(key) if key else None, source, error, bucket,
+        name = provider.name if url is None else urlsplit(endpoint).netloc
+        return Route(provider, endpoint, model, name, headers, Secret(key) if key else None, source, error, bucket,
                      KeyMaker(given, model, self._cache_vars))
 
 

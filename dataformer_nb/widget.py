@@ -66,10 +66,14 @@ class CachePanel:
         except (DataformerError, OSError) as exc:
             self._error(str(exc))
             return
-        total = self._cache.volume() if self._cache else 0
-        responses = len(self._cache) if self._cache else 0
-        self.header.value = (f"<b>Cache</b> <code>{html.escape(str(self._cache.directory if self._cache else ''))}"
-                             f"</code>: {responses} responses, {human_size(total)}")
+        cache = self._cache
+        # Unique responses and their bytes (a response several projects share counts once, so
+        # the rows may add up to more), and the database file's size, labelled as such.
+        unique = (f"{plural(len(cache), 'response')} ({human_size(cache.stored_bytes)}; shared ones counted once)"
+                  if cache else "")
+        on_disk = f"{human_size(cache.volume())} on disk" if cache else ""
+        self.header.value = (f"<b>Cache</b> <code>{html.escape(str(cache.directory if cache else ''))}</code>: "
+                             f"{unique} · {on_disk}")
         self.project_rows = {p.name: self._row(p) for p in projects}
         if projects:
             header = w.GridBox([w.HTML(f"<b>{t}</b>") for t in ("project", "responses", "size", "last used", "")],

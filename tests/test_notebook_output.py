@@ -1,0 +1,95 @@
+"""What a user sees (issue 15, part): one-line warnings, typo suggestions, the usage line,
+failures in tables, the server's name, a red bar for a run that got nothing, panel numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+from jupyter_client.manager import start_new_kernel
+
+from dataformer_nb import CachePanel, ResponseCache
+from dataformer_nb.magics import Dataformer
+
+from .conftest import chat
+from .fake_llm_server import FakeLLMServer
+
+
+@pytest.fixture
+def ip(server: FakeLLMServer, cache_dir: Path) -> Iterator[InteractiveShell]:
+    shell = InteractiveShell.instance()
+    shell.reset()
+    shell.run_line_magic("load_ext", "dataformer_nb")
+    shell.run_line_magic("config", f"Dataformer.cache_dir = {str(cache_dir)!r}")
+    shell.run_line_magic("config", "Dataformer.provider = 'together'")
+    shell.run_line_magic("config", "Dataformer.progress = False")
+    yield shell
+    shell.run_line_magic("reload_ext", "dataformer_nb")
+
+
+def test_a_warning_in_a_notebook_is_one_line_without_source(tmp_path: Path) -> None:
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        code = (f"%load_ext dataformer_nb\n%config Dataformer.cache_dir = {str(tmp_path)!r}\n"
+                "%dataformer clear nosuchproject")
+        errors: list[str] = []
+        kc.execute_interactive(code, timeout=60, output_hook=lambda msg: errors.append(msg["content"]["text"])
+                               if msg["msg_type"] == "stream" and msg["content"]["name"] == "stderr" else None)
+        shown = "".join(errors)
+        assert shown.startswith("UnknownProjectWarning: clear_project_cache: no project named 'nosuchproject'")
+        assert "magics.py" not in shown and "getattr" not in shown and shown.count("\n") == 1
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_a_mistyped_option_gets_a_suggestion(ip) -> None:
+    with pytest.raises(UsageError, match=r"--temprature: did you mean --temperature\?"):
+        ip.run_cell_magic("generate", "--temprature 0.3", "x")
+
+
+def test_the_usage_line_names_the_cell_magic() -> None:
+    assert "%%generate [" in Dataformer.generate.__doc__ and "\n  %generate [" not in Dataformer.generate.__doc__
+
+
+def test_a_failed_row_shows_as_text_under_a_status_header(ip, server) -> None:
+    ip.user_ns["topics"] = ["good", "bad"]
+    server.script("bad", "400")
+    with capture_output() as captured:
+        ip.run_cell("%%generate --over topics\n{item}")
+    bundle = captured.outputs[-1].data
+    assert "<th style='text-align:left'>status</th>" in bundle["text/html"]
+    assert "failed: together at" in bundle["text/plain"] and "**" not in bundle["text/html"]
+
+
+def test_a_server_named_by_url_is_called_by_its_host(server, make_llm) -> None:
+    other_host = server.url.replace("127.0.0.1", "localhost")
+    server.script("bad", "400")
+    error = make_llm(url=f"{other_host}/v1").generate([chat("bad")])[0].error
+    assert str(error).startswith(f"{other_host.removeprefix('http://')} at {other_host}/v1/chat/completions")
+
+
+def test_a_run_where_everything_failed_ends_with_a_red_bar(server, make_llm, capsys) -> None:
+    server.script("bad", "400")
+    make_llm(progress=True).generate([chat("bad")])
+    assert "\x1b[31m" in capsys.readouterr().err  # tqdm's red
+    make_llm(progress=True).generate([chat("fine")])
+    assert "\x1b[31m" not in capsys.readouterr().err
+
+
+def test_the_panel_header_counts_shared_responses_once_and_follows_deletes(server, make_llm) -> None:
+    llm = make_llm()
+    llm.generate([chat("a"), chat("b")], project_name="one")
+    llm.generate([chat("b"), chat("c")], project_name="two")
+    panel = CachePanel(llm)
+    cache: ResponseCache = llm.cache
+    assert len(cache) == 3 and sum(p.responses for p in cache.projects()) == 4
+    assert "3 responses" in panel.header.value and "shared ones counted once" in panel.header.value
+    assert "on disk" in panel.header.value
+    panel._delete("one")
+    assert "2 responses" in panel.header.value and len(cache) == 2
+    panel.close()
