@@ -69,7 +69,7 @@ class CachePanel:
         cache = self._cache
         # Unique responses and their bytes (a response several projects share counts once, so
         # the rows may add up to more), and the database file's size, labelled as such.
-        unique = (f"{plural(len(cache), 'response')} ({human_size(cache.stored_bytes)}; shared ones counted once)"
+        unique = (f"{plural(len(cache), 'response')}, {human_size(cache.stored_bytes)} (shared ones counted once)"
                   if cache else "")
         on_disk = f"{human_size(cache.volume())} on disk" if cache else ""
         self.header.value = (f"<b>Cache</b> <code>{html.escape(str(cache.directory if cache else ''))}</code>: "
