@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
@@ -13,3 +15,18 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def table_bundle(header: list[str], rows: list[list[str]], caption: str = "") -> dict[str, str]:
+    """A table as a mime bundle: HTML for notebooks, aligned text for terminals."""
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]]
+    head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='text-align:left;white-space:pre-wrap'>{html.escape(str(c))}</td>"
+                         for c in row) + "</tr>"
+        for row in rows
+    )
+    caption_html = f"<caption style='text-align:left'>{html.escape(caption)}</caption>" if caption else ""
+    return {"text/plain": "\n".join([*lines, caption]).rstrip(),
+            "text/html": f"<table>{caption_html}<tr>{head}</tr>{body}</table>"}

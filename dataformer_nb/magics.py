@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import difflib
-import html
 import json
 import math
 import re
@@ -24,7 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Dict, Enum, Int, TraitError, Unicode, default, validate
 
-from ._format import human_size
+from ._format import human_size, table_bundle
 from .cache import FULL, ResponseCache
 from .errors import ConfigurationError, DataformerError, DataformerWarning
 from .llms import AsyncLLM
@@ -66,7 +65,7 @@ class CellResults(Results):
             note = f"\n{self.summary}" + (f"; all {len(self):,} results are in {self.where}" if hidden else "")
             display({"application/json": records, "text/plain": json.dumps(records, indent=1) + note}, raw=True)
         elif self.batch:
-            display(_results_table(self, shown, hidden, self.where), raw=True)
+            display(_resultstable_bundle(self, shown, hidden, self.where), raw=True)
         else:
             text = _answer(self[0])
             bundle = {"text/plain": text}
@@ -257,7 +256,7 @@ class Dataformer(Magics):
             return print(f"The cache in {self.cache_dir} holds no projects.")
         rows = [[p.name, str(p.responses), human_size(p.bytes), p.last_used.astimezone().strftime("%Y-%m-%d %H:%M")]
                 for p in projects]
-        display(_table(["project", "responses", "size", "last used"], rows), raw=True)
+        display(table_bundle(["project", "responses", "size", "last used"], rows), raw=True)
 
     def _cmd_clear(self, rest: str) -> None:
         if not rest:
@@ -286,14 +285,14 @@ class Dataformer(Magics):
         rows = [["provider", self.provider], ["model", self.model or "(provider default)"],
                 ["project", self.project], ["cache_dir", self.cache_dir],
                 ["sampling_params", json.dumps(self.sampling_params)], ["format", self.format], ["key", key]]
-        display(_table(["setting", "value"], rows), raw=True)
+        display(table_bundle(["setting", "value"], rows), raw=True)
 
     def _cmd_providers(self, rest: str) -> None:
         env = environment()
         rows = [[p.name, p.base(env), p.key_env or "-",
                  "-" if not p.key_env else ("set" if env.get(p.key_env) else "unset")]
                 for p in PROVIDERS.values()]
-        display(_table(["provider", "base URL", "key variable", "key"], rows), raw=True)
+        display(table_bundle(["provider", "base URL", "key variable", "key"], rows), raw=True)
 
     def _cache(self) -> ResponseCache:
         return ResponseCache(self.cache_dir)
@@ -450,22 +449,7 @@ def _prompt(result: GenerationResult) -> str:
     return str(result.request["messages"][-1]["content"])
 
 
-def _table(header: list[str], rows: list[list[str]], caption: str = "") -> dict[str, str]:
-    """A table as a mime bundle: HTML for notebooks, aligned text for terminals."""
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]]
-    head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td style='text-align:left;white-space:pre-wrap'>{html.escape(str(c))}</td>"
-                         for c in row) + "</tr>"
-        for row in rows
-    )
-    caption_html = f"<caption style='text-align:left'>{html.escape(caption)}</caption>" if caption else ""
-    return {"text/plain": "\n".join([*lines, caption]).rstrip(),
-            "text/html": f"<table>{caption_html}<tr>{head}</tr>{body}</table>"}
-
-
-def _results_table(results: Results, shown: list[int | None], hidden: int, where: str) -> dict[str, str]:
+def _resultstable_bundle(results: Results, shown: list[int | None], hidden: int, where: str) -> dict[str, str]:
     def mark(r: GenerationResult) -> str:
         return "failed" if r.error is not None else ("cached" if r.cached else "new")
 
@@ -475,7 +459,7 @@ def _results_table(results: Results, shown: list[int | None], hidden: int, where
     rows = [["…", f"… {hidden:,} more …", "", ""] if i is None else
             [str(i), _clip(_prompt(results[i])), _clip(answer(results[i]), 200), mark(results[i])] for i in shown]
     caption = str(results.summary) + (f" · all {len(results):,} results are in {where}" if hidden else "")
-    return _table(["#", "prompt", "answer", "status"], rows, caption=caption)
+    return table_bundle(["#", "prompt", "answer", "status"], rows, caption=caption)
 
 
 def _clip(text: str, limit: int = 80) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ._format import human_size, plural
+from ._format import human_size, plural, table_bundle
 from .cache import FULL, ClearReport, ProjectInfo, ResponseCache
 from .errors import DataformerError
 from .settings import CACHE_DIR_ENV, DEFAULT_CACHE_DIR, resolve
@@ -44,12 +44,17 @@ class CachePanel:
         self.refresh_button.on_click(lambda _: self.refresh())
         self.delete_all_button.on_click(lambda _: self._ask(self.header_actions, FULL))
         self._subscribed = False
+        self.summary = ""  # the header as plain text, for the static fallback
         self.refresh()
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """The live widget where a kernel is attached; the same table as static HTML and text for
+        terminals, saved notebooks and nbval (which would otherwise show ``VBox(children=...)``)."""
+        projects = self._cache.projects() if self._cache is not None else []
+        rows = [[p.name, str(p.responses), human_size(p.bytes), p.last_used.astimezone().strftime("%Y-%m-%d %H:%M")]
+                for p in projects]
+        static = table_bundle(["project", "responses", "size", "last used"], rows, caption=self.summary)
+        return {**self.widget._repr_mimebundle_(include=include, exclude=exclude), **static}
 
     def close(self) -> None:
         """Stop listening to the cache and close the widgets."""
@@ -72,8 +77,9 @@ class CachePanel:
         unique = (f"{plural(len(cache), 'response')}, {human_size(cache.stored_bytes)} (shared ones counted once)"
                   if cache else "")
         on_disk = f"{human_size(cache.volume())} on disk" if cache else ""
-        self.header.value = (f"<b>Cache</b> <code>{html.escape(str(cache.directory if cache else ''))}</code>: "
-                             f"{unique} · {on_disk}")
+        where = str(cache.directory if cache else "")
+        self.header.value = f"<b>Cache</b> <code>{html.escape(where)}</code>: {html.escape(unique)} · {on_disk}"
+        self.summary = f"Cache {where}: {unique} · {on_disk}"
         self.project_rows = {p.name: self._row(p) for p in projects}
         if projects:
             header = w.GridBox([w.HTML(f"<b>{t}</b>") for t in ("project", "responses", "size", "last used", "")],

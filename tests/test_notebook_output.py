@@ -93,3 +93,17 @@ def test_the_panel_header_counts_shared_responses_once_and_follows_deletes(serve
     panel._delete("one")
     assert "2 responses" in panel.header.value and len(cache) == 2
     panel.close()
+
+
+def test_the_panel_has_a_static_fallback_with_the_same_rows(server, make_llm, ip, cache_dir) -> None:
+    llm = make_llm()
+    llm.generate([chat("a"), chat("b")], project_name="maths")
+    bundle = CachePanel(llm)._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # the live widget, where a kernel is attached
+    assert "VBox" not in bundle["text/plain"] and "maths" in bundle["text/plain"] and "2 responses," in bundle[
+        "text/plain"]
+    assert "<table>" in bundle["text/html"] and "<td style='text-align:left;white-space:pre-wrap'>maths</td>" in bundle[
+        "text/html"]
+    with capture_output() as captured:  # the terminal shows the table, not a repr
+        ip.run_cell("%dataformer cache")
+    assert "maths" in captured.stdout and "VBox" not in captured.stdout
