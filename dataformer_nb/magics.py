@@ -63,7 +63,8 @@ class CellResults(Results):
         if self.fmt == "json":
             records = [self[i].to_dict() if i is not None else {"more": hidden} for i in shown]
             note = f"\n{self.summary}" + (f"; all {len(self):,} results are in {self.where}" if hidden else "")
-            display({"application/json": records, "text/plain": json.dumps(records, indent=1) + note}, raw=True)
+            display({"application/json": records, "text/plain": json.dumps(records, indent=1) + note}, raw=True,
+                    metadata={"application/json": {"expanded": True}})  # JupyterLab opens the tree
         elif self.batch:
             display(_resultstable_bundle(self, shown, hidden, self.where), raw=True)
         else:
@@ -298,13 +299,16 @@ class Dataformer(Magics):
         return ResponseCache(self.cache_dir)
 
 
-_HELP = """%dataformer projects            cached projects: responses, size, last used
-%dataformer clear NAME|full     clear one or more projects, or the whole cache
-%dataformer cache               the cache panel
-%dataformer use PROVIDER[:MODEL]  defaults for %%generate in this session
-%dataformer config              current defaults (keys shown as set/unset)
-%dataformer providers           known providers, base URLs, key variables
-%%generate [PROVIDER[:MODEL]] [--over VAR | --lines] [options]   (see %%generate?)"""
+_HELP_ROWS = [
+    ("%dataformer projects", "cached projects: responses, size, last used"),
+    ("%dataformer clear NAME|full", "clear one or more projects, or the whole cache"),
+    ("%dataformer cache", "the cache panel"),
+    ("%dataformer use PROVIDER[:MODEL]", "defaults for %%generate in this session"),
+    ("%dataformer config", "current defaults (keys shown as set/unset)"),
+    ("%dataformer providers", "known providers, base URLs, key variables"),
+]
+_HELP = "\n".join(f"{usage:<{max(len(u) for u, _ in _HELP_ROWS)}}  {what}" for usage, what in _HELP_ROWS) + (
+    "\n%%generate [PROVIDER[:MODEL]] [--over VAR | --over-file PATH | --lines] [options]   (see %%generate?)")
 
 
 @contextlib.contextmanager

@@ -107,3 +107,12 @@ def test_the_panel_has_a_static_fallback_with_the_same_rows(server, make_llm, ip
     with capture_output() as captured:  # the terminal shows the table, not a repr
         ip.run_cell("%dataformer cache")
     assert "maths" in captured.stdout and "VBox" not in captured.stdout
+
+
+def test_json_output_opens_expanded_and_help_is_aligned(ip, capsys) -> None:
+    with capture_output() as captured:
+        ip.run_cell("%%generate echo -f json\nhi")
+    assert captured.outputs[-1].metadata == {"application/json": {"expanded": True}}
+    ip.run_line_magic("dataformer", "help")
+    lines = capsys.readouterr().out.splitlines()[:6]
+    assert len({line.index(line.split("  ")[-1].strip()) for line in lines}) == 1  # one column for the text
