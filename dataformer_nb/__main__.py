@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import AsyncLLM, get_request_list
+from ._format import human_size, table_bundle
 
 QUESTIONS = [
     "Why should people read books?",
@@ -18,15 +19,19 @@ QUESTIONS = [
 def quickstart(cache_dir: str | None) -> None:
     llm = AsyncLLM(api_provider="echo", project_name="quickstart", cache_dir=cache_dir, progress=False)
     requests = get_request_list(QUESTIONS, {"temperature": 0.7})
-    print("First run: every request is sent (to the in-process echo provider).")
-    results = llm.generate(requests)
+    results = llm.generate(requests)  # prints its summary line
+    if results.summary.sent:
+        print("First run: the requests went to the in-process echo provider; the answers are now cached.")
+    else:
+        print("A re-run: every answer came from the cache, nothing was sent.")
     for result in results:
         print(f"  {result.text}")
-    print("Second run: every request is served from the cache.")
     llm.generate(requests)
-    for project in llm.cache.projects():
-        print(f"  project {project.name}: {project.responses} responses, {project.bytes} bytes")
-    print(f"Cache directory: {llm.cache.directory}")
+    print("Run again: served from the cache.")
+    rows = [[p.name, str(p.responses), human_size(p.bytes), p.last_used.astimezone().strftime("%Y-%m-%d %H:%M")]
+            for p in llm.cache.projects()]
+    print(table_bundle(["project", "responses", "size", "last used"], rows,
+                       caption=f"Cache directory: {llm.cache.directory}")["text/plain"])
 
 
 def main(argv: list[str] | None = None) -> int:

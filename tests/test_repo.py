@@ -19,3 +19,12 @@ def test_quickstart_runs_offline(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "4 requests: 4 sent, 0 cached" in out.stdout and "4 requests: 0 sent, 4 cached" in out.stdout
+
+
+def test_quickstart_tells_a_first_run_from_a_re_run(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "dataformer_nb", "quickstart", "--cache-dir", str(tmp_path)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    assert "First run" in first and "A re-run" not in first
+    assert "A re-run: every answer came from the cache" in again and "First run" not in again
+    assert "Echo: Why should people read books?" in again and "quickstart  4" in again
