@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 
 from dataformer_nb import AsyncLLM
 from dataformer_nb.providers import PROVIDERS
@@ -55,3 +56,18 @@ def make_llm(cache_dir: Path) -> Callable[..., AsyncLLM]:
 
 def chat(prompt: str, **extra: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": prompt}], **extra}
+
+
+@pytest.fixture
+def ip(server: FakeLLMServer, cache_dir: Path) -> Iterator[InteractiveShell]:
+    """An IPython shell with the extension loaded, its cache in ``cache_dir``, provider together."""
+    shell = InteractiveShell.instance()
+    shell.reset()
+    shell.run_line_magic("load_ext", "dataformer_nb")
+    shell.run_line_magic("config", f"Dataformer.cache_dir = {str(cache_dir)!r}")
+    shell.run_line_magic("config", "Dataformer.provider = 'together'")
+    shell.run_line_magic("config", "Dataformer.progress = False")
+    shell.run_line_magic("config", "Dataformer.max_rows = 20")  # %config persists across tests
+    yield shell
+    shell.run_line_magic("config", "Dataformer.max_rows = 20")
+    shell.run_line_magic("reload_ext", "dataformer_nb")  # fresh defaults for the next test

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -13,18 +10,6 @@ from dataformer_nb import AsyncLLM, CachePanel, ResponseCache, UnknownProjectWar
 
 from .conftest import TOGETHER_KEY
 from .fake_llm_server import FakeLLMServer
-
-
-@pytest.fixture
-def ip(server: FakeLLMServer, cache_dir: Path) -> Iterator[InteractiveShell]:
-    shell = InteractiveShell.instance()
-    shell.reset()
-    shell.run_line_magic("load_ext", "dataformer_nb")
-    shell.run_line_magic("config", f"Dataformer.cache_dir = {str(cache_dir)!r}")
-    shell.run_line_magic("config", "Dataformer.provider = 'together'")
-    shell.run_line_magic("config", "Dataformer.progress = False")
-    yield shell
-    shell.run_line_magic("reload_ext", "dataformer_nb")  # fresh defaults for the next test
 
 
 def cell(ip: InteractiveShell, line: str, body: str):

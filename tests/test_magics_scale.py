@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -16,22 +15,6 @@ from IPython.utils.capture import capture_output
 from traitlets import TraitError
 
 from dataformer_nb.magics import Dataformer
-
-from .fake_llm_server import FakeLLMServer
-
-
-@pytest.fixture
-def ip(server: FakeLLMServer, cache_dir: Path) -> Iterator[InteractiveShell]:
-    shell = InteractiveShell.instance()
-    shell.reset()
-    shell.run_line_magic("load_ext", "dataformer_nb")
-    shell.run_line_magic("config", f"Dataformer.cache_dir = {str(cache_dir)!r}")
-    shell.run_line_magic("config", "Dataformer.provider = 'together'")
-    shell.run_line_magic("config", "Dataformer.progress = False")
-    shell.run_line_magic("config", "Dataformer.max_rows = 20")  # %config persists across tests
-    yield shell
-    shell.run_line_magic("config", "Dataformer.max_rows = 20")
-    shell.run_line_magic("reload_ext", "dataformer_nb")
 
 
 def run(ip: InteractiveShell, line: str, body: str):

@@ -3,12 +3,10 @@ failures in tables, the server's name, a red bar for a run that got nothing, pan
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from jupyter_client.manager import start_new_kernel
 
@@ -16,19 +14,6 @@ from dataformer_nb import CachePanel, ResponseCache
 from dataformer_nb.magics import Dataformer
 
 from .conftest import chat
-from .fake_llm_server import FakeLLMServer
-
-
-@pytest.fixture
-def ip(server: FakeLLMServer, cache_dir: Path) -> Iterator[InteractiveShell]:
-    shell = InteractiveShell.instance()
-    shell.reset()
-    shell.run_line_magic("load_ext", "dataformer_nb")
-    shell.run_line_magic("config", f"Dataformer.cache_dir = {str(cache_dir)!r}")
-    shell.run_line_magic("config", "Dataformer.provider = 'together'")
-    shell.run_line_magic("config", "Dataformer.progress = False")
-    yield shell
-    shell.run_line_magic("reload_ext", "dataformer_nb")
 
 
 def test_a_warning_in_a_notebook_is_one_line_without_source(tmp_path: Path) -> None:
