@@ -31,6 +31,7 @@ transaction, when it is first opened (``migrations.py``); 0.1.0 cannot read form
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -411,49 +412,47 @@ class ResponseCache:
                              "it was not written by dataformer_nb; pass another cache_dir=")
         return meta
 
-    def _transact(self) -> Any:
+    @contextlib.contextmanager
+    def _sqlite_errors(self, doing: str) -> Iterator[None]:
+        """SQLite's errors as a CacheError naming the cache (the one place they are mapped)."""
         try:
-            return self._cache.transact(retry=True)
+            yield
         except sqlite3.Error as exc:
-            raise CacheError(f"the cache in {self.directory} cannot be written ({exc})") from exc
+            raise CacheError(f"the cache in {self.directory} cannot be {doing} ({exc})") from exc
+
+    @contextlib.contextmanager
+    def _transact(self) -> Iterator[None]:
+        """One transaction; its BEGIN and COMMIT happen entering and leaving the ``with``, so
+        that is where their errors (a disk that fills at commit) are mapped."""
+        with self._sqlite_errors("written"), self._cache.transact(retry=True):
+            yield
 
     def _read(self, key: str) -> Any:
-        try:
+        with self._sqlite_errors("read"):
             return self._cache.get(key, retry=True)
-        except sqlite3.Error as exc:
-            raise CacheError(f"the cache in {self.directory} cannot be read ({exc})") from exc
 
     def _write(self, key: str, value: Mapping[str, Any] | bytes, entry: Mapping[str, Any] | None = None) -> None:
         """Store ``value`` under ``key``, with ``entry`` (a response's record) as its tag."""
-        try:
+        with self._sqlite_errors("written"):
             self._cache.set(key, value, tag=None if entry is None else dumps(entry), retry=True)
-        except sqlite3.Error as exc:
-            raise CacheError(f"the cache in {self.directory} cannot be written ({exc})") from exc
 
     def _add_response(self, item: NewResponse, project: str) -> bool:
         """Store a new response for ``project`` unless its key is taken; whether it was stored.
         The caller adds what was stored to the totals (once per transaction)."""
         entry = {"projects": [project], "size": len(item.data), "created": int(time.time()),
                  "prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens}
-        try:
+        with self._sqlite_errors("written"):
             # add() inserts only if the key is absent: one statement fewer than a check and a set.
-            added = bool(self._cache.add(RESPONSE + item.key, item.data, tag=dumps(entry), retry=True))
-        except sqlite3.Error as exc:
-            raise CacheError(f"the cache in {self.directory} cannot be written ({exc})") from exc
-        return added
+            return bool(self._cache.add(RESPONSE + item.key, item.data, tag=dumps(entry), retry=True))
 
     def _delete(self, key: str) -> None:
-        try:
+        with self._sqlite_errors("written"):
             self._cache.delete(key, retry=True)
-        except sqlite3.Error as exc:
-            raise CacheError(f"the cache in {self.directory} cannot be written ({exc})") from exc
 
     def _join(self, key: str, project: str) -> int | None:
         """Add ``project`` to the entry of ``key``: the response's size if it was added, else None."""
-        try:
+        with self._sqlite_errors("read"):
             response, entry = self._cache.get(RESPONSE + key, tag=True, retry=True)
-        except sqlite3.Error as exc:
-            raise CacheError(f"the cache in {self.directory} cannot be read ({exc})") from exc
         if not isinstance(response, bytes) or not isinstance(entry, str):
             return None
         record = json.loads(entry)

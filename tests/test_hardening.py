@@ -5,6 +5,7 @@ One test per item, named after what it guards. Items 1 (rows naming files) are i
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
@@ -12,6 +13,7 @@ import sqlite3
 import stat
 import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import diskcache
@@ -315,3 +317,27 @@ def test_a_write_lock_held_by_another_process_never_stalls_sending(server, make_
     assert results.texts == [f"Answer: q{i}" for i in range(20)]
     assert server.count == 21  # none was sent twice
     assert all(llm.cache_key(chat(f"q{i}")) in llm.cache for i in range(20))
+
+
+def test_a_disk_that_fills_at_commit_is_a_cache_error_with_the_results(server, make_llm, monkeypatch) -> None:
+    """Where a full disk usually shows: the COMMIT of a group (WAL pages are written then)."""
+    llm = make_llm(max_concurrent_requests=4)
+    llm.generate([chat("first")])
+    count = [0]
+    original = diskcache.Cache.transact
+
+    @contextlib.contextmanager
+    def failing_commit(self: diskcache.Cache, retry: bool = False) -> Iterator[None]:
+        count[0] += 1
+        with original(self, retry=retry):
+            yield
+            if count[0] >= 3:  # fails as its COMMIT would; the transaction rolls back
+                raise sqlite3.OperationalError("database or disk is full")
+
+    requests = [chat(f"q{i}") for i in range(60)]
+    with monkeypatch.context() as patch, pytest.raises(CacheError, match=r"disk is full.*\.results") as info:
+        patch.setattr(diskcache.Cache, "transact", failing_commit)
+        llm.generate(requests)
+    received = [r for r in info.value.results if r.ok]
+    assert len(received) == sum(server.completed.values()) - 1  # every reply of this run, "first" aside
+    assert llm.generate(requests).texts == [f"Answer: q{i}" for i in range(60)]
