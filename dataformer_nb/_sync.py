@@ -22,8 +22,12 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
-    return run_in_worker_thread(coro)
+        running = False
+    else:
+        running = True
+    # Outside the except block: an error of the batch must not read as raised "during handling of
+    # RuntimeError: no running event loop".
+    return run_in_worker_thread(coro) if running else asyncio.run(coro)
 
 
 def run_in_worker_thread(coro: Coroutine[Any, Any, T]) -> T:

@@ -10,10 +10,11 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from jupyter_client.manager import start_new_kernel
 
-from dataformer_nb import CachePanel, ResponseCache
+from dataformer_nb import CachePanel, InvalidRequestError, ResponseCache
 from dataformer_nb.magics import Dataformer
 
 from .conftest import chat
+from .fake_llm_server import FakeLLMServer
 
 
 def test_a_warning_in_a_notebook_is_one_line_without_source(tmp_path: Path) -> None:
@@ -101,3 +102,28 @@ def test_json_output_opens_expanded_and_help_is_aligned(ip, capsys) -> None:
     ip.run_line_magic("dataformer", "help")
     lines = capsys.readouterr().out.splitlines()[:6]
     assert len({line.index(line.split("  ")[-1].strip()) for line in lines}) == 1  # one column for the text
+
+
+def test_an_error_in_a_script_has_no_event_loop_noise(make_llm, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        make_llm().generate([{"messages": "not a list"}])
+    assert info.value.__context__ is None  # not "during handling of RuntimeError: no running event loop"
+
+
+def test_generate_works_in_a_kernel_where_nest_asyncio_was_applied(server: FakeLLMServer, tmp_path: Path) -> None:
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        def run(code: str) -> dict:
+            return kc.execute_interactive(code, timeout=60)["content"]
+
+        assert run("import nest_asyncio; nest_asyncio.apply()")["status"] == "ok"  # as some libraries do
+        code = (f"from dataformer_nb import AsyncLLM\nllm = AsyncLLM(url={server.url + '/v1'!r}, api_key='k', "
+                f"cache_dir={str(tmp_path)!r}, progress=False, verbose=False)\n"
+                "r = llm.generate([{'messages': [{'role': 'user', 'content': 'nested'}]}])\n"
+                "assert r.texts == ['Answer: nested'], r")
+        assert run(code)["status"] == "ok"
+        assert run("r2 = llm.generate([{'messages': [{'role': 'user', 'content': 'nested'}]}]); "
+                   "assert r2[0].cached")["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
