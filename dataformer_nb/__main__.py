@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from . import AsyncLLM, get_request_list
-from ._format import human_size, table_bundle
+from ._format import projects_table
 
 QUESTIONS = [
     "Why should people read books?",
@@ -28,10 +28,7 @@ def quickstart(cache_dir: str | None) -> None:
         print(f"  {result.text}")
     llm.generate(requests)
     print("Run again: served from the cache.")
-    rows = [[p.name, str(p.responses), human_size(p.bytes), p.last_used.astimezone().strftime("%Y-%m-%d %H:%M")]
-            for p in llm.cache.projects()]
-    print(table_bundle(["project", "responses", "size", "last used"], rows,
-                       caption=f"Cache directory: {llm.cache.directory}")["text/plain"])
+    print(projects_table(llm.cache.projects(), f"Cache directory: {llm.cache.directory}")["text/plain"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .cache import ProjectInfo
 
 
 def plural(n: int, word: str) -> str:
@@ -30,3 +36,14 @@ def table_bundle(header: list[str], rows: list[list[str]], caption: str = "") ->
     caption_html = f"<caption style='text-align:left'>{html.escape(caption)}</caption>" if caption else ""
     return {"text/plain": "\n".join([*lines, caption]).rstrip(),
             "text/html": f"<table>{caption_html}<tr>{head}</tr>{body}</table>"}
+
+
+def when(moment: datetime) -> str:
+    """A time as the tables show it: local, to the minute."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def projects_table(projects: Iterable[ProjectInfo], caption: str = "") -> dict[str, str]:
+    """Cached projects as a table bundle (text and HTML): project, responses, size, last used."""
+    rows = [[p.name, str(p.responses), human_size(p.bytes), when(p.last_used)] for p in projects]
+    return table_bundle(["project", "responses", "size", "last used"], rows, caption)

@@ -70,6 +70,10 @@ class JSONDisk(diskcache.Disk):
     bytes, read back as bytes (a response is decoded only when a result asks for it).
     A row stored any other way was not written by dataformer_nb and is refused."""
 
+    def __init__(self, directory: str, **settings: Any) -> None:
+        super().__init__(directory, **settings)
+        self.cache_directory = Path(directory)  # for messages (Disk keeps its own privately)
+
     def put(self, key: Any) -> tuple[Any, bool]:
         if not isinstance(key, str):
             raise CacheError(f"cache keys are strings, not {type(key).__name__}")
@@ -89,7 +93,7 @@ class JSONDisk(diskcache.Disk):
         if mode == diskcache.core.MODE_PICKLE:
             raise CacheError("the cache holds a pickled value: refusing to unpickle it")
         if mode != diskcache.core.MODE_RAW:
-            raise CacheError(refused_row(Path(self._directory), "a value stored in a file"))
+            raise CacheError(refused_row(self.cache_directory, "a value stored in a file"))
         data = super().fetch(mode, filename, value, read)
         return data if isinstance(data, bytes) else json.loads(data)
 

@@ -83,18 +83,13 @@ class AsyncLLM:
         self.max_tokens_per_minute = _rate(max_tokens_per_minute, "max_tokens_per_minute", MIN_TPM)
         self.max_concurrent_requests = int(_positive(max_concurrent_requests, "max_concurrent_requests", integer=True)
                                            or DEFAULT_MAX_CONCURRENT_REQUESTS)
-        if max_attempts is None:
-            raise ConfigurationError("max_attempts=None: pass how many times a request may be tried, "
-                                     "a whole number of at least 1 (default 5)")
-        self.max_attempts = int(_positive(max_attempts, "max_attempts", integer=True))  # type: ignore[arg-type]
+        self.max_attempts = int(_positive(max_attempts, "max_attempts", integer=True, none_means=None))  # type: ignore[arg-type]
         if gen_type not in ("chat", "text"):
             raise ConfigurationError(f"gen_type={gen_type!r} must be 'chat' or 'text'")
         self.gen_type: GenType = gen_type
         self.project_name = normalize_project(resolve(PROJECT_ENV, project_name or None, DEFAULT_PROJECT))
         self.cache_dir = os.fspath(resolve(CACHE_DIR_ENV, cache_dir or None, DEFAULT_CACHE_DIR))
-        if timeout is None:
-            raise ConfigurationError("timeout=None: pass the seconds a request may take, e.g. timeout=120")
-        self.timeout = float(_positive(timeout, "timeout"))  # type: ignore[arg-type]
+        self.timeout = float(_positive(timeout, "timeout", none_means=None))  # type: ignore[arg-type]
         if not _is_number(retry_base_delay) or not 0 <= retry_base_delay <= 60:
             raise ConfigurationError(
                 f"retry_base_delay={retry_base_delay!r} must be a number of seconds from 0 to 60 (default 0.5)"
@@ -103,8 +98,8 @@ class AsyncLLM:
         if not (transport in ("aiohttp", "httpx") or isinstance(transport, httpx.AsyncBaseTransport)):
             raise ConfigurationError(f"transport={transport!r} must be 'aiohttp', 'httpx' or an httpx transport")
         self.transport = transport
-        self.max_reply_bytes = int(_positive(max_reply_bytes, "max_reply_bytes", integer=True)  # type: ignore[arg-type]
-                                   or DEFAULT_MAX_REPLY_BYTES)
+        self.max_reply_bytes = int(_positive(max_reply_bytes, "max_reply_bytes", integer=True,
+                                             none_means="the default, 64 MiB") or DEFAULT_MAX_REPLY_BYTES)
         self.progress = progress
         self.verbose = verbose
         self.last_summary: GenerationSummary | None = None
@@ -232,12 +227,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _positive(value: Any, name: str, integer: bool = False) -> float | None:
-    if value is None:
+def _positive(value: Any, name: str, integer: bool = False, *, none_means: str | None = "no limit") -> float | None:
+    """``value`` as a positive number; None is allowed only where it means something (``none_means``)."""
+    kind = "a positive whole number" if integer else "a positive number"
+    if value is None and none_means is not None:
         return None
     if not _is_number(value) or value <= 0 or (integer and value != int(value)):
-        kind = "a positive whole number" if integer else "a positive number"
-        raise ConfigurationError(f"{name}={value!r} must be {kind} (or None for no limit)")
+        allowed = f" (or None for {none_means})" if none_means else ""
+        raise ConfigurationError(f"{name}={value!r} must be {kind}{allowed}")
     return int(value) if integer else float(value)
 
 

@@ -23,7 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Dict, Enum, Int, TraitError, Unicode, default, validate
 
-from ._format import human_size, table_bundle
+from ._format import projects_table, table_bundle
 from .cache import FULL, ResponseCache
 from .errors import ConfigurationError, DataformerError, DataformerWarning
 from .llms import AsyncLLM
@@ -66,7 +66,7 @@ class CellResults(Results):
             display({"application/json": records, "text/plain": json.dumps(records, indent=1) + note}, raw=True,
                     metadata={"application/json": {"expanded": True}})  # JupyterLab opens the tree
         elif self.batch:
-            display(_resultstable_bundle(self, shown, hidden, self.where), raw=True)
+            display(_results_table(self, shown, hidden, self.where), raw=True)
         else:
             text = _answer(self[0])
             bundle = {"text/plain": text}
@@ -255,9 +255,7 @@ class Dataformer(Magics):
         projects = self._cache().projects()
         if not projects:
             return print(f"The cache in {self.cache_dir} holds no projects.")
-        rows = [[p.name, str(p.responses), human_size(p.bytes), p.last_used.astimezone().strftime("%Y-%m-%d %H:%M")]
-                for p in projects]
-        display(table_bundle(["project", "responses", "size", "last used"], rows), raw=True)
+        display(projects_table(projects), raw=True)
 
     def _cmd_clear(self, rest: str) -> None:
         if not rest:
@@ -453,7 +451,7 @@ def _prompt(result: GenerationResult) -> str:
     return str(result.request["messages"][-1]["content"])
 
 
-def _resultstable_bundle(results: Results, shown: list[int | None], hidden: int, where: str) -> dict[str, str]:
+def _results_table(results: Results, shown: list[int | None], hidden: int, where: str) -> dict[str, str]:
     def mark(r: GenerationResult) -> str:
         return "failed" if r.error is not None else ("cached" if r.cached else "new")
 

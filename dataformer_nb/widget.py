@@ -8,7 +8,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ._format import human_size, plural, table_bundle
+from ._format import human_size, plural, projects_table, when
 from .cache import FULL, ClearReport, ProjectInfo, ResponseCache
 from .errors import DataformerError
 from .settings import CACHE_DIR_ENV, DEFAULT_CACHE_DIR, resolve
@@ -50,10 +50,7 @@ class CachePanel:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """The live widget where a kernel is attached; the same table as static HTML and text for
         terminals, saved notebooks and nbval (which would otherwise show ``VBox(children=...)``)."""
-        projects = self._cache.projects() if self._cache is not None else []
-        rows = [[p.name, str(p.responses), human_size(p.bytes), p.last_used.astimezone().strftime("%Y-%m-%d %H:%M")]
-                for p in projects]
-        static = table_bundle(["project", "responses", "size", "last used"], rows, caption=self.summary)
+        static = projects_table(self._cache.projects() if self._cache is not None else [], self.summary)
         return {**self.widget._repr_mimebundle_(include=include, exclude=exclude), **static}
 
     def close(self) -> None:
@@ -103,9 +100,8 @@ class CachePanel:
         delete = w.Button(description="Delete", button_style="warning", icon="trash")
         actions = w.HBox([delete])
         delete.on_click(lambda _: self._ask(actions, project.name))
-        last_used = project.last_used.astimezone().strftime("%Y-%m-%d %H:%M")
         cells = [w.Label(project.name), w.Label(str(project.responses)), w.Label(human_size(project.bytes)),
-                 w.Label(last_used), actions]
+                 w.Label(when(project.last_used)), actions]
         return w.GridBox(cells, layout=_ROW)
 
     # Deleting, with confirmation in place
