@@ -29,18 +29,31 @@ from .limits import RateBucket, estimate_request_tokens
 from .prepare import Route, Unit
 from .providers import GenType, check_reply, to_openai
 from .results import GenerationResult, GenerationSummary, Results
+from .serverlimits import read as read_server_limits
 from .transport import DEFAULT_MAX_REPLY_BYTES, AiohttpTransport, Reply, ReplyTooLargeError, post
 
 if TYPE_CHECKING:  # imported where it runs: see _sync
     import asyncio
 
 MAX_BACKOFF_SECONDS = 30.0
+DEFAULT_MAX_WAIT = 600.0  # seconds one request may spend waiting out rate limits
 MIN_FAILURES_TO_STOP = 50
-MAX_RETRY_AFTER_SECONDS = 60.0
+MAX_RETRY_AFTER_SECONDS = 24 * 3600.0  # larger is garbled; max_wait decides what is worth waiting for
 _RETRYABLE_STATUSES = {408, 409, 429}
+# OpenAI's (and compatible servers') 429 for an account out of credit: no wait ends it.
+_QUOTA_SPENT_CODES = {"insufficient_quota", "billing_hard_limit_reached"}
 _ECHO = EchoTransport()
 
 TransportChoice = Literal["aiohttp", "httpx"] | httpx.AsyncBaseTransport
+
+
+class Retry(NamedTuple):
+    """A failure worth another try: a real one (it counts against ``max_attempts``), or the
+    server asking to come back later (``told_to_wait``; in ``seconds`` if it said)."""
+
+    error: RequestFailedError
+    told_to_wait: bool = False
+    seconds: float | None = None
 
 
 class Fresh(NamedTuple):
@@ -165,7 +178,7 @@ class Dispatcher:
     def __init__(self, *, gen_type: GenType, max_attempts: int, timeout: float, retry_base_delay: float,
                  transport: TransportChoice, progress: bool, say: Callable[[str], None],
                  body_of: Callable[[Unit], dict[str, Any]], max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
-                 progress_label: str = "generate") -> None:
+                 progress_label: str = "generate", max_wait: float = DEFAULT_MAX_WAIT) -> None:
         self._gen_type = gen_type
         self._max_attempts = max_attempts
         self._timeout = timeout
@@ -176,6 +189,8 @@ class Dispatcher:
         self._body_of = body_of
         self._max_reply_bytes = max_reply_bytes
         self._progress_label = progress_label
+        self._max_wait = max_wait
+        self._waiting: Callable[[float], None] | None = None  # set by run: shows a wait on the progress bar
 
     async def run(self, units: list[Unit], batch: Batch, writer: CacheWriter | None) -> None:
         import asyncio
@@ -187,6 +202,13 @@ class Dispatcher:
         summary = batch.summary
         bar = tqdm(total=batch.size, initial=summary.cached, desc=self._progress_label, unit="req",
                    disable=not self._progress or not units, dynamic_ncols=True)
+        waiting_shown = [False]
+
+        def show_wait(seconds: float) -> None:
+            waiting_shown[0] = True
+            bar.set_description_str(f"{self._progress_label} (waiting {seconds:.0f} s: rate limit)")
+
+        self._waiting = show_wait
 
         async def run_one(transport: httpx.AsyncBaseTransport, unit: Unit) -> None:
             outcome = await self._send(transport, unit, slots[id(unit.route.bucket)])
@@ -197,6 +219,9 @@ class Dispatcher:
                 batch.fresh(unit, outcome.response)
                 if writer is not None:
                     await writer.save(unit.cache_key, outcome)
+            if waiting_shown[0]:
+                waiting_shown[0] = False
+                bar.set_description_str(self._progress_label, refresh=False)
             bar.update(len(unit.indices))
 
         async def worker(queue: Iterator[Unit]) -> None:
@@ -231,6 +256,7 @@ class Dispatcher:
                       f"re-run to send the other {pending}")
             raise
         finally:
+            summary.server_limits = _learned_limits(buckets.values())
             if writer is not None:
                 writer.close()
             bar.set_postfix(cached=summary.cached, failed=summary.failed, refresh=False)
@@ -260,43 +286,56 @@ class Dispatcher:
 
     async def _send(self, transport: httpx.AsyncBaseTransport, unit: Unit, slot: asyncio.Semaphore
                     ) -> Fresh | RequestFailedError:
+        """Send until a reply comes, ``max_attempts`` real failures pass, or waiting as the server
+        asked passes ``max_wait``: being told to come back later is not a failure."""
         import asyncio
 
         route, bucket = unit.route, unit.route.bucket
         body = self._body_of(unit)  # rebuilt: 10^5 kept bodies weigh ~25 MB
         content = dumpb(body)
         tokens = estimate_request_tokens(body)
-        error = RequestFailedError("not sent", cause="not sent")
-        for attempt in range(1, self._max_attempts + 1):
+        failures = waits = 0
+        deadline = None
+        while True:
             async with slot:
                 if route.stopped is not None:
                     return route.stopped
-                await bucket.wait_turn(tokens)
+                ticket = await bucket.wait_turn(tokens, self._waiting)
                 try:
                     reply = await post(transport, route.url, content, route.headers, self._timeout,
                                        self._max_reply_bytes)
                 except ReplyTooLargeError as exc:  # asking again would bring the same reply
                     return _failure(route, "reply too large", f"{exc}: raise max_reply_bytes= if it is expected")
                 except httpx.TimeoutException:
-                    error, delay = _failure(route, "timeout", f"no reply within {self._timeout:g} s"), None
+                    outcome = Retry(_failure(route, "timeout", f"no reply within {self._timeout:g} s"))
                 except httpx.TransportError as exc:
-                    error, delay = _failure(route, "connection", f"connection failed ({exc!r})"), None
+                    outcome = Retry(_failure(route, "connection", f"connection failed ({exc!r})"))
                 else:
+                    bucket.observe(ticket, read_server_limits(reply.headers, route.provider.name))
                     outcome = self._interpret(reply, route, tokens)
                     if isinstance(outcome, Fresh):
                         route.failures_in_a_row = 0
-                    if isinstance(outcome, (Fresh, RequestFailedError)):
+                        bucket.succeeded()
+                    if not isinstance(outcome, Retry):
                         return outcome
-                    error, delay = outcome
-                _count_failure(route, error)
-            if attempt < self._max_attempts:
-                await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
-        error.args = (f"{error.args[0]} (gave up after {self._max_attempts} attempts)",)
-        return error
+            if outcome.told_to_wait:
+                waits += 1
+                seconds = outcome.seconds if outcome.seconds is not None else self._backoff(min(waits, 6))
+                now = time.monotonic()
+                deadline = deadline or now + self._max_wait
+                if now + seconds > deadline:
+                    return _waited_too_long(route, outcome, seconds, self._max_wait)
+                await asyncio.sleep(seconds)
+                continue
+            _count_failure(route, outcome.error)
+            failures += 1
+            if failures >= self._max_attempts:
+                outcome.error.args = (f"{outcome.error.args[0]} (gave up after {self._max_attempts} attempts)",)
+                return outcome.error
+            await asyncio.sleep(self._backoff(failures))
 
-    def _interpret(self, reply: Reply, route: Route, tokens: int
-                   ) -> Fresh | RequestFailedError | tuple[RequestFailedError, float | None]:
-        """A response, a final error, or (a retryable error, the delay the server asked for)."""
+    def _interpret(self, reply: Reply, route: Route, tokens: int) -> Fresh | RequestFailedError | Retry:
+        """A response, a final error, or one worth retrying (perhaps after the wait the server asked)."""
         status = reply.status
         if 200 <= status < 300:
             try:
@@ -305,7 +344,7 @@ class Dispatcher:
                 check_reply(self._gen_type, response)
             except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
                 # Retried like any malformed reply, and never cached.
-                return _failure(route, "malformed json", f"unreadable reply ({type(exc).__name__}: {exc})"), None
+                return Retry(_failure(route, "malformed json", f"unreadable reply ({type(exc).__name__}: {exc})"))
             usage = response.get("usage") or {}
             route.bucket.settle(tokens, usage.get("total_tokens"))
             return Fresh(reply.content if response is data else response, usage)
@@ -313,7 +352,6 @@ class Dispatcher:
             where = reply.headers.get("location")
             what = f"redirected to {where}: pass that URL as url=" if where else "redirected without a Location"
             return _failure(route, f"http {status}", f"HTTP {status}: {what}", status)
-        detail = _failure(route, f"http {status}", f"HTTP {status}: {_server_message(reply)}", status)
         if status in (401, 403):
             route.stopped = AuthenticationError(
                 _redact(f"{route.name} at {route.endpoint} refused the request (HTTP {status}: "
@@ -322,12 +360,19 @@ class Dispatcher:
                 cause=f"http {status}", status=status,
             )
             return route.stopped
+        if status == 429 and _error_code(reply) in _QUOTA_SPENT_CODES:
+            route.stopped = _failure(route, "quota spent", f"HTTP 429: {_server_message(reply)}: the account's "
+                                     "quota or credit is spent, so waiting will not help: top it up, then re-run "
+                                     "(the rest of its requests were not sent)", status)
+            return route.stopped
+        error = _failure(route, f"http {status}", f"HTTP {status}: {_server_message(reply)}", status)
         if status not in _RETRYABLE_STATUSES and status < 500:
-            return detail
+            return error
         retry_after = _retry_after(reply.headers)
-        if status == 429:
-            route.bucket.pause(retry_after if retry_after is not None else self._backoff(1))
-        return detail, retry_after
+        if status == 429 or (status == 503 and retry_after is not None):
+            route.bucket.told_to_wait(rate_limited=status == 429)
+            return Retry(error, told_to_wait=True, seconds=retry_after)
+        return Retry(error)
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(MAX_BACKOFF_SECONDS, self._retry_base_delay * 2 ** (attempt - 1))
@@ -346,6 +391,24 @@ def _write_failed(writer: CacheWriter, batch: Batch) -> CacheError:
                        "free disk space or pass another cache_dir=, then re-run")
     error.results = batch.results()
     return error
+
+
+def _learned_limits(buckets: Iterable[RateBucket]) -> str:
+    """What the servers of a run said (or 429s taught) of their limits, for the summary."""
+    learned = {b.describe().learned() for b in buckets}
+    waited = sum(b.rate_limited for b in buckets)
+    parts = sorted(x for x in learned if x)
+    if waited:
+        parts.append(f"waited out {waited} rate-limit {'reply' if waited == 1 else 'replies'}")
+    return "; ".join(parts)
+
+
+def _waited_too_long(route: Route, retry: Retry, seconds: float, max_wait: float) -> RequestFailedError:
+    detail = retry.error.args[0].removeprefix(f"{route.name} at {route.endpoint}: ")
+    asked = (f"the server asked to wait {seconds:.0f} s more" if retry.seconds is not None
+             else "the server kept answering that it is busy")
+    return _failure(route, "rate limited", f"{detail}: {asked}, past max_wait={max_wait:g} s for one request; "
+                    "re-run later (what was received is cached), or pass a larger max_wait=", retry.error.status)
 
 
 def _count_failure(route: Route, error: RequestFailedError) -> None:
@@ -418,6 +481,15 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     if not math.isfinite(seconds):  # "nan" parses as a float; a garbled value is ignored
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _error_code(reply: Reply) -> str | None:
+    """The ``error.code`` (or ``error.type``) of an OpenAI-style error body, if it has one."""
+    try:
+        error = json.loads(reply.content).get("error")
+        return str(error.get("code") or error.get("type")) if isinstance(error, dict) else None
+    except (ValueError, AttributeError):
+        return None
 
 
 def _server_message(reply: Reply) -> str:

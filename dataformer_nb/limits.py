@@ -1,20 +1,37 @@
-"""Rate limits: requests per minute, tokens per minute and a concurrency cap, all at once.
+"""Rate limits: the user's, the server's and what 429s teach, per (endpoint, key) bucket.
 
-Each (endpoint, key) pair has its own :class:`RateBucket`. Rates are paced, not burst:
-a request is granted the time slot after the previous one (the virtual scheduling of
-GCRA), so sends are spread evenly over the minute and a request larger than a second's
-worth of tokens still goes through. Bucket state is plain floats, so it lives across
-``generate`` calls and event loops; the concurrency cap is a semaphore made per run.
+Each (endpoint, key) pair has its own :class:`RateBucket`, which holds at once:
+
+- the user's ``max_requests_per_minute``/``max_tokens_per_minute``: token buckets holding a
+  minute's quota, as providers meter them, so a batch smaller than the quota goes out at once
+  and a longer one settles to the rate. A user-set limit always holds.
+- what the server says in its headers (:mod:`serverlimits`): the quota remaining now, the
+  limit and its refill rate. The stricter of the user's and the server's applies.
+- without headers, what 429s teach: after one, the bucket paces at the rate the server let
+  through, then speeds up a little with each success (multiplicative decrease to the measured
+  rate, additive increase), so a server that only answers 429 is not hammered.
+
+A request reserves its send time (:meth:`RateBucket.reserve`), so concurrent workers queue
+up in order; state is plain floats, so it lives across ``generate`` calls and event loops.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-MAX_PAUSE_SECONDS = 60.0
+from .serverlimits import Quota, ServerLimits
+
+WAIT_SHOWN_SECONDS = 1.0  # a wait shorter than this is pacing, not worth a word on the progress bar
+MIN_LEARNED_RATE = 1 / 60  # requests a second: a 429-only server is still asked once a minute
+_DECREASE_EVERY = 0.25  # seconds: the 429s of one wave in flight are one signal, not 64
+_INCREASE = 0.1  # the learned rate grows by this share of itself a second while requests succeed
+_RECENT_REPLIES = 32  # the replies whose share of 429s decides whether to slow down
 
 
 def estimate_tokens(text: str) -> int:
@@ -50,21 +67,128 @@ def estimate_request_tokens(body: Mapping[str, Any]) -> int:
     return prompt + int(budget) * int(n) if isinstance(budget, int) and isinstance(n, int) else prompt
 
 
-class _Pacer:
-    """Grants costs at ``per_minute`` units a minute, each after the one before."""
+class _TokenBucket:
+    """``capacity`` units refilled at ``rate`` a second; with no rate, whole again at ``reset_at``.
 
-    def __init__(self, per_minute: float) -> None:
-        self._seconds_per_unit = 60.0 / per_minute
-        self._next = 0.0
+    ``level`` is what may be spent at time ``at``; reservations move ``at`` into the future.
+    """
+
+    def __init__(self, capacity: float | None, rate: float | None, level: float | None = None) -> None:
+        self.capacity, self.rate = capacity, rate
+        self.level = capacity if level is None else level
+        self.at = 0.0
+        self.reset_at: float | None = None
+        self.spent = 0.0  # all units ever reserved: what a reply's "remaining" does not yet count
+
+    def level_at(self, t: float) -> float:
+        if self.level is None:
+            return float("inf")
+        if self.rate:
+            level = self.level + self.rate * max(t - self.at, 0.0)
+            return level if self.capacity is None else min(self.capacity, level)
+        if self.reset_at is not None and t >= self.reset_at:
+            return float("inf") if self.capacity is None else self.capacity
+        return self.level
 
     def reserve(self, cost: float, now: float) -> float:
-        start = max(self._next, now)
-        self._next = start + cost * self._seconds_per_unit
-        return start
+        """Spend ``cost`` at the first time it is available (from ``now``); return that time."""
+        if self.capacity is not None:
+            cost = min(cost, self.capacity)  # larger than the whole quota: it goes when the quota is whole
+        t = max(now, self.at)
+        level = self.level_at(t)
+        if level < cost:
+            if self.rate:
+                t += (cost - level) / self.rate
+            elif self.reset_at is not None and self.reset_at > t:
+                t = self.reset_at
+            level = max(self.level_at(t), cost)  # with no refill known, send: a 429 will teach
+        if self.reset_at is not None and t >= self.reset_at:
+            self.reset_at = None  # that window is over; the next reply tells of the new one
+        self.level = level - cost if level != float("inf") else None
+        self.at = t
+        self.spent += cost
+        return t
 
-    def correct(self, delta: float) -> None:
-        """Move later grants by the difference between real and estimated cost."""
-        self._next += delta * self._seconds_per_unit
+    def refund(self, cost: float) -> None:
+        if self.level is not None:
+            self.level += cost
+
+
+class _ServerQuota(_TokenBucket):
+    """A quota the server stated, kept current by every reply."""
+
+    def __init__(self) -> None:
+        super().__init__(None, None, None)
+        self.stated: Quota | None = None
+        self._heard_at = float("-inf")
+
+    def observe(self, quota: Quota, sent_at: float, spent_before: float) -> None:
+        """Adopt ``quota``, stated in reply to a request sent at ``sent_at`` when ``spent_before``
+        units had been reserved (it included): what was reserved since, the server had not yet counted."""
+        if sent_at < self._heard_at or quota.remaining is None:
+            return  # an older request's reply, overtaken by a newer one
+        self._heard_at = sent_at
+        self.stated = quota
+        self.capacity, self.rate = quota.limit, quota.rate
+        self.level = quota.remaining - (self.spent - spent_before)
+        self.at = sent_at
+        self.reset_at = None if quota.reset is None else sent_at + quota.reset
+
+
+class _LearnedRate:
+    """A request rate learned from 429s alone: cut to what the server let through when 429s
+    crowd the recent replies, then grown with each success.
+
+    A few 429s among successes (a busy server, random refusals) are waits, not a signal to
+    slow down: only 429s crowding the last replies (a third of them, or four in a row) cut the rate.
+    """
+
+    def __init__(self) -> None:
+        self.rate: float | None = None
+        self._recent: deque[bool] = deque(maxlen=_RECENT_REPLIES)  # True: rate-limited
+        self._successes: deque[float] = deque(maxlen=10_000)
+        self._last_cut = float("-inf")
+        self._in_a_row = 0
+
+    def succeeded(self, now: float) -> None:
+        self._recent.append(False)
+        self._in_a_row = 0
+        self._successes.append(now)
+        if self.rate is not None:
+            self.rate *= 1 + _INCREASE / max(self.rate, 1.0)
+
+    def rate_limited(self, now: float) -> bool:
+        """Count a 429; cut the rate if 429s crowd the recent replies (once a wave). True if cut."""
+        self._recent.append(True)
+        self._in_a_row += 1
+        crowded = self._in_a_row >= 4 or sum(self._recent) * 3 >= len(self._recent)
+        if now - self._last_cut < _DECREASE_EVERY or not crowded:
+            return False
+        # Measured over the last second, or since the last cut if sooner: a burst the server
+        # let through long ago says nothing of its rate now.
+        since = max(self._last_cut, now - 1.0)
+        recent = sum(1 for _ in itertools.takewhile(lambda t: t >= since, reversed(self._successes)))
+        let_through = recent / max(now - since, _DECREASE_EVERY)
+        if self.rate is None:
+            if not let_through:
+                return False  # nothing got through yet: no rate to learn, the server's wait is all we know
+            cut = 0.9 * let_through
+        else:
+            cut = min(0.9 * self.rate, 0.95 * let_through) if let_through else 0.5 * self.rate
+        self.rate = max(cut, MIN_LEARNED_RATE)
+        self._last_cut = now
+        self._recent.clear()
+        return True
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A reservation: when the request may go, and the bucket state a reply is measured against."""
+
+    start: float
+    tokens: int
+    spent_requests: float
+    spent_tokens: float
 
 
 class RateBucket:
@@ -78,40 +202,118 @@ class RateBucket:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_concurrent_requests = max_concurrent_requests
-        self._requests = _Pacer(max_requests_per_minute) if max_requests_per_minute else None
-        self._tokens = _Pacer(max_tokens_per_minute) if max_tokens_per_minute else None
+        self.max_requests_per_minute = max_requests_per_minute
+        self.max_tokens_per_minute = max_tokens_per_minute
+        self._requests = _TokenBucket(max_requests_per_minute, max_requests_per_minute / 60) \
+            if max_requests_per_minute else None
+        self._tokens = _TokenBucket(max_tokens_per_minute, max_tokens_per_minute / 60) \
+            if max_tokens_per_minute else None
+        self._server_requests = _ServerQuota()
+        self._server_tokens = _ServerQuota()
+        self._learned = _LearnedRate()
+        self._learned_bucket: _TokenBucket | None = None
         self._clock = clock
-        self._paused_until = 0.0
+        self.rate_limited = 0  # 429s (and 503s that said when to come back) received
 
-    def reserve(self, tokens: int) -> float:
-        """The time at which a request of ``tokens`` may be sent."""
-        now = max(self._clock(), self._paused_until)
+    # Reserving
+
+    def reserve(self, tokens: int) -> Ticket:
+        """Reserve the time at which a request of ``tokens`` may be sent."""
+        now = self._clock()
         start = now
-        if self._requests:
-            start = max(start, self._requests.reserve(1, now))
-        if self._tokens:
-            start = max(start, self._tokens.reserve(tokens, now))
-        return start
+        for bucket, cost in ((self._requests, 1), (self._tokens, tokens), (self._server_requests, 1),
+                             (self._server_tokens, tokens), (self._learned_bucket, 1)):
+            if bucket is not None:
+                start = max(start, bucket.reserve(cost, now))
+        return Ticket(start, tokens, self._server_requests.spent, self._server_tokens.spent)
+
+    async def wait_turn(self, tokens: int, on_wait: Callable[[float], None] | None = None) -> Ticket:
+        """Sleep until a request of ``tokens`` may go; ``on_wait(seconds)`` is told of a wait
+        long enough to mention."""
+        ticket = self.reserve(tokens)
+        delay = ticket.start - self._clock()
+        if delay > 0:
+            import asyncio
+
+            if on_wait is not None and delay >= WAIT_SHOWN_SECONDS:
+                on_wait(delay)
+            await asyncio.sleep(delay)
+        return ticket
+
+    # Learning from replies
+
+    def observe(self, ticket: Ticket, limits: ServerLimits | None) -> None:
+        """Adopt what a reply to the request of ``ticket`` said of the server's limits."""
+        if limits is None:
+            return
+        sent_at = ticket.start
+        if limits.requests is not None:
+            self._server_requests.observe(limits.requests, sent_at, ticket.spent_requests)
+            self._learned_bucket = None  # the server says its limit: nothing to guess
+        if limits.tokens is not None:
+            self._server_tokens.observe(limits.tokens, sent_at, ticket.spent_tokens)
 
     def settle(self, estimated: int, actual: int | None) -> None:
+        """Correct the user's token budget by the real usage of a reply."""
         if self._tokens and actual is not None:
-            self._tokens.correct(actual - estimated)
+            self._tokens.refund(estimated - actual)
 
-    def pause(self, seconds: float) -> None:
-        """Hold every send of this bucket for ``seconds`` (a 429 said so)."""
-        until = self._clock() + min(max(seconds, 0.0), MAX_PAUSE_SECONDS)
-        self._paused_until = max(self._paused_until, until)
+    def succeeded(self) -> None:
+        self._learned.succeeded(self._clock())
+        if self._learned_bucket is not None and self._learned.rate is not None:
+            self._learned_bucket.rate = self._learned.rate
 
-    async def wait_turn(self, tokens: int) -> None:
-        """Sleep until a request of ``tokens`` may go, re-checking pauses that began meanwhile."""
-        import asyncio
+    def told_to_wait(self, rate_limited: bool) -> None:
+        """A 429 (``rate_limited``) or a 503 asked to come back later. The request itself waits
+        as asked; the bucket slows down only when 429s crowd its replies and the server states
+        no limit (one that does is paced by what it states)."""
+        self.rate_limited += 1
+        if rate_limited and self._server_requests.stated is None and self._learned.rate_limited(self._clock()):
+            rate = self._learned.rate
+            assert rate is not None
+            self._learned_bucket = _TokenBucket(1.0, rate, 0.0)
+            self._learned_bucket.at = self._clock()
 
-        while True:
-            delay = self.reserve(tokens) - self._clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self._paused_until <= self._clock():
-                return
+    # Telling
+
+    def describe(self) -> BucketLimits:
+        return BucketLimits(
+            self.max_requests_per_minute, self.max_tokens_per_minute, self.max_concurrent_requests,
+            self._server_requests.stated, self._server_tokens.stated,
+            None if self._learned_bucket is None else self._learned.rate, self.rate_limited,
+        )
+
+
+@dataclass(frozen=True)
+class BucketLimits:
+    """What one (endpoint, key) bucket knows of its limits."""
+
+    max_requests_per_minute: float | None
+    max_tokens_per_minute: float | None
+    max_concurrent_requests: int
+    server_requests: Quota | None
+    server_tokens: Quota | None
+    learned_requests_per_second: float | None
+    rate_limited_replies: int
+
+    def __str__(self) -> str:
+        yours = [f"{x:,.0f} {unit}/min" for x, unit in ((self.max_requests_per_minute, "req"),
+                                                        (self.max_tokens_per_minute, "tokens")) if x]
+        yours.append(f"{self.max_concurrent_requests} at once")
+        server = [q.describe(unit) + ("" if q.remaining is None else f" ({q.remaining:,.0f} left)")
+                  for q, unit in ((self.server_requests, "req"), (self.server_tokens, "tokens")) if q is not None]
+        if self.learned_requests_per_second is not None:
+            server.append(f"~{self.learned_requests_per_second * 60:,.0f} req/min learned from 429s")
+        told = f" · {self.rate_limited_replies} rate-limit replies" if self.rate_limited_replies else ""
+        return f"yours: {', '.join(yours)} · server: {', '.join(server) or 'said nothing'}{told}"
+
+    def learned(self) -> str:
+        """What the server taught, for a summary line ("" if nothing)."""
+        parts = [q.describe(unit) for q, unit in ((self.server_requests, "req"), (self.server_tokens, "tokens"))
+                 if q is not None and q.limit is not None]
+        if self.learned_requests_per_second is not None:
+            parts.append(f"~{self.learned_requests_per_second * 60:,.0f} req/min learned from 429s")
+        return ", ".join(parts)
 
 
 class RateLimiter:
@@ -131,3 +333,23 @@ class RateLimiter:
         if key not in self._buckets:
             self._buckets[key] = RateBucket(*self._limits)
         return self._buckets[key]
+
+    def report(self) -> LimitsReport:
+        """What each bucket knows, by endpoint (a key is never shown: one entry per key)."""
+        known = LimitsReport()
+        for (endpoint, _), bucket in self._buckets.items():
+            known.setdefault(endpoint, []).append(bucket.describe())
+        return known
+
+
+class LimitsReport(dict[str, list[BucketLimits]]):
+    """Endpoint -> what each of its keys' buckets knows; prints as one line a bucket."""
+
+    def __str__(self) -> str:
+        if not self:
+            return "no request sent yet: nothing known of the servers' limits"
+        return "\n".join(f"{endpoint}{f' (key {i} of {len(buckets)})' if len(buckets) > 1 else ''}: {b}"
+                         for endpoint, buckets in self.items() for i, b in enumerate(buckets, 1))
+
+    def __repr__(self) -> str:
+        return str(self)

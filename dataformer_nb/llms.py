@@ -17,9 +17,9 @@ import httpx
 
 from ._sync import gc_paused, run_sync
 from .cache import ClearReport, ResponseCache, normalize_project
-from .dispatch import Batch, CacheWriter, Dispatcher, TransportChoice
+from .dispatch import DEFAULT_MAX_WAIT, Batch, CacheWriter, Dispatcher, TransportChoice
 from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError
-from .limits import RateLimiter
+from .limits import LimitsReport, RateLimiter
 from .prepare import Preparer, Target, Unit, check_key, group, optional_str
 from .providers import GenType, check_url, get_provider, response_text
 from .results import GenerationResult, GenerationSummary, Results
@@ -68,6 +68,7 @@ class AsyncLLM:
         progress: bool = True,
         verbose: bool = True,
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        max_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
         self.api_provider = get_provider(api_provider).name
         self.model = optional_str(model, "model")
@@ -100,6 +101,8 @@ class AsyncLLM:
         self.transport = transport
         self.max_reply_bytes = int(_positive(max_reply_bytes, "max_reply_bytes", integer=True,
                                              none_means="the default, 64 MiB") or DEFAULT_MAX_REPLY_BYTES)
+        # How long one request may wait out rate limits (429s, 503s saying when) before it fails.
+        self.max_wait = float(_positive(max_wait, "max_wait", none_means=None))  # type: ignore[arg-type]
         self.progress = progress
         self.verbose = verbose
         self.last_summary: GenerationSummary | None = None
@@ -122,6 +125,11 @@ class AsyncLLM:
     def clear_cache(self, projects: str | Sequence[str]) -> ClearReport:
         """Clear one project, a list of them, or everything (``"full"``); see ResponseCache.clear."""
         return self.cache.clear(projects)
+
+    def limits(self) -> LimitsReport:
+        """What each (endpoint, key) this client has sent to knows of its rate limits: yours, what
+        the server's headers said, and what its 429s taught."""
+        return self._limiter.report()
 
     def cache_panel(self) -> Any:
         """The cache panel (ipywidgets) for this client's cache."""
@@ -185,7 +193,7 @@ class AsyncLLM:
             gen_type=self.gen_type, max_attempts=self.max_attempts, timeout=self.timeout,
             retry_base_delay=self.retry_base_delay, transport=self.transport, progress=self.progress,
             say=self._say, body_of=lambda unit: preparer.body(unit.request, unit.route, unit.indices[0]),
-            max_reply_bytes=self.max_reply_bytes, progress_label=progress_label,
+            max_reply_bytes=self.max_reply_bytes, progress_label=progress_label, max_wait=self.max_wait,
         )
         try:
             await dispatcher.run(to_send, batch, CacheWriter(self.cache, project) if use_cache else None)

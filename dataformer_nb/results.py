@@ -101,6 +101,7 @@ class GenerationSummary:
     sent: int = 0
     cached: int = 0
     failures: Counter[str] = field(default_factory=Counter)
+    server_limits: str = ""  # what the servers said (or 429s taught) of their rate limits
 
     @property
     def failed(self) -> int:
@@ -114,7 +115,8 @@ class GenerationSummary:
         text = f"{plural(self.total, 'request')}: {self.sent} sent, {self.cached} cached, {self.failed} failed"
         if self.failures:
             text += " (" + ", ".join(f"{cause}: {n}" for cause, n in self.failures.most_common()) + ")"
-        return f"{text} · project {self.project}"
+        limits = f" · server limits: {self.server_limits}" if self.server_limits else ""
+        return f"{text} · project {self.project}{limits}"
 
 
 class Results(list[GenerationResult]):

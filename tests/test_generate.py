@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from pathlib import Path
@@ -16,7 +17,6 @@ from dataformer_nb import (
     get_messages,
     get_request_list,
 )
-from dataformer_nb import limits as limits_module
 
 from .conftest import TOGETHER_KEY, chat
 from .fake_llm_server import FakeLLMServer
@@ -81,14 +81,48 @@ def test_retryable_faults_are_retried_until_success(server: FakeLLMServer, make_
     assert server.completed["flaky"] == 1
 
 
-def test_retry_after_pauses_the_bucket_that_got_the_429(server: FakeLLMServer, make_llm, monkeypatch) -> None:
-    paused = []
-    monkeypatch.setattr(limits_module.RateBucket, "pause", lambda self, s: paused.append((self, s)))
-    server.retry_after = "0.25"
+def test_a_429_waits_as_long_as_its_retry_after_asks(server: FakeLLMServer, make_llm, monkeypatch) -> None:
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float, *args: object) -> None:
+        slept.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    server.retry_after = "7"
     server.script("limited", "429")
     llm = make_llm()
-    assert llm.generate([chat("limited")])[0].text == "Answer: limited"
-    assert [s for _, s in paused] == [0.25]
+    assert llm.generate([chat("limited"), chat("free")]).texts == ["Answer: limited", "Answer: free"]
+    assert 7.0 in slept
+    assert "1 rate-limit replies" in str(llm.limits())
+
+
+def test_429s_do_not_spend_attempts(server: FakeLLMServer, make_llm) -> None:
+    server.script("busy", *["429"] * 8)
+    results = make_llm(max_attempts=2).generate([chat("busy")])
+    assert results[0].text == "Answer: busy" and server.statuses[429] == 8
+    assert "waited out 8 rate-limit replies" in str(results.summary)
+
+
+def test_a_server_that_refuses_for_longer_than_max_wait_fails_saying_so(server: FakeLLMServer, make_llm) -> None:
+    server.retry_after = "5"
+    server.script("never", *["429"] * 10)
+    results = make_llm(max_wait=3).generate([chat("never"), chat("fine")])
+    error = results[0].error
+    assert error is not None and error.cause == "rate limited" and error.status == 429
+    assert "asked to wait 5 s" in str(error) and "max_wait=3" in str(error)
+    assert results[1].text == "Answer: fine" and server.statuses[429] == 1  # not asked again in vain
+
+
+def test_a_429_for_a_spent_quota_stops_that_key_at_once(server: FakeLLMServer, make_llm) -> None:
+    server.raw["spent"] = (429, {}, b'{"error": {"message": "You exceeded your current quota", '
+                                    b'"type": "insufficient_quota", "code": "insufficient_quota"}}')
+    for i in range(10):
+        server.script(f"q{i}", "raw:spent")
+    results = make_llm(max_concurrent_requests=1).generate([chat(f"q{i}") for i in range(10)])
+    assert server.count == 1 and all(r.error is not None and r.error.cause == "quota spent" for r in results)
+    assert "waiting will not help" in str(results[0].error)
 
 
 def test_a_request_that_always_fails_ends_failed_with_its_cause(server: FakeLLMServer, make_llm) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from dataformer_nb.limits import RateBucket, estimate_request_tokens
+from dataformer_nb.serverlimits import MINUTE, Quota, ServerLimits
 
 
 class Clock:
@@ -15,42 +18,150 @@ class Clock:
         return self.now
 
 
-def test_requests_per_minute_are_spread_evenly() -> None:
-    bucket = RateBucket(max_requests_per_minute=1200, max_tokens_per_minute=None,
-                        max_concurrent_requests=8, clock=Clock())
-    starts = [bucket.reserve(1) for _ in range(60)]
-    gaps = {round(b - a, 9) for a, b in itertools.pairwise(starts)}
-    assert gaps == {0.05} and starts[0] == 100.0
+def starts(bucket: RateBucket, n: int, tokens: int = 1) -> list[float]:
+    return [round(bucket.reserve(tokens).start - 100, 9) for _ in range(n)]
+
+
+def test_a_minutes_quota_goes_at_once_then_the_rate_holds() -> None:
+    bucket = RateBucket(max_requests_per_minute=60, max_tokens_per_minute=None, max_concurrent_requests=8,
+                        clock=Clock())
+    times = starts(bucket, 63)
+    assert times[:60] == [0.0] * 60  # a batch smaller than the quota does not wait
+    assert times[60:] == [1.0, 2.0, 3.0]
 
 
 def test_rpm_and_tpm_hold_together() -> None:
-    bucket = RateBucket(max_requests_per_minute=60, max_tokens_per_minute=600,
-                        max_concurrent_requests=8, clock=Clock())
-    # 100 tokens at 10 tokens/s: tokens bind (10 s apart), not requests (1 s apart)
-    starts = [bucket.reserve(100) for _ in range(3)]
-    assert [s - 100 for s in starts] == [0.0, 10.0, 20.0]
-    small = RateBucket(60, 600, 8, clock=Clock())
-    starts = [small.reserve(1) for _ in range(3)]  # now requests bind
-    assert [s - 100 for s in starts] == [0.0, 1.0, 2.0]
+    bucket = RateBucket(max_requests_per_minute=60, max_tokens_per_minute=600, max_concurrent_requests=8,
+                        clock=Clock())
+    # 100 tokens at 10 tokens/s: six fit the minute's 600 tokens, then one every 10 s
+    assert starts(bucket, 8, tokens=100) == [0.0] * 6 + [10.0, 20.0]
+
+
+def test_a_request_larger_than_the_whole_quota_still_goes() -> None:
+    bucket = RateBucket(None, 600, 8, clock=Clock())
+    assert starts(bucket, 2, tokens=5000) == [0.0, 60.0]
 
 
 def test_real_usage_corrects_the_token_estimate() -> None:
     bucket = RateBucket(None, 600, 8, clock=Clock())
-    bucket.reserve(100)
-    bucket.settle(estimated=100, actual=40)
-    assert bucket.reserve(1) - 100 == 4.0
+    bucket.reserve(600)
+    bucket.settle(estimated=600, actual=40)  # 560 tokens come back
+    assert starts(bucket, 1, tokens=560) == [0.0]
+    assert starts(bucket, 1, tokens=10) == [1.0]
 
 
-def test_a_pause_holds_only_its_own_bucket() -> None:
+def server(remaining: float, limit: float = 300, reset: float | None = None, window: float | None = MINUTE,
+           tokens: Quota | None = None) -> ServerLimits:
+    return ServerLimits(Quota(limit, remaining, reset, window), tokens, "test")
+
+
+def test_the_quota_the_server_reports_goes_at_once_then_its_rate() -> None:
+    bucket = RateBucket(None, None, 64, clock=Clock())
+    first = bucket.reserve(1)
+    bucket.observe(first, server(remaining=4))  # 300/min: one every 0.2 s once the 4 are spent
+    assert starts(bucket, 6) == [0.0, 0.0, 0.0, 0.0, 0.2, 0.4]
+
+
+def test_requests_reserved_after_one_are_not_in_its_reply_yet() -> None:
+    bucket = RateBucket(None, None, 64, clock=Clock())
+    first = bucket.reserve(1)
+    starts(bucket, 3)  # sent after the first: its reply's "remaining" does not count them
+    bucket.observe(first, server(remaining=5))
+    assert starts(bucket, 3) == [0.0, 0.0, 0.2]
+
+
+def test_an_older_reply_does_not_overrule_a_newer_one() -> None:
     clock = Clock()
-    limited, other = RateBucket(None, None, 8, clock=clock), RateBucket(None, None, 8, clock=clock)
-    limited.pause(2.5)
-    assert limited.reserve(1) == 102.5 and other.reserve(1) == 100.0
-    limited.pause(10**6)
-    assert limited.reserve(1) == 160.0  # Retry-After is capped
+    bucket = RateBucket(None, None, 64, clock=clock)
+    old = bucket.reserve(1)
+    clock.now += 1
+    new = bucket.reserve(1)
+    bucket.observe(new, server(remaining=0))
+    bucket.observe(old, server(remaining=250))
+    assert starts(bucket, 1) == [1.2]
+
+
+def test_the_stricter_of_the_users_limit_and_the_servers_holds() -> None:
+    strict_user = RateBucket(6, None, 64, clock=Clock())
+    strict_user.observe(strict_user.reserve(1), server(remaining=299))
+    assert starts(strict_user, 6) == [0.0] * 5 + [10.0]
+    strict_server = RateBucket(600, None, 64, clock=Clock())
+    strict_server.observe(strict_server.reserve(1), server(remaining=2, limit=60))
+    assert starts(strict_server, 4) == [0.0, 0.0, 1.0, 2.0]
+
+
+def test_a_window_of_unknown_length_waits_for_its_reset() -> None:
+    bucket = RateBucket(None, None, 64, clock=Clock())
+    bucket.observe(bucket.reserve(1), server(remaining=2, limit=20, reset=30.0, window=None))
+    assert starts(bucket, 4) == [0.0, 0.0, 30.0, 30.0]
+
+
+def test_a_server_token_quota_paces_by_tokens() -> None:
+    bucket = RateBucket(None, None, 64, clock=Clock())
+    tokens = Quota(6000, 1000, None, MINUTE)  # 100 tokens a second
+    bucket.observe(bucket.reserve(500), ServerLimits(None, tokens, "test"))
+    assert starts(bucket, 3, tokens=500) == [0.0, 0.0, 5.0]
+
+
+def test_429s_alone_teach_the_rate_the_server_lets_through() -> None:
+    clock = Clock()
+    bucket = RateBucket(None, None, 64, clock=clock)
+    for _ in range(50):  # five a second get through for ten seconds
+        clock.now += 0.2
+        bucket.reserve(1)
+        bucket.succeeded()
+    for _ in range(16):  # then 429s crowd the replies
+        bucket.told_to_wait(rate_limited=True)
+    learned = bucket.describe().learned_requests_per_second
+    assert learned is not None and 4 <= learned <= 5
+    times = starts(bucket, 3)
+    assert times[1] - times[0] == pytest.approx(1 / learned) and times[2] - times[1] == pytest.approx(1 / learned)
+    for _ in range(20):
+        bucket.succeeded()
+    assert bucket.describe().learned_requests_per_second > learned  # successes speed it back up
+
+
+def test_a_few_429s_among_successes_do_not_slow_the_bucket() -> None:
+    clock = Clock()
+    bucket = RateBucket(None, None, 64, clock=clock)
+    for i in range(200):  # 15 % refused at random, as a busy server does
+        clock.now += 0.01
+        if i % 7 == 3:
+            bucket.told_to_wait(rate_limited=True)
+        else:
+            bucket.succeeded()
+    assert bucket.describe().learned_requests_per_second is None
+    assert starts(bucket, 3) == [round(clock.now - 100, 9)] * 3  # nothing held back
+
+
+def test_429s_before_any_success_teach_no_rate() -> None:
+    bucket = RateBucket(None, None, 64, clock=Clock())
+    for _ in range(10):
+        bucket.told_to_wait(rate_limited=True)
+    assert bucket.describe().learned_requests_per_second is None
+    assert bucket.describe().rate_limited_replies == 10
+
+
+def test_a_server_that_states_its_limit_needs_no_learning() -> None:
+    clock = Clock()
+    bucket = RateBucket(None, None, 64, clock=clock)
+    bucket.observe(bucket.reserve(1), server(remaining=100))
+    bucket.succeeded()
+    clock.now += 1
+    for _ in range(10):
+        bucket.told_to_wait(rate_limited=True)
+    assert bucket.describe().learned_requests_per_second is None
 
 
 def test_token_estimate_counts_prompt_and_completion_budget() -> None:
     body = {"messages": [{"role": "user", "content": "x" * 40}], "max_tokens": 100, "n": 2}
     assert estimate_request_tokens(body) == 4 + 10 + 200
     assert estimate_request_tokens({"prompt": "abcd", "options": {"num_predict": 5}}) == 6
+
+
+def test_the_report_shows_every_bucket_without_its_key() -> None:
+    bucket = RateBucket(60, None, 8, clock=Clock())
+    bucket.observe(bucket.reserve(1), server(remaining=299))
+    text = str(bucket.describe())
+    assert text == "yours: 60 req/min, 8 at once · server: 300 req/min (299 left)"
+    assert all(a <= b for a, b in itertools.pairwise(starts(bucket, 5)))
