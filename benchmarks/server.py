@@ -1,18 +1,25 @@
-"""A fast OpenAI-compatible echo server on 127.0.0.1 (aiohttp.web), for benchmarks.
+"""A fast OpenAI-compatible echo server on 127.0.0.1 (aiohttp.web), for benchmarks and tests.
 
-``POST /v1/chat/completions`` replies ``"Echo: <last user message>"``; ``GET /stats``
-reports what it saw; ``POST /reset`` zeroes it. Options add latency and faults::
+``POST /v1/chat/completions`` (and Anthropic's ``/v1/messages``) replies ``"Echo: <last
+user message>"``; ``GET /stats`` reports what it saw; ``POST /reset`` zeroes it. Options
+add latency, faults and rate limits::
 
     python benchmarks/server.py --port 8765 --latency 0.05 --p429 0.1 --p500 0.05
+    python benchmarks/server.py --rpm 300 --dialect openai
 
-Faults are drawn per request from a seeded generator: 429 with ``Retry-After``, 500,
-a dropped connection (closed without a reply) and a 200 whose body is not JSON.
+Faults are drawn per request from a seeded generator: 429 with ``Retry-After``, 503 with
+``Retry-After``, 500, a dropped connection and a 200 whose body is not JSON. Rate limits are
+what real providers run: a token bucket per key (``--rpm`` requests or ``--tpm`` tokens a
+minute; a minute's quota may go at once), 429 with ``retry-after`` past it, and the
+provider's rate-limit headers on every reply (``--dialect``; ``none`` sends no header at all,
+not even ``retry-after``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import random
 import time
 from collections import Counter
@@ -24,6 +31,7 @@ from aiohttp import web
 @dataclass
 class Faults:
     p429: float = 0.0
+    p503: float = 0.0
     p500: float = 0.0
     pdrop: float = 0.0
     pmalformed: float = 0.0
@@ -36,7 +44,8 @@ class Faults:
 
     def draw(self) -> str:
         x = self.rng.random()
-        for name, p in (("429", self.p429), ("500", self.p500), ("drop", self.pdrop), ("malformed", self.pmalformed)):
+        for name, p in (("429", self.p429), ("503", self.p503), ("500", self.p500), ("drop", self.pdrop),
+                        ("malformed", self.pmalformed)):
             if x < p:
                 return name
             x -= p
@@ -53,6 +62,8 @@ class Stats:
         self.peak_concurrency = 0
         self.statuses: Counter[str] = Counter()
         self.arrivals: list[float] = []
+        self.granted: list[tuple[float, float]] = []  # (monotonic time, cost) of each request let through
+        self.rejected: list[tuple[float, float]] = []  # (monotonic time, cost) of each 429 the limit sent
 
     def as_dict(self, arrivals: bool) -> dict[str, object]:
         data: dict[str, object] = {
@@ -61,11 +72,64 @@ class Stats:
             "statuses": dict(self.statuses),
         }
         if arrivals:
-            data["arrivals"] = self.arrivals
+            data |= {"arrivals": self.arrivals, "granted": self.granted, "rejected": self.rejected}
         return data
 
 
-def make_app(latency: float, faults: Faults) -> web.Application:
+class Limit:
+    """A provider's rate limit: a token bucket per key, refilled at ``per_minute / 60`` a second."""
+
+    def __init__(self, per_minute: float, unit: str, burst: float | None, dialect: str) -> None:
+        self.unit, self.dialect = unit, dialect
+        self.rate = per_minute / 60
+        self.per_minute = per_minute
+        # Together states its limits per second, so its bucket holds a second's quota.
+        self.capacity = burst or (self.rate if dialect == "together" else per_minute)
+        self._levels: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str, cost: float) -> tuple[bool, float, float]:
+        """Spend ``cost`` for ``key`` if it is there: (granted, remaining, seconds until whole)."""
+        now = time.monotonic()
+        level, then = self._levels.get(key, (self.capacity, now))
+        level = min(self.capacity, level + (now - then) * self.rate)
+        granted = level >= min(cost, self.capacity)
+        if granted:
+            level -= cost
+        self._levels[key] = (level, now)
+        return granted, level, max(self.capacity - level, 0.0) / self.rate
+
+    def headers(self, remaining: float, full_in: float, wait: float | None) -> dict[str, str]:
+        shown = max(int(remaining), 0)
+        unit = self.unit
+        if self.dialect == "openai":
+            headers = {f"x-ratelimit-limit-{unit}": f"{self.per_minute:g}",
+                       f"x-ratelimit-remaining-{unit}": str(shown),
+                       f"x-ratelimit-reset-{unit}": f"{full_in:.3f}s"}
+        elif self.dialect == "anthropic":
+            reset = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=full_in)
+            headers = {f"anthropic-ratelimit-{unit}-limit": f"{self.per_minute:g}",
+                       f"anthropic-ratelimit-{unit}-remaining": str(shown),
+                       f"anthropic-ratelimit-{unit}-reset": reset.isoformat().replace("+00:00", "Z")}
+        elif self.dialect == "together":
+            prefix = "x-tokenlimit" if self.unit == "tokens" else "x-ratelimit"
+            headers = {f"{prefix}-limit": f"{self.capacity:g}", f"{prefix}-remaining": str(shown),
+                       f"{prefix}-reset": f"{full_in:.3f}"}
+        else:
+            return {}
+        if wait is not None:
+            headers |= {"retry-after-ms": str(max(int(wait * 1000), 1)), "retry-after": str(max(round(wait), 1))}
+        return headers
+
+
+def _cost(body: dict, unit: str) -> float:
+    """What a request costs against the limit: 1, or its prompt and completion budget in tokens."""
+    if unit == "requests":
+        return 1.0
+    prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+    return prompt // 4 + 1 + int(body.get("max_tokens") or 16)
+
+
+def make_app(latency: float, faults: Faults, limit: Limit | None = None) -> web.Application:
     stats = Stats()
 
     async def completions(request: web.Request) -> web.StreamResponse:
@@ -75,12 +139,26 @@ def make_app(latency: float, faults: Faults) -> web.Application:
         stats.peak_concurrency = max(stats.peak_concurrency, stats.active)
         try:
             body = await request.json()
+            limited: dict[str, str] = {}
+            if limit is not None:
+                key = request.headers.get("Authorization") or request.headers.get("x-api-key", "")
+                cost = _cost(body, limit.unit)
+                granted, remaining, full_in = limit.take(key, cost)
+                if not granted:
+                    stats.statuses["429"] += 1
+                    stats.rejected.append((time.monotonic(), cost))
+                    wait = (min(cost, limit.capacity) - remaining) / limit.rate
+                    return web.json_response({"error": {"message": f"rate limit: {limit.per_minute:g} "
+                                                        f"{limit.unit}/min"}},
+                                             status=429, headers=limit.headers(remaining, full_in, wait))
+                stats.granted.append((time.monotonic(), cost))
+                limited = limit.headers(remaining, full_in, None)
             if latency:
                 await asyncio.sleep(latency)
             fault = faults.draw()
             stats.statuses[fault] += 1
-            if fault == "429":
-                return web.json_response({"error": {"message": "rate limited"}}, status=429,
+            if fault in ("429", "503"):
+                return web.json_response({"error": {"message": "busy"}}, status=int(fault),
                                          headers={"Retry-After": f"{faults.retry_after:g}"})
             if fault == "500":
                 return web.json_response({"error": {"message": "server error"}}, status=500)
@@ -90,7 +168,8 @@ def make_app(latency: float, faults: Faults) -> web.Application:
                 raise ConnectionResetError("dropped on purpose")
             if fault == "malformed":
                 return web.Response(text='{"choices": [', content_type="application/json")
-            return web.json_response(_reply(body))
+            anthropic = request.path.endswith("/messages")
+            return web.json_response(_anthropic_reply(body) if anthropic else _reply(body), headers=limited)
         finally:
             stats.active -= 1
 
@@ -103,6 +182,7 @@ def make_app(latency: float, faults: Faults) -> web.Application:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)
+    app.router.add_post("/v1/messages", completions)
     app.router.add_get("/stats", get_stats)
     app.router.add_post("/reset", reset)
     return app
@@ -124,19 +204,37 @@ def _reply(body: dict) -> dict:
     }
 
 
+def _anthropic_reply(body: dict) -> dict:
+    openai = _reply(body)
+    usage = openai["usage"]
+    return {"id": "msg_bench", "type": "message", "role": "assistant", "model": openai["model"],
+            "content": [{"type": "text", "text": openai["choices"][0]["message"]["content"]}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"]}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
     parser.add_argument("--p429", type=float, default=0.0, help="share of requests answered 429")
     parser.add_argument("--retry-after", type=float, default=0.0, help="Retry-After seconds sent with a 429")
+    parser.add_argument("--p503", type=float, default=0.0, help="share answered 503 (with Retry-After)")
     parser.add_argument("--p500", type=float, default=0.0, help="share answered 500")
     parser.add_argument("--pdrop", type=float, default=0.0, help="share whose connection is dropped")
     parser.add_argument("--pmalformed", type=float, default=0.0, help="share answered with a body that is not JSON")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rpm", type=float, help="requests a minute, per key (a token bucket)")
+    parser.add_argument("--tpm", type=float, help="tokens a minute, per key (prompt + max_tokens, at arrival)")
+    parser.add_argument("--burst", type=float, help="the bucket's size (default: a minute's quota)")
+    parser.add_argument("--dialect", choices=["openai", "anthropic", "together", "none"], default="openai",
+                        help="the rate-limit headers sent (none: no header, not even retry-after)")
     args = parser.parse_args()
-    faults = Faults(args.p429, args.p500, args.pdrop, args.pmalformed, args.retry_after, args.seed)
-    app = make_app(args.latency, faults)
+    faults = Faults(args.p429, args.p503, args.p500, args.pdrop, args.pmalformed, args.retry_after, args.seed)
+    limit = None
+    if args.rpm or args.tpm:
+        limit = Limit(args.rpm or args.tpm, "requests" if args.rpm else "tokens", args.burst, args.dialect)
+    app = make_app(args.latency, faults, limit)
     try:  # the server shares the machine with the client: the faster it is, the less it gets in the way
         import uvloop
 

@@ -4,52 +4,26 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+from .bench_server import BENCH, serve, server_stats
+
 OPTIONAL = {"openai": "openai", "httpx_aiohttp": "httpx_aiohttp", "dataformer_0.0.2": "dataformer"}
-
-
-def _serve(*options: str) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(BENCH / "server.py"), "--port", str(port), *options],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and "serving on" in proc.stdout.readline()  # printed before it listens
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            _stats(url)
-            break
-        except OSError:
-            time.sleep(0.05)  # the port opens a moment after the line is printed
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-def _stats(url: str) -> dict:
-    with urllib.request.urlopen(f"{url}/stats", timeout=5) as reply:
-        return json.load(reply)
 
 
 @pytest.fixture(scope="module")
 def bench_server() -> Iterator[str]:
-    yield from _serve()
+    yield from serve()
 
 
 @pytest.fixture(scope="module")
 def faulty_server() -> Iterator[str]:
-    yield from _serve("--p429", "0.1", "--p500", "0.05", "--pdrop", "0.05", "--pmalformed", "0.05", "--seed", "7")
+    yield from serve("--p429", "0.1", "--p500", "0.05", "--pdrop", "0.05", "--pmalformed", "0.05", "--seed", "7")
 
 
 def _client(name: str, url: str, n: int, *options: str) -> dict:
@@ -63,24 +37,24 @@ def _client(name: str, url: str, n: int, *options: str) -> dict:
 def test_every_client_gets_every_echo_right(bench_server: str, name: str, tmp_path: Path) -> None:
     if name in OPTIONAL and importlib.util.find_spec(OPTIONAL[name]) is None:
         pytest.skip(f'{name} is not installed (pip install -e ".[bench]")')
-    before = _stats(bench_server)["requests"]
+    before = server_stats(bench_server)["requests"]
     result = _client(name, bench_server, 30, "--cache-dir", str(tmp_path / "c"))
     assert result["correct"] == 30 and result["cpu_s"] > 0 and result["rss_mb"] > 0
-    assert _stats(bench_server)["requests"] - before == 30
+    assert server_stats(bench_server)["requests"] - before == 30
 
 
 def test_warm_run_and_diskcache_floor_read_what_the_cold_run_stored(bench_server: str, tmp_path: Path) -> None:
     options = ("--cache", "on", "--cache-dir", str(tmp_path / "c"))
-    before = _stats(bench_server)["requests"]
+    before = server_stats(bench_server)["requests"]
     assert _client("dataformer_nb", bench_server, 40, *options)["correct"] == 40
     assert _client("dataformer_nb", bench_server, 40, *options)["correct"] == 40
     assert _client("diskcache_get", bench_server, 40, *options)["correct"] == 40
-    assert _stats(bench_server)["requests"] - before == 40  # the warm run sent nothing
+    assert server_stats(bench_server)["requests"] - before == 40  # the warm run sent nothing
 
 
 def test_dataformer_nb_recovers_from_every_fault_the_server_injects(faulty_server: str) -> None:
     result = _client("dataformer_nb", faulty_server, 80, "--max-attempts", "12")
-    stats = _stats(faulty_server)
+    stats = server_stats(faulty_server)
     assert result["correct"] == 80
     assert stats["statuses"]["ok"] == 80 and stats["requests"] == sum(stats["statuses"].values())
     assert {"429", "500", "drop", "malformed"} <= set(stats["statuses"])
