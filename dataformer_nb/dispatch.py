@@ -342,7 +342,7 @@ class Dispatcher:
         if 200 <= status < 300:
             try:
                 data = _STRICT_JSON.decode(reply.content.decode())
-                response = to_openai(route.provider.style, self._gen_type, data)
+                response = to_openai(route.style, self._gen_type, data)
                 check_reply(self._gen_type, response)
             except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
                 # Retried like any malformed reply, and never cached.

@@ -59,6 +59,8 @@ def estimate_request_tokens(body: Mapping[str, Any]) -> int:
     if "messages" in body:
         prompt = sum(4 + _content_tokens(m.get("content")) for m in body["messages"])
         prompt += _content_tokens(body.get("system"))
+    elif "input" in body:  # embeddings: the input is all there is
+        return _content_tokens(body["input"])
     else:
         prompt = _content_tokens(body.get("prompt"))
     options = body.get("options") or {}
@@ -112,6 +114,13 @@ class _TokenBucket:
     def refund(self, cost: float) -> None:
         if self.level is not None:
             self.level += cost
+
+
+def _users_bucket(per_minute: float | None, per_second: bool, smallest: float = 0.0) -> _TokenBucket | None:
+    """A user's limit: a bucket holding a minute's quota, or a second's (dataformer's ``max_rps``)."""
+    if not per_minute:
+        return None
+    return _TokenBucket(max(per_minute / 60, smallest) if per_second else per_minute, per_minute / 60)
 
 
 class _ServerQuota(_TokenBucket):
@@ -201,14 +210,13 @@ class RateBucket:
         max_tokens_per_minute: float | None,
         max_concurrent_requests: int,
         clock: Callable[[], float] = time.monotonic,
+        per_second: bool = False,
     ) -> None:
         self.max_concurrent_requests = max_concurrent_requests
         self.max_requests_per_minute = max_requests_per_minute
         self.max_tokens_per_minute = max_tokens_per_minute
-        self._requests = _TokenBucket(max_requests_per_minute, max_requests_per_minute / 60) \
-            if max_requests_per_minute else None
-        self._tokens = _TokenBucket(max_tokens_per_minute, max_tokens_per_minute / 60) \
-            if max_tokens_per_minute else None
+        self._requests = _users_bucket(max_requests_per_minute, per_second, smallest=1.0)
+        self._tokens = _users_bucket(max_tokens_per_minute, per_second)
         self._server_requests = _ServerQuota()
         self._server_tokens = _ServerQuota()
         self._learned = _LearnedRate()
@@ -325,14 +333,16 @@ class RateLimiter:
         max_requests_per_minute: float | None,
         max_tokens_per_minute: float | None,
         max_concurrent_requests: int,
+        per_second: bool = False,
     ) -> None:
         self._limits = (max_requests_per_minute, max_tokens_per_minute, max_concurrent_requests)
+        self._per_second = per_second
         self._buckets: dict[tuple[str, str], RateBucket] = {}
 
     def bucket(self, endpoint: str, key_fingerprint: str) -> RateBucket:
         key = (endpoint, key_fingerprint)
         if key not in self._buckets:
-            self._buckets[key] = RateBucket(*self._limits)
+            self._buckets[key] = RateBucket(*self._limits, per_second=self._per_second)
         return self._buckets[key]
 
     def report(self) -> LimitsReport:

@@ -7,9 +7,12 @@ and return the results in request order.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import numbers
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,8 +23,15 @@ from .cache import ClearReport, ResponseCache, normalize_project
 from .dispatch import DEFAULT_MAX_WAIT, Batch, CacheWriter, Dispatcher, TransportChoice
 from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError
 from .limits import LimitsReport, RateLimiter
-from .prepare import Preparer, Target, Unit, check_key, group, optional_str
-from .providers import GenType, check_url, get_provider, response_text
+from .prepare import Preparer, Target, Unit, by_key, check_key, optional_str
+from .providers import (
+    GenType,
+    check_url,
+    embedding_gen_type,
+    get_provider,
+    provider_for_url,
+    response_text,
+)
 from .results import GenerationResult, GenerationSummary, Results
 from .settings import (
     CACHE_DIR_ENV,
@@ -35,6 +45,7 @@ from .settings import (
 from .transport import DEFAULT_MAX_REPLY_BYTES
 
 DEFAULT_MAX_CONCURRENT_REQUESTS = 64
+_log = logging.getLogger("dataformer_nb")
 MIN_RPM = 1 / 60  # one request an hour
 MIN_TPM = 1.0
 
@@ -49,7 +60,7 @@ class AsyncLLM:
 
     def __init__(
         self,
-        api_provider: str = DEFAULT_PROVIDER,
+        api_provider: str | None = DEFAULT_PROVIDER,
         model: str | None = None,
         api_key: str | None = None,
         url: str | None = None,
@@ -57,8 +68,11 @@ class AsyncLLM:
         max_requests_per_minute: float | None = None,
         max_tokens_per_minute: float | None = None,
         max_concurrent_requests: int | None = None,
+        max_rps: bool = False,
         max_attempts: int = 5,
-        gen_type: GenType = "chat",
+        token_encoding_name: str | None = None,
+        logging_level: int | str | None = None,
+        gen_type: GenType | None = None,
         project_name: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         *,
@@ -70,23 +84,35 @@ class AsyncLLM:
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
         max_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
-        self.api_provider = get_provider(api_provider).name
+        # The positional order is dataformer 0.0.2's, so its code runs unchanged (README, "Coming from dataformer").
+        self.url = None if url is None or url == "" else check_url(url)  # dataformer's default url is ""
+        self.api_provider = get_provider(provider_for_url(self.url, DEFAULT_PROVIDER) if api_provider is None
+                                         else api_provider).name
         self.model = optional_str(model, "model")
         key = check_key(api_key, "api_key")
         self._api_key = None if key is None else Secret(key)
-        self.url = None if url is None else check_url(url)
         if sampling_params is not None and not isinstance(sampling_params, Mapping):
             raise ConfigurationError(
                 f"sampling_params={sampling_params!r} must be a dict such as {{'temperature': 0.7}}"
             )
         self.sampling_params = dict(sampling_params or {})
+        if not isinstance(max_rps, bool):
+            raise ConfigurationError(f"max_rps={max_rps!r} must be True (pace per second, no burst) or False")
+        self.max_rps = max_rps
+        # Accepted for dataformer's code: token estimates here need no tokenizer (nothing to download).
+        self.token_encoding_name = token_encoding_name
+        self.logging_level = logging_level
+        if logging_level is not None:
+            _show_log_lines(logging_level)
         self.max_requests_per_minute = _rate(max_requests_per_minute, "max_requests_per_minute", MIN_RPM)
         self.max_tokens_per_minute = _rate(max_tokens_per_minute, "max_tokens_per_minute", MIN_TPM)
         self.max_concurrent_requests = int(_positive(max_concurrent_requests, "max_concurrent_requests", integer=True)
                                            or DEFAULT_MAX_CONCURRENT_REQUESTS)
         self.max_attempts = int(_positive(max_attempts, "max_attempts", integer=True, none_means=None))  # type: ignore[arg-type]
-        if gen_type not in ("chat", "text"):
-            raise ConfigurationError(f"gen_type={gen_type!r} must be 'chat' or 'text'")
+        if gen_type is None:  # an embeddings URL says what it serves
+            gen_type = "embedding" if embedding_gen_type(self.url) else "chat"
+        if gen_type not in ("chat", "text", "embedding"):
+            raise ConfigurationError(f"gen_type={gen_type!r} must be 'chat', 'text' or 'embedding'")
         self.gen_type: GenType = gen_type
         self.project_name = normalize_project(resolve(PROJECT_ENV, project_name or None, DEFAULT_PROJECT))
         self.cache_dir = os.fspath(resolve(CACHE_DIR_ENV, cache_dir or None, DEFAULT_CACHE_DIR))
@@ -108,8 +134,13 @@ class AsyncLLM:
         self.last_summary: GenerationSummary | None = None
         self.last_results: Results | None = None  # also after a failed write or an interrupt
         self._limiter = RateLimiter(self.max_requests_per_minute, self.max_tokens_per_minute,
-                                    self.max_concurrent_requests)
+                                    self.max_concurrent_requests, per_second=self.max_rps)
         self._cache: ResponseCache | None = None
+
+    @property
+    def api_key(self) -> Secret | None:
+        """The key passed as ``api_key=`` (shown as ``***``; ``.reveal()`` gives it), or None."""
+        return self._api_key
 
     def __repr__(self) -> str:
         return (f"AsyncLLM(api_provider={self.api_provider!r}, model={self.model!r}, "
@@ -137,19 +168,24 @@ class AsyncLLM:
 
         return CachePanel(self.cache)
 
-    def cache_key(self, request: Mapping[str, Any], cache_vars: Mapping[str, Any] | None = None) -> str:
-        """The key under which ``request``'s response is (or would be) cached."""
-        return self._preparer(cache_vars).prepare(0, request).cache_key
+    def cache_key(self, request: Mapping[str, Any], cache_vars: Mapping[str, Any] | None = None,
+                  sample: int = 0) -> str:
+        """The key under which ``request``'s response is (or would be) cached; ``sample=k`` gives the
+        key of its k-th repeat in one batch (each repeat is a sample of its own)."""
+        preparer = self._preparer(cache_vars)
+        unit = preparer.prepare(0, request)
+        return preparer.sample_key(unit, sample) if sample else unit.cache_key
 
     # Generating
 
     def generate(
         self,
         request_list: Sequence[Mapping[str, Any]],
+        cache_vars: Mapping[str, Any] | None = None,
+        task_id_generator: Any = None,
+        use_cache: bool = True,
         project_name: str | None = None,
         clear_project_cache: str | Sequence[str] | None = None,
-        use_cache: bool = True,
-        cache_vars: Mapping[str, Any] | None = None,
         *,
         progress_label: str = "generate",
     ) -> Results:
@@ -157,22 +193,30 @@ class AsyncLLM:
 
         Synchronous everywhere: in a script, and inside a running event loop (Jupyter),
         where the batch runs on its own loop in a worker thread while the caller waits.
+        The positional order is dataformer 0.0.2's; ``task_id_generator`` is accepted for its
+        code and unused (results come back in request order, which is what its ids were for).
         ``progress_label`` names the run on its progress bar.
         """
-        return run_sync(self.agenerate(request_list, project_name, clear_project_cache, use_cache, cache_vars,
-                                       progress_label=progress_label))
+        return run_sync(self.agenerate(request_list, cache_vars, task_id_generator, use_cache, project_name,
+                                       clear_project_cache, progress_label=progress_label))
 
     async def agenerate(
         self,
         request_list: Sequence[Mapping[str, Any]],
+        cache_vars: Mapping[str, Any] | None = None,
+        task_id_generator: Any = None,
+        use_cache: bool = True,
         project_name: str | None = None,
         clear_project_cache: str | Sequence[str] | None = None,
-        use_cache: bool = True,
-        cache_vars: Mapping[str, Any] | None = None,
         *,
         progress_label: str = "generate",
     ) -> Results:
         """The async twin of :meth:`generate`, for ``await`` in async code."""
+        if isinstance(cache_vars, str):  # generate(requests, "Questions"): the order before 0.2
+            raise ConfigurationError(
+                f"generate's second argument is cache_vars (dataformer's order), not the project: "
+                f"pass project_name={cache_vars!r} by keyword"
+            )
         project = normalize_project(project_name) if project_name is not None else self.project_name
         if not isinstance(request_list, (list, tuple)):
             raise InvalidRequestError(
@@ -181,7 +225,7 @@ class AsyncLLM:
             )
         with gc_paused():
             preparer = self._preparer(cache_vars)
-            units = group([preparer.prepare(i, r) for i, r in enumerate(request_list)], dedupe=use_cache)
+            units = by_key([preparer.prepare(i, r) for i, r in enumerate(request_list)], preparer)
             self._check_keys(units, clear_project_cache is not None, use_cache)
             if clear_project_cache is not None:
                 self._say(str(self.cache.clear(clear_project_cache)))
@@ -211,6 +255,8 @@ class AsyncLLM:
         self.last_summary = summary
         self._say(str(summary))
         self.last_results = batch.results()
+        if task_id_generator is not None:
+            return _threaded(task_id_generator, self.last_results, use_cache)
         return self.last_results
 
     def _preparer(self, cache_vars: Mapping[str, Any] | None) -> Preparer:
@@ -226,8 +272,44 @@ class AsyncLLM:
                 raise error
 
     def _say(self, text: str) -> None:
-        if self.verbose:
+        _log.info(text)
+        if self.verbose and self.logging_level is None:  # with logging_level=, the log line is the one shown
             print(f"dataformer_nb: {text}")
+
+
+# What the calls that shared a task_id_generator returned, by generator (see _threaded).
+_THREADS: weakref.WeakKeyDictionary[Any, list[GenerationResult]] = weakref.WeakKeyDictionary()
+
+
+def _threaded(task_id_generator: Any, results: Results, use_cache: bool) -> Results:
+    """dataformer's thread of calls: each request takes the generator's next id, and with the
+    cache on, a call returns the results of the earlier calls that passed the same generator,
+    then its own, in id order. Its EvolInstruct and EvolQuality read their answer at
+    ``response[k]`` on the k-th call so; a fresh generator (its scorers) gives one call's results."""
+    for _ in results:
+        with contextlib.suppress(StopIteration, TypeError):
+            next(task_id_generator)
+    if not use_cache:
+        return results
+    try:
+        earlier = _THREADS.setdefault(task_id_generator, [])
+    except TypeError:  # not weak-referenceable: an id source we cannot thread calls with
+        return results
+    earlier.extend(results)
+    return Results(list(earlier), results.summary)
+
+
+def _show_log_lines(level: int | str) -> None:
+    """Show the ``dataformer_nb`` logger's lines (summaries, retries, waits) from ``level`` up,
+    as dataformer's ``logging_level=`` did, without reconfiguring the root logger as it did."""
+    logger = logging.getLogger("dataformer_nb")
+    try:
+        logger.setLevel(level)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"logging_level={level!r} is not a logging level ({exc}): pass e.g. "
+                                 "logging.INFO or 'WARNING'") from None
+    if not any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
+        logger.addHandler(logging.StreamHandler())
 
 
 def _is_number(value: Any) -> bool:

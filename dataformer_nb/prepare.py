@@ -24,6 +24,7 @@ from .providers import (
     ECHO_BASE_URL,
     GenType,
     Provider,
+    Style,
     auth_headers,
     build_body,
     check_url,
@@ -31,6 +32,7 @@ from .providers import (
     get_provider,
     resolve_api_key,
     split_credentials,
+    wire_style,
 )
 from .settings import Secret, environment
 
@@ -54,6 +56,7 @@ class Route:
     """Where requests with one (provider, url, key, model) go, and the key's fate."""
 
     provider: Provider
+    style: Style  # the wire format: the endpoint's, which may differ from the provider's (Ollama's /v1)
     endpoint: str
     model: str
     name: str  # what messages call the server: the provider, or the host of a url= server
@@ -120,13 +123,17 @@ class Preparer:
             ) from None
         return Unit(route, request, key, [index])
 
+    def sample_key(self, unit: Unit, sample: int) -> str:
+        """The cache key of the ``sample``-th copy of ``unit``'s request (see cachekey)."""
+        return unit.route.keys.key(self.body(unit.request, unit.route, unit.indices[0]), sample)
+
     def body(self, request: Mapping[str, Any], route: Route, index: int) -> dict[str, Any]:
         """The JSON body ``request`` is sent as."""
         payload = {k: v for k, v in request.items() if k not in ROUTING_KEYS}
         for k, v in self._sampling_params.items():
             payload.setdefault(k, v)
         check_prompt(payload, self._gen_type, index)
-        return build_body(route.provider.style, self._gen_type, payload, route.model)
+        return build_body(route.style, self._gen_type, payload, route.model)
 
     def _route_of(self, index: int, request: Mapping[str, Any]) -> Route:
         get = request.get
@@ -164,7 +171,8 @@ class Preparer:
             error = None
         except MissingAPIKeyError as exc:
             key, source, error = None, provider.key_env or "api_key=", exc
-        headers = {"Content-Type": "application/json", **auth_headers(provider, key)}
+        style = wire_style(provider, endpoint)
+        headers = {"Content-Type": "application/json", **auth_headers(provider, style, key)}
         if credentials is not None:
             if key:
                 raise ConfigurationError(
@@ -176,23 +184,35 @@ class Preparer:
         fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else ""
         bucket = self._limiter.bucket(endpoint, fingerprint)
         name = provider.name if url is None else urlsplit(endpoint).netloc
-        return Route(provider, endpoint, model, name, headers, Secret(key) if key else None, source, error, bucket,
-                     KeyMaker(given, model, self._cache_vars))
+        return Route(provider, style, endpoint, model, name, headers, Secret(key) if key else None, source, error,
+                     bucket, KeyMaker(given, model, self._cache_vars))
 
 
-def group(units: list[Unit], dedupe: bool) -> dict[str, Unit]:
-    """Distinct requests by cache key (every slot its own unit when not deduplicating)."""
+def by_key(units: list[Unit], preparer: Preparer) -> dict[str, Unit]:
+    """The units by cache key, the k-th copy (k >= 1) of an identical request under a key of its
+    own: repeating a request is how a batch asks for several samples. The first copy keeps the
+    key it always had."""
     distinct: dict[str, Unit] = {}
+    seen: dict[str, int] = {}
     for unit in units:
-        key = unit.cache_key if dedupe else f"{unit.cache_key}#{unit.indices[0]}"
-        if key in distinct:
-            distinct[key].indices.extend(unit.indices)
-        else:
-            distinct[key] = unit
+        k = seen.get(unit.cache_key, 0)
+        seen[unit.cache_key] = k + 1
+        if k:
+            unit.cache_key = preparer.sample_key(unit, k)
+        distinct[unit.cache_key] = unit
     return distinct
 
 
 def check_prompt(payload: Mapping[str, Any], gen_type: GenType, index: int) -> None:
+    if gen_type == "embedding":
+        text = payload.get("input")
+        if not isinstance(text, str) and not (isinstance(text, list) and text and
+                                              all(isinstance(p, (str, int, list)) for p in text)):
+            raise InvalidRequestError(
+                f"request_list[{index}] needs an 'input' (a string or a list of strings) for embeddings, "
+                "such as {'input': 'some text'}"
+            )
+        return
     if gen_type == "text":
         prompt = payload.get("prompt")
         if not isinstance(prompt, str) and not (isinstance(prompt, list) and prompt and

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigurationError, MissingAPIKeyError, UnknownProviderError
 
-GenType = Literal["chat", "text"]
+GenType = Literal["chat", "text", "embedding"]
 Style = Literal["openai", "anthropic", "ollama"]
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -24,11 +24,17 @@ ANTHROPIC_DEFAULT_MAX_TOKENS = 1024
 ECHO_BASE_URL = "http://echo.dataformer.invalid/v1"
 
 _PATHS: dict[Style, dict[str, str]] = {
-    "openai": {"chat": "/chat/completions", "text": "/completions"},
+    "openai": {"chat": "/chat/completions", "text": "/completions", "embedding": "/embeddings"},
     "anthropic": {"chat": "/messages", "text": "/messages"},
-    "ollama": {"chat": "/api/chat", "text": "/api/generate"},
+    "ollama": {"chat": "/api/chat", "text": "/api/generate", "embedding": "/api/embed"},
 }
-_ENDPOINT_SUFFIXES = ("/chat/completions", "/completions", "/messages", "/api/chat", "/api/generate")
+# What an endpoint's path ends with says which wire format it speaks, whatever the provider.
+_SUFFIX_STYLES: dict[str, Style] = {
+    "/chat/completions": "openai", "/completions": "openai", "/embeddings": "openai",
+    "/messages": "anthropic", "/api/chat": "ollama", "/api/generate": "ollama", "/api/embed": "ollama",
+}
+_ENDPOINT_SUFFIXES = tuple(_SUFFIX_STYLES)
+EMBEDDING_SUFFIXES = ("/embeddings", "/api/embed")
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,17 @@ def get_provider(name: object) -> Provider:
     return PROVIDERS[name.strip().lower()]
 
 
+def provider_for_url(url: str | None, default: str) -> str:
+    """The provider whose host ``url`` names (``api.groq.com`` is groq), else ``default``: any
+    other server is taken as OpenAI-compatible (vLLM, llama.cpp, LM Studio)."""
+    if url:
+        host = urlsplit(url).netloc.rpartition("@")[2]
+        for provider in PROVIDERS.values():
+            if urlsplit(provider.base_url).netloc == host:
+                return provider.name
+    return default
+
+
 def check_url(url: object, source: str = "url") -> str:
     """``url`` if it is an http(s) URL with a host, else a ConfigurationError naming ``source``."""
     parts = urlsplit(url) if isinstance(url, str) else None
@@ -116,6 +133,21 @@ def hide_credentials(url: str) -> str:
     return parts._replace(netloc=f"{user}{':***' if colon else ''}@{host}").geturl()
 
 
+def wire_style(provider: Provider, url: str | None) -> Style:
+    """The wire format spoken at ``url``: the URL decides, then the provider. An endpoint's path
+    names its format (``/v1/chat/completions`` is OpenAI's, ``/api/chat`` Ollama's own), and a
+    ``/v1`` base URL is OpenAI-compatible whatever the provider (Ollama's, vLLM's, LM Studio's)."""
+    if url is None:
+        return provider.style
+    path = urlsplit(url).path.rstrip("/")
+    for suffix, style in _SUFFIX_STYLES.items():
+        if path.endswith(suffix):
+            return style
+    if provider.style == "ollama" and "/v1" in path:
+        return "openai"
+    return provider.style
+
+
 def endpoint_url(provider: Provider, gen_type: GenType, url: str | None, env: Mapping[str, str]) -> str:
     """The URL a request is POSTed to.
 
@@ -124,17 +156,21 @@ def endpoint_url(provider: Provider, gen_type: GenType, url: str | None, env: Ma
     """
     if url is None:
         url = check_url(provider.base(env), provider.base_url_env)
+    style = wire_style(provider, url)
     if "?" in url or "#" in url:  # the path goes before the query (api-version=...), not after it
         parts = urlsplit(url)
-        return parts._replace(path=_endpoint_path(parts.path, provider, gen_type)).geturl()
-    return _endpoint_path(url, provider, gen_type)  # as 0.1.0 did: the URL is part of every cache key
+        return parts._replace(path=_endpoint_path(parts.path, style, gen_type)).geturl()
+    return _endpoint_path(url, style, gen_type)  # as 0.1.0 did: the URL is part of every cache key
 
 
-def _endpoint_path(base: str, provider: Provider, gen_type: GenType) -> str:
+def _endpoint_path(base: str, style: Style, gen_type: GenType) -> str:
     stripped = base.rstrip("/")
     if stripped.endswith(_ENDPOINT_SUFFIXES):
         return stripped
-    return stripped + _PATHS[provider.style][gen_type]
+    if gen_type not in _PATHS[style]:
+        raise ConfigurationError(f"gen_type={gen_type!r} is not offered by {style}-style servers: "
+                                 "use an OpenAI-compatible url= (.../v1) for embeddings")
+    return stripped + _PATHS[style][gen_type]
 
 
 def resolve_api_key(
@@ -160,10 +196,10 @@ def resolve_api_key(
     return key or None, source
 
 
-def auth_headers(provider: Provider, key: str | None) -> dict[str, str]:
+def auth_headers(provider: Provider, style: Style, key: str | None) -> dict[str, str]:
     headers = dict(provider.extra_headers)
     if key:
-        if provider.style == "anthropic":
+        if style == "anthropic":
             headers["x-api-key"] = key
         else:
             headers["Authorization"] = f"Bearer {key}"
@@ -179,6 +215,11 @@ def build_body(style: Style, gen_type: GenType, payload: dict[str, Any], model: 
         return _ollama_body(gen_type, payload, model)
     payload["model"] = model
     return payload
+
+
+def embedding_gen_type(url: str | None) -> bool:
+    """Whether ``url`` is an embeddings endpoint (``/embeddings``, Ollama's ``/api/embed``)."""
+    return url is not None and urlsplit(url).path.rstrip("/").endswith(EMBEDDING_SUFFIXES)
 
 
 def _anthropic_body(gen_type: GenType, payload: Mapping[str, Any], model: str) -> dict[str, Any]:
@@ -232,6 +273,12 @@ def to_openai(style: Style, gen_type: GenType, data: Any) -> dict[str, Any]:
         return _openai_shape(gen_type, data.get("id", ""), data.get("model", ""), text,
                              finish.get(data.get("stop_reason"), data.get("stop_reason")),
                              usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+    if style == "ollama" and gen_type == "embedding":
+        vectors = data["embeddings"]
+        tokens = data.get("prompt_eval_count", 0)
+        return {"object": "list", "model": data.get("model", ""),
+                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
     if style == "ollama":
         text = data["message"]["content"] if gen_type == "chat" else data["response"]
         return _openai_shape(gen_type, "", data.get("model", ""), text, data.get("done_reason", "stop"),
@@ -242,6 +289,9 @@ def to_openai(style: Style, gen_type: GenType, data: Any) -> dict[str, Any]:
 def check_reply(gen_type: GenType, response: Mapping[str, Any]) -> None:
     """Raise ValueError unless ``response`` has the shape its endpoint promises: a reply
     cached with another shape would break ``.text`` and every re-run that hits it."""
+    if gen_type == "embedding":
+        _check_embeddings(response)
+        return
     choices = response.get("choices")
     if not isinstance(choices, list) or not choices:
         raise ValueError("the reply has no 'choices'")
@@ -261,6 +311,16 @@ def check_reply(gen_type: GenType, response: Mapping[str, Any]) -> None:
         for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
             if name in usage and not (type(usage[name]) is int and usage[name] >= 0):
                 raise ValueError(f"usage.{name} = {usage[name]!r} is not a whole number")
+
+
+def _check_embeddings(response: Mapping[str, Any]) -> None:
+    data = response.get("data")
+    if not isinstance(data, list) or not data:
+        raise ValueError("the reply has no 'data'")
+    for item in data:
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if not isinstance(vector, (list, str)):  # a list of floats, or base64 (encoding_format="base64")
+            raise ValueError("an item of 'data' has no 'embedding'")
 
 
 def _openai_shape(gen_type: GenType, id_: str, model: str, text: str, finish: str | None,
@@ -284,7 +344,7 @@ def _openai_shape(gen_type: GenType, id_: str, model: str, text: str, finish: st
 
 def response_text(response: Mapping[str, Any] | None) -> str | None:
     """The text of the first choice of an OpenAI-shaped response."""
-    if not response:
+    if not response or "choices" not in response:  # failed, or an embedding
         return None
     choice = response["choices"][0]
     if "message" in choice:

@@ -65,8 +65,26 @@ class GenerationResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def embedding(self) -> list[float] | None:
+        """The vector of an embedding request (its first input's), or None."""
+        data = (self.response or {}).get("data")
+        return data[0].get("embedding") if isinstance(data, list) and data else None
+
     def __iter__(self) -> Iterator[Any]:
         return iter((self.request, self.response))
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to dataformer's ``[request, response]`` pair (a list or tuple) with the same
+        contents, and to another result with the same request, response, and outcome."""
+        if isinstance(other, GenerationResult):
+            return (self.request, self.response, self.cached, str(self.error)) == \
+                (other.request, other.response, other.cached, str(other.error))
+        if isinstance(other, (list, tuple)):
+            return list(other) == [self.request, self.response]
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, which are unhashable
 
     def __getitem__(self, index: int) -> Any:
         return (self.request, self.response)[index]
@@ -143,6 +161,12 @@ class Results(list[GenerationResult]):
 
     def to_records(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self]
+
+    def to_list(self) -> list[list[Any]]:
+        """dataformer's return value: ``[request, response]`` per result (plus its metadata, when
+        the request had some), plain lists ``json.dumps`` takes. A result is not a list itself: it
+        keeps its response as JSON bytes until read (10^5 decoded responses cost ~200 MB)."""
+        return [[r.request, r.response] + ([r.metadata] if r.metadata is not None else []) for r in self]
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per result: prompt, text, cached, error, metadata (needs pandas)."""

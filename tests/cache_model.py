@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,33 @@ def request(prompt: str) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": prompt}]}
 
 
-def size_of(prompt: str) -> int:
+def items(prompts: list[str]) -> list[str]:
+    """The response each slot of a batch asks for: its prompt, or ``prompt#k`` for the k-th
+    repeat of a prompt in the batch (each repeat is a sample of its own)."""
+    seen: Counter[str] = Counter()
+    named = []
+    for prompt in prompts:
+        named.append(f"{prompt}#{seen[prompt]}" if seen[prompt] else prompt)
+        seen[prompt] += 1
+    return named
+
+
+def prompt_of(item: str) -> str:
+    return item.partition("#")[0]
+
+
+def key_of(llm: Any, item: str) -> str:
+    prompt, _, sample = item.partition("#")
+    return llm.cache_key(request(prompt), sample=int(sample or 0))
+
+
+def size_of(item: str) -> int:
     """The bytes the echo transport replies with, as the cache stores them."""
-    return len(httpx.Response(200, json=echo_reply({**request(prompt), "model": "echo"})).content)
+    return len(httpx.Response(200, json=echo_reply({**request(prompt_of(item)), "model": "echo"})).content)
 
 
-def tokens_of(prompt: str) -> tuple[int, int]:
+def tokens_of(item: str) -> tuple[int, int]:
+    prompt = prompt_of(item)
     return estimate_tokens(prompt), estimate_tokens(f"Echo: {prompt}")
 
 
@@ -43,25 +64,24 @@ class Tokens:
 
 @dataclass
 class CacheModel:
-    users: dict[str, set[str]] = field(default_factory=dict)  # prompt -> projects using its response
+    users: dict[str, set[str]] = field(default_factory=dict)  # item -> projects using its response
     tokens: dict[str, Tokens] = field(default_factory=dict)  # project -> its token counts
 
     def generate(self, project: str, prompts: list[str]) -> tuple[int, int]:
         """Record a generate; return (slots sent, slots served from the cache) it must report."""
-        distinct = list(dict.fromkeys(prompts))
-        new = {p for p in distinct if p not in self.users}
+        asked = items(prompts)
+        new = {i for i in asked if i not in self.users}
         if prompts:
             totals = self.tokens.setdefault(project, Tokens())
-            for p in distinct:
-                prompt_tokens, completion_tokens = tokens_of(p)
-                if p in new:
+            for i in asked:
+                prompt_tokens, completion_tokens = tokens_of(i)
+                if i in new:
                     totals.prompt += prompt_tokens
                     totals.completion += completion_tokens
                 else:
                     totals.saved += prompt_tokens + completion_tokens
-                self.users.setdefault(p, set()).add(project)
-        sent = sum(1 for p in prompts if p in new)
-        return sent, len(prompts) - sent
+                self.users.setdefault(i, set()).add(project)
+        return len(new), len(prompts) - len(new)
 
     def clear(self, names: set[str]) -> tuple[int, int, int]:
         """Clear projects; return (responses deleted, bytes freed, kept because shared)."""
@@ -88,7 +108,8 @@ class CacheModel:
                 for name, t in self.tokens.items()}
 
     def held_by(self, project: str) -> list[str]:
-        return sorted(p for p, users in self.users.items() if project in users)
+        """The prompts of the responses ``project`` uses, a prompt once per sample held."""
+        return sorted(prompt_of(i) for i, users in self.users.items() if project in users)
 
     def to_json(self) -> dict[str, Any]:
         return {"users": {p: sorted(u) for p, u in self.users.items()},

@@ -7,7 +7,9 @@ JSON), ``slow`` (reply after ``slow_seconds``, past the client's timeout: counte
 ``late``, not ``completed``), ``hold`` (wait until ``release()``), ``sigint`` (send SIGINT
 to this process, then hold), ``kill`` (SIGKILL ``kill_pid``, then hold), ``raw:NAME`` (reply
 with ``raw[NAME]``: status, headers, body bytes) and ``drip`` (a good reply, one byte every
-``drip_seconds``).
+``drip_seconds``). With ``vary`` set, the n-th reply to a prompt ends `` #n``, as a sampling
+model varies its answers. ``/embeddings`` (and Ollama's ``/api/embed``) answer a vector made
+from the input's text.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class FakeLLMServer:
         self.raw: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self.drip_seconds = 0.05
         self.required_key: str | None = None
+        self.vary = False
+        self.asked: Counter[str] = Counter()  # requests received, by prompt
         self.active = 0
         self.peak_active = 0
         self._lock = threading.Lock()
@@ -83,15 +87,31 @@ class FakeLLMServer:
 
 
 def prompt_of(body: dict[str, Any]) -> str:
+    if "input" in body:
+        return str(body["input"])
     if "messages" in body:
         users = [m["content"] for m in body["messages"] if m.get("role") == "user"]
         return users[-1] if users else ""
     return body.get("prompt", "")
 
 
+def embedding_of(text: str) -> list[float]:
+    """A vector made from ``text``, the same every time: the loopback server's embedding."""
+    codes = [ord(c) for c in text] or [0]
+    return [round((sum(codes[i::4]) % 97) / 97 + 0.01, 4) for i in range(4)]
+
+
 def _reply(path: str, body: dict[str, Any], text: str) -> dict[str, Any]:
     path = path.partition("?")[0]
     model = body.get("model", "")
+    if path.endswith(("/embeddings", "/api/embed")):
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        if path.endswith("/api/embed"):
+            return {"model": model, "embeddings": [embedding_of(t) for t in inputs], "prompt_eval_count": 2}
+        return {"object": "list", "model": model, "usage": {"prompt_tokens": 2, "total_tokens": 2},
+                "data": [{"object": "embedding", "index": i, "embedding": embedding_of(t)}
+                         for i, t in enumerate(inputs)]}
     if path.endswith("/messages"):
         return {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
                 "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
@@ -127,13 +147,15 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 server._arrived.notify_all()
                 server.active += 1
                 server.peak_active = max(server.peak_active, server.active)
+                server.asked[prompt] += 1
+                answer = f"Answer: {prompt}" + (f" #{server.asked[prompt]}" if server.vary else "")
             try:
-                self._answer(body, prompt, server._next_action(prompt))
+                self._answer(body, prompt, server._next_action(prompt), answer)
             finally:
                 with server._lock:
                     server.active -= 1
 
-        def _answer(self, body: dict[str, Any], prompt: str, action: str) -> None:
+        def _answer(self, body: dict[str, Any], prompt: str, action: str, answer: str) -> None:
             if server.required_key and server.required_key not in (
                 self.headers.get("Authorization", ""), f"Bearer {self.headers.get('x-api-key', '')}"
             ):
@@ -149,7 +171,7 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 server._released.wait(server.slow_seconds)
                 with server._lock:
                     server.late[prompt] += 1
-                return self._send(200, json.dumps(_reply(self.path, body, f"Answer: {prompt}")).encode(), {})
+                return self._send(200, json.dumps(_reply(self.path, body, answer)).encode(), {})
             if action == "hold":
                 server.holding.set()
                 server._released.wait(60)
@@ -164,13 +186,13 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 status, headers, payload = server.raw[action[4:]]
                 return self._send(status, payload, headers)
             if action == "drip":
-                return self._drip(json.dumps(_reply(self.path, body, f"Answer: {prompt}")).encode())
+                return self._drip(json.dumps(_reply(self.path, body, answer)).encode())
             if action.isdigit():
                 status = int(action)
                 headers = {"Retry-After": server.retry_after} if status == 429 else {}
                 payload = json.dumps({"error": {"message": f"scripted {status}"}}).encode()
                 return self._send(status, payload, headers)
-            payload = json.dumps(_reply(self.path, body, f"Answer: {prompt}")).encode()
+            payload = json.dumps(_reply(self.path, body, answer)).encode()
             # Counted before writing: the client may read the reply before this thread runs on.
             with server._lock:
                 server.completed[prompt] += 1

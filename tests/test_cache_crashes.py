@@ -21,7 +21,7 @@ import pytest
 from dataformer_nb import AsyncLLM, CacheError, ResponseCache
 
 from .cache_history import PROMPTS
-from .cache_model import CacheModel, check_consistency, request
+from .cache_model import CacheModel, check_consistency, items, key_of, request
 
 HISTORY = Path(__file__).with_name("cache_history.py")
 KILLS = 12
@@ -58,7 +58,7 @@ def replay(journal: Path) -> tuple[CacheModel, dict[str, Any] | None]:
 
 
 def keyed(llm: AsyncLLM, users: dict[str, set[str]]) -> dict[str, set[str]]:
-    return {llm.cache_key(request(p)): set(u) for p, u in users.items()}
+    return {key_of(llm, item): set(u) for item, u in users.items()}
 
 
 @pytest.mark.parametrize("seed", [*range(KILLS), *(pytest.param(s, marks=pytest.mark.soak)
@@ -85,15 +85,15 @@ def test_a_kill_at_any_write_loses_nothing_committed(seed: int, tmp_path: Path) 
         after.clear(set(in_flight["names"]))
         assert found in (committed, keyed(llm, after.users)), replay_hint  # all or nothing
     else:  # a generate: each of its responses is there for its project, or not at all
-        project, prompts = in_flight["project"], set(in_flight["prompts"])
-        for prompt in PROMPTS:
-            key, before = llm.cache_key(request(prompt)), model.users.get(prompt, set())
+        project, asked = in_flight["project"], set(items(in_flight["prompts"]))
+        for item in set(model.users) | asked | set(PROMPTS):
+            key, before = key_of(llm, item), model.users.get(item, set())
             now = found.get(key, set())
-            assert before <= now <= before | ({project} if prompt in prompts else set()), (prompt, replay_hint)
-            assert now or prompt not in model.users, (prompt, replay_hint)
-        missing = {p for p in prompts if llm.cache_key(request(p)) not in found}
+            assert before <= now <= before | ({project} if item in asked else set()), (item, replay_hint)
+            assert now or item not in model.users, (item, replay_hint)
+        missing = {i for i in asked if key_of(llm, i) not in found}
         results = llm.generate([request(p) for p in in_flight["prompts"]], project_name=project)
-        assert results.summary.sent == sum(1 for p in in_flight["prompts"] if p in missing), replay_hint
+        assert results.summary.sent == len(missing), replay_hint
     for project in {u for users in model.users.values() for u in users}:
         assert llm.generate([request(p) for p in model.held_by(project)], project_name=project).summary.sent == 0
 

@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from dataformer_nb import AsyncLLM, UnknownProjectWarning
 
-from .cache_model import CacheModel, check_consistency, request
+from .cache_model import CacheModel, check_consistency, key_of, request
 
 PROMPTS = [f"q{i}" for i in range(12)] + ["Grüße", "emoji \U0001f600", 'quote "x"']
 PROJECTS = ["alpha", "beta", "gamma", "delta"]
@@ -88,11 +88,11 @@ class CacheMachine(RuleBasedStateMachine):
         found = {p.name: (p.responses, p.bytes, p.prompt_tokens, p.completion_tokens, p.saved_tokens)
                  for p in cache.projects()}
         assert found == self.model.projects()
-        keys = {p: self.llm.cache_key(request(p)) for p in PROMPTS}
-        assert {p for p in PROMPTS if keys[p] in cache} == set(self.model.users)
+        keys = {i: key_of(self.llm, i) for i in self.model.users}
+        assert all(keys[i] in cache for i in self.model.users)
         assert len(cache) == len(self.model.users)
         users = check_consistency(self.directory)
-        assert {k: v for k, v in users.items()} == {keys[p]: u for p, u in self.model.users.items()}
+        assert {k: v for k, v in users.items()} == {keys[i]: u for i, u in self.model.users.items()}
 
 
 # A failure prints the steps that cause it and @reproduce_failure(...) to replay them.

