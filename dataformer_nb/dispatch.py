@@ -11,6 +11,7 @@ import contextlib
 import email.utils
 import functools
 import json
+import logging
 import math
 import random
 import re
@@ -35,6 +36,7 @@ from .transport import DEFAULT_MAX_REPLY_BYTES, AiohttpTransport, Reply, ReplyTo
 if TYPE_CHECKING:  # imported where it runs: see _sync
     import asyncio
 
+_log = logging.getLogger("dataformer_nb")
 MAX_BACKOFF_SECONDS = 30.0
 DEFAULT_MAX_WAIT = 600.0  # seconds one request may spend waiting out rate limits
 MIN_FAILURES_TO_STOP = 50
@@ -327,14 +329,19 @@ class Dispatcher:
                     return _waited_too_long(route, outcome, seconds, self._max_wait)
                 if self._waiting is not None and seconds >= WAIT_SHOWN_SECONDS:
                     self._waiting(seconds)
+                _log.info("%s; waiting %.1f s as the server asked", outcome.error, seconds)
                 await asyncio.sleep(seconds)
                 continue
             _count_failure(route, outcome.error)
             failures += 1
             if failures >= self._max_attempts:
                 outcome.error.args = (f"{outcome.error.args[0]} (gave up after {self._max_attempts} attempts)",)
+                _log.info("%s", outcome.error)
                 return outcome.error
-            await asyncio.sleep(self._backoff(failures))
+            delay = self._backoff(failures)
+            _log.info("%s; retrying in %.1f s (attempt %d of %d)", outcome.error, delay, failures + 1,
+                      self._max_attempts)
+            await asyncio.sleep(delay)
 
     def _interpret(self, reply: Reply, route: Route, tokens: int) -> Fresh | RequestFailedError | Retry:
         """A response, a final error, or one worth retrying (perhaps after the wait the server asked)."""

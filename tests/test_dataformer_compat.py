@@ -111,6 +111,18 @@ def test_every_dataformer_keyword_is_taken_positionally_and_by_name(server: Fake
     assert keywords.api_provider == "openai" and keywords.generate([chat("hi")])[0].text == "Answer: hi"
 
 
+def test_logging_level_shows_the_summary_and_retry_lines(server: FakeLLMServer, cache_dir, caplog, capsys) -> None:
+    server.script("flaky", "500")
+    llm = AsyncLLM(api_provider="together", logging_level=logging.INFO, cache_dir=cache_dir, progress=False,
+                   retry_base_delay=0.001)
+    with caplog.at_level(logging.INFO, logger="dataformer_nb"):
+        llm.generate([chat("flaky")])
+    lines = [r.getMessage() for r in caplog.records if r.name == "dataformer_nb"]
+    assert any("HTTP 500" in line and "retrying in" in line and "attempt 2 of 5" in line for line in lines)
+    assert any(line.startswith("1 request: 1 sent") for line in lines)
+    assert "dataformer_nb: 1 request" not in capsys.readouterr().out  # the log line is the one shown
+
+
 def test_max_rps_paces_a_second_at_a_time() -> None:
     llm = AsyncLLM(api_provider="echo", max_requests_per_minute=120, max_rps=True)
     bucket = llm._limiter.bucket("endpoint", "")
