@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
+
+from .errors import GenerationInterrupted
 
 # asyncio is imported where it runs, here and in dispatch: it is 10 ms of the 85 ms that
 # importing dataformer_nb takes (python -X importtime), past the benchmark's import target.
@@ -15,8 +17,23 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion from synchronous code, whether or not a loop is running here."""
+def run_sync(coro: Coroutine[Any, Any, T], interrupted: Callable[[], str] | None = None) -> T:
+    """Run ``coro`` to completion from synchronous code, whether or not a loop is running here.
+
+    An interrupt (Ctrl+C) cancels it, waits until what finished is saved, and raises
+    GenerationInterrupted with ``interrupted()`` as its message, without the chain of our
+    internals (the worker thread's join, the event loop's cancellation).
+    """
+    try:
+        return _run(coro)
+    except KeyboardInterrupt as exc:
+        if interrupted is None or isinstance(exc, GenerationInterrupted):
+            raise
+        error = GenerationInterrupted(interrupted())
+    raise error from None  # outside the except block: no "during handling of" chain
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     import asyncio
 
     try:
@@ -42,6 +59,10 @@ def run_in_worker_thread(coro: Coroutine[Any, Any, T]) -> T:
     loop = asyncio.new_event_loop()
     task = loop.create_task(coro)
     outcome: dict[str, Any] = {}
+    # An Event, not Thread.join(): a join that an interrupt broke can return at once the next
+    # time, before the worker has saved anything (measured in a kernel: the interrupt's message
+    # was built before the run's results existed).
+    done = threading.Event()
 
     def work() -> None:
         asyncio.set_event_loop(loop)
@@ -52,20 +73,29 @@ def run_in_worker_thread(coro: Coroutine[Any, Any, T]) -> T:
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            done.set()
 
-    worker = threading.Thread(target=work, name="dataformer_nb-generate", daemon=True)
-    worker.start()
+    threading.Thread(target=work, name="dataformer_nb-generate", daemon=True).start()
     try:
-        worker.join()
+        done.wait()
     except BaseException:
-        # is_alive() cannot be trusted after an interrupted join(); a closed loop raises instead.
-        with contextlib.suppress(RuntimeError):
+        with contextlib.suppress(RuntimeError):  # the run ended meanwhile and closed its loop
             loop.call_soon_threadsafe(task.cancel)
-        worker.join()
+        _wait_through_interrupts(done)
         raise
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]  # type: ignore[no-any-return]
+
+
+def _wait_through_interrupts(done: threading.Event) -> None:
+    """Wait for ``done``; more Ctrl+C meanwhile do not cut short the saving of what arrived."""
+    while True:
+        try:
+            done.wait()
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 @contextlib.contextmanager

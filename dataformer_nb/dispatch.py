@@ -219,12 +219,12 @@ class Dispatcher:
                 bar.set_postfix(cached=summary.cached, failed=summary.failed, refresh=False)
             else:
                 batch.fresh(unit, outcome.response)
-                if writer is not None:
-                    await writer.save(unit.cache_key, outcome)
             if waiting_shown[0]:
                 waiting_shown[0] = False
                 bar.set_description_str(self._progress_label, refresh=False)
-            bar.update(len(unit.indices))
+            bar.update(len(unit.indices))  # before the save below: an interrupt there must not leave it behind
+            if writer is not None and not isinstance(outcome, RequestFailedError):
+                await writer.save(unit.cache_key, outcome)
 
         async def worker(queue: Iterator[Unit]) -> None:
             for unit in queue:
@@ -253,9 +253,7 @@ class Dispatcher:
         except (asyncio.CancelledError, KeyboardInterrupt):
             if writer is not None:
                 writer.close()
-            pending = sum(len(u.indices) for u in units) - summary.sent - summary.failed
-            self._say(f"interrupted: {summary.sent} new responses are saved in the cache; "
-                      f"re-run to send the other {pending}")
+            _log.info("interrupted after %d new responses", summary.sent)
             raise
         finally:
             summary.server_limits = _learned_limits(buckets.values())

@@ -28,6 +28,19 @@ class InvalidRequestError(DataformerError, ValueError):
     """An item of ``request_list`` cannot be sent; raised before anything is sent."""
 
 
+class GenerationInterrupted(KeyboardInterrupt):
+    """Ctrl+C (or a notebook's interrupt) stopped ``generate``. Every response that arrived is
+    in the cache and in ``llm.last_results`` (the requests not sent marked); a re-run sends the rest.
+
+    A KeyboardInterrupt, so ``except KeyboardInterrupt`` still catches it. IPython (notebooks and
+    its terminal) shows it as its one line: the traceback would be the internals of a worker
+    thread, not the user's code.
+    """
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook for an exception's own display
+        return [f"KeyboardInterrupt: {self}"]
+
+
 class CacheError(DataformerError):
     """The response cache cannot be opened, read or written.
 

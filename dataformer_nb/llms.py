@@ -133,6 +133,7 @@ class AsyncLLM:
         self.verbose = verbose
         self.last_summary: GenerationSummary | None = None
         self.last_results: Results | None = None  # also after a failed write or an interrupt
+        self._last_run_cached = True
         self._limiter = RateLimiter(self.max_requests_per_minute, self.max_tokens_per_minute,
                                     self.max_concurrent_requests, per_second=self.max_rps)
         self._cache: ResponseCache | None = None
@@ -198,7 +199,8 @@ class AsyncLLM:
         ``progress_label`` names the run on its progress bar.
         """
         return run_sync(self.agenerate(request_list, cache_vars, task_id_generator, use_cache, project_name,
-                                       clear_project_cache, progress_label=progress_label))
+                                       clear_project_cache, progress_label=progress_label),
+                        interrupted=self._interrupted)
 
     async def agenerate(
         self,
@@ -212,6 +214,7 @@ class AsyncLLM:
         progress_label: str = "generate",
     ) -> Results:
         """The async twin of :meth:`generate`, for ``await`` in async code."""
+        self._last_run_cached = use_cache
         if isinstance(cache_vars, str):  # generate(requests, "Questions"): the order before 0.2
             raise ConfigurationError(
                 f"generate's second argument is cache_vars (dataformer's order), not the project: "
@@ -270,6 +273,17 @@ class AsyncLLM:
             error = unit.route.key_error
             if error is not None and (clearing or not (use_cache and unit.cache_key in self.cache)):
                 raise error
+
+    def _interrupted(self) -> str:
+        """What an interrupt of the last run leaves: what is saved, what a re-run will send."""
+        results = self.last_results
+        if results is None:  # stopped before anything was prepared
+            return "interrupted before anything was sent"
+        unsent = sum(1 for r in results if r.error is not None and r.error.cause == "interrupted")
+        saved = results.summary.sent
+        kept = "saved in the cache and in llm.last_results" if self._last_run_cached else "in llm.last_results"
+        return (f"interrupted: the {saved} new {'response' if saved == 1 else 'responses'} received are {kept}; "
+                f"a re-run sends the other {unsent}")
 
     def _say(self, text: str) -> None:
         _log.info(text)

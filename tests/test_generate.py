@@ -12,6 +12,7 @@ import pytest
 from dataformer_nb import (
     AsyncLLM,
     AuthenticationError,
+    GenerationInterrupted,
     GenerationResult,
     MissingAPIKeyError,
     get_messages,
@@ -309,9 +310,13 @@ def test_keyboard_interrupt_keeps_finished_work(server: FakeLLMServer, make_llm)
     prompts = [f"q{i}" for i in range(12)]
     server.script("q6", "sigint")
     llm = make_llm(max_concurrent_requests=1)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(GenerationInterrupted) as interrupted:
         llm.generate([chat(p) for p in prompts])
     server.release()
+    assert str(interrupted.value) == ("interrupted: the 6 new responses received are saved in the cache and in "
+                                      "llm.last_results; a re-run sends the other 6")
+    assert interrupted.value.__suppress_context__ and interrupted.value.__cause__ is None  # no chain of internals
+    assert isinstance(interrupted.value, KeyboardInterrupt)
     kept = [p for p in prompts if llm.cache_key(chat(p)) in llm.cache]
     assert kept == prompts[:6]
 

@@ -127,3 +127,20 @@ def test_generate_works_in_a_kernel_where_nest_asyncio_was_applied(server: FakeL
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_an_interrupt_in_ipython_is_one_line_with_the_counts(ip, server: FakeLLMServer, cache_dir: Path) -> None:
+    """The terminal IPython shows what a notebook shows: one line, no traceback of our internals."""
+    server.script("q3", "sigint")
+    ip.user_ns["reqs"] = [chat(f"q{i}") for i in range(6)]
+    ip.run_cell("from dataformer_nb import AsyncLLM\n"
+                f"llm = AsyncLLM(api_provider='together', cache_dir={str(cache_dir)!r}, max_concurrent_requests=1, "
+                "progress=False, verbose=False)")
+    with capture_output() as shown:
+        result = ip.run_cell("llm.generate(reqs)")
+    server.release()
+    text = shown.stdout + shown.stderr
+    assert type(result.error_in_exec).__name__ == "GenerationInterrupted"
+    assert "KeyboardInterrupt: interrupted: the 3 new responses received are saved in the cache" in text
+    assert "a re-run sends the other 3" in text
+    assert "Traceback" not in text and "threading" not in text and "asyncio" not in text

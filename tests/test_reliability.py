@@ -110,10 +110,15 @@ def test_keyboard_interrupt_in_a_notebook_kernel(server: FakeLLMServer, cache_di
         assert server.holding.wait(60)
         km.interrupt_kernel()
         reply = kc.get_shell_msg(timeout=60)["content"]
-        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+        assert reply["status"] == "error" and reply["ename"] == "GenerationInterrupted"
+        # One line, no traceback of the worker thread; its counts agree with what a re-run sends.
+        assert reply["traceback"] == ["KeyboardInterrupt: interrupted: the 6 new responses received are saved in "
+                                      "the cache and in llm.last_results; a re-run sends the other 6"]
         server.release()
 
         assert run("assert 1 + 1 == 2")["status"] == "ok"  # the kernel is usable
+        assert run("assert [r.ok for r in llm.last_results] == [True] * 6 + [False] * 6\n"
+                   "assert llm.last_results[6].error.cause == 'interrupted'")["status"] == "ok"
         before = server.count
         assert run("r = llm.generate(reqs); assert r.texts == ['Answer: ' + f'q{i}' for i in range(12)]"
                    )["status"] == "ok"
