@@ -33,7 +33,9 @@ def table_bundle(header: list[str], rows: list[list[str]], caption: str = "") ->
                          for c in row) + "</tr>"
         for row in rows
     )
-    caption_html = f"<caption style='text-align:left'>{html.escape(caption)}</caption>" if caption else ""
+    # A caption may wrap between its " · " parts, never inside one ("project" apart from its name).
+    parts = " · ".join(f"<span style='white-space:nowrap'>{html.escape(p)}</span>" for p in caption.split(" · "))
+    caption_html = f"<caption style='text-align:left'>{parts}</caption>" if caption else ""
     return {"text/plain": "\n".join([*lines, caption]).rstrip(),
             "text/html": f"<table>{caption_html}<tr>{head}</tr>{body}</table>"}
 

@@ -204,6 +204,7 @@ class Dispatcher:
         summary = batch.summary
         bar = tqdm(total=batch.size, initial=summary.cached, desc=self._progress_label, unit="req",
                    disable=not self._progress or not units, dynamic_ncols=True)
+        _show_counts(bar, summary)  # a re-run's cached count shows from the start
         waiting_shown = [False]
 
         def show_wait(seconds: float) -> None:
@@ -216,7 +217,7 @@ class Dispatcher:
             outcome = await self._send(transport, unit, slots[id(unit.route.bucket)])
             if isinstance(outcome, RequestFailedError):
                 batch.failed(unit, outcome)
-                bar.set_postfix(cached=summary.cached, failed=summary.failed, refresh=False)
+                _show_counts(bar, summary)
             else:
                 batch.fresh(unit, outcome.response)
             if waiting_shown[0]:
@@ -259,7 +260,7 @@ class Dispatcher:
             summary.server_limits = _learned_limits(buckets.values())
             if writer is not None:
                 writer.close()
-            bar.set_postfix(cached=summary.cached, failed=summary.failed, refresh=False)
+            _show_counts(bar, summary)
             if summary.failed and not summary.sent:
                 bar.colour = "red"  # a run where nothing arrived must not end in a green bar
             bar.close()
@@ -398,6 +399,12 @@ def _write_failed(writer: CacheWriter, batch: Batch) -> CacheError:
                        "free disk space or pass another cache_dir=, then re-run")
     error.results = batch.results()
     return error
+
+
+def _show_counts(bar: Any, summary: GenerationSummary) -> None:
+    """The bar's cached and failed counts, when there are any (the summary line says the rest)."""
+    counts = {name: n for name, n in (("cached", summary.cached), ("failed", summary.failed)) if n}
+    bar.set_postfix(counts, refresh=False)
 
 
 def _learned_limits(buckets: Iterable[RateBucket]) -> str:

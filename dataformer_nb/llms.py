@@ -189,6 +189,7 @@ class AsyncLLM:
         clear_project_cache: str | Sequence[str] | None = None,
         *,
         progress_label: str = "generate",
+        summary: bool = True,
     ) -> Results:
         """Send every request and return one result per request, in request order.
 
@@ -196,10 +197,11 @@ class AsyncLLM:
         where the batch runs on its own loop in a worker thread while the caller waits.
         The positional order is dataformer 0.0.2's; ``task_id_generator`` is accepted for its
         code and unused (results come back in request order, which is what its ids were for).
-        ``progress_label`` names the run on its progress bar.
+        ``progress_label`` names the run on its progress bar; ``summary=False`` leaves out the
+        summary line (``%%generate`` shows it as its table's caption instead).
         """
         return run_sync(self.agenerate(request_list, cache_vars, task_id_generator, use_cache, project_name,
-                                       clear_project_cache, progress_label=progress_label),
+                                       clear_project_cache, progress_label=progress_label, summary=summary),
                         interrupted=self._interrupted)
 
     async def agenerate(
@@ -212,6 +214,7 @@ class AsyncLLM:
         clear_project_cache: str | Sequence[str] | None = None,
         *,
         progress_label: str = "generate",
+        summary: bool = True,
     ) -> Results:
         """The async twin of :meth:`generate`, for ``await`` in async code."""
         self._last_run_cached = use_cache
@@ -251,12 +254,12 @@ class AsyncLLM:
             batch.not_sent(RequestFailedError("not sent: the run was interrupted", cause="interrupted"))
             self.last_results = batch.results()
             raise
-        summary = batch.summary
-        if use_cache and (summary.sent or summary.cached):
+        if use_cache and (batch.summary.sent or batch.summary.cached):
             self.cache.touch(project)
             self.cache.notify()
-        self.last_summary = summary
-        self._say(str(summary))
+        self.last_summary = batch.summary
+        if summary:
+            self._say(str(batch.summary))
         self.last_results = batch.results()
         if task_id_generator is not None:
             return _threaded(task_id_generator, self.last_results, use_cache)

@@ -175,6 +175,7 @@ class Dataformer(Magics):
                 clear_project_cache=args.clear_cache,
                 use_cache=not args.no_cache,
                 progress_label=label,
+                summary=not (over or args.lines) or bool(args.into),  # a batch's table caption holds it
             )
         except DataformerError as exc:
             raise UsageError(str(exc)) from None

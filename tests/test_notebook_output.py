@@ -144,3 +144,21 @@ def test_an_interrupt_in_ipython_is_one_line_with_the_counts(ip, server: FakeLLM
     assert "KeyboardInterrupt: interrupted: the 3 new responses received are saved in the cache" in text
     assert "a re-run sends the other 3" in text
     assert "Traceback" not in text and "threading" not in text and "asyncio" not in text
+
+
+def test_a_batch_says_its_summary_once_in_the_caption_unbroken(ip, capsys) -> None:
+    ip.run_line_magic("config", "Dataformer.progress = True")
+    try:
+        ip.user_ns["topics"] = ["a", "b", "c"]
+        with capture_output() as shown:
+            ip.run_cell("%%generate echo --over topics -o out\nTell me about {item}.")
+    finally:
+        ip.run_line_magic("config", "Dataformer.progress = False")
+    summary = "3 requests: 3 sent, 0 cached, 0 failed"
+    assert summary not in shown.stdout and "cached=0" not in shown.stderr and "failed=0" not in shown.stderr
+    bundle, = (o.data for o in shown.outputs)
+    assert bundle["text/plain"].endswith(f"{summary} · project dataformer")
+    assert "<span style='white-space:nowrap'>project dataformer</span>" in bundle["text/html"]
+    with capture_output() as single:
+        ip.run_cell("%%generate echo\nJust one.")
+    assert single.stdout.count("1 request: 1 sent") == 1  # a single prompt: the line says it
