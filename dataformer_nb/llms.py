@@ -284,9 +284,9 @@ class AsyncLLM:
             return "interrupted before anything was sent"
         unsent = sum(1 for r in results if r.error is not None and r.error.cause == "interrupted")
         saved = results.summary.sent
-        kept = "saved in the cache and in llm.last_results" if self._last_run_cached else "in llm.last_results"
-        return (f"interrupted: the {saved} new {'response' if saved == 1 else 'responses'} received are {kept}; "
-                f"a re-run sends the other {unsent}")
+        kept = "saved (cache, llm.last_results)" if self._last_run_cached else "kept in llm.last_results"
+        noun = "response" if saved == 1 else "responses"
+        return f"interrupted: {saved} new {noun} {kept}; a re-run sends the other {unsent}"
 
     def _say(self, text: str) -> None:
         _log.info(text)

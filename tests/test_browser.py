@@ -1,4 +1,5 @@
-"""JupyterLab in a real browser: run the caching notebook, delete a project from the panel.
+"""JupyterLab in a real browser: run the caching notebook and delete a project from the panel;
+run the quick start; interrupt a large batch from the toolbar and re-run it.
 
 Needs Debian's Chromium at /usr/bin/chromium (``.ci/run`` installs it when missing); without
 it the test is skipped with that reason.
@@ -6,6 +7,7 @@ it the test is skipped with that reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,6 +20,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,14 +41,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+NOTEBOOKS = ("caching_projects", "quickstart", "large_batch")
+
+
 @pytest.fixture
-def jupyterlab(tmp_path: Path) -> Iterator[str]:
-    shutil.copy(ROOT / "example_notebooks" / "caching_projects.ipynb", tmp_path)
+def lab(tmp_path: Path) -> Iterator[str]:
+    """JupyterLab serving copies of the example notebooks: the URL of a notebook, ``{name}`` left to fill."""
+    for name in NOTEBOOKS:
+        shutil.copy(ROOT / "example_notebooks" / f"{name}.ipynb", tmp_path)
     # Start the notebook's kernel without asking: the "Select Kernel" dialog could swallow Run All.
     settings = tmp_path / "lab-settings"
     (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
         json.dumps({"autoStartDefaultKernel": True}))
+    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)  # no news toast over the screenshots
+    (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false"}))
     token, port = secrets.token_hex(16), _free_port()
     log = open(tmp_path / "lab.log", "w")  # noqa: SIM115 - closed below
     lab = subprocess.Popen(
@@ -64,15 +75,17 @@ def jupyterlab(tmp_path: Path) -> Iterator[str]:
                 if lab.poll() is not None:
                     pytest.fail((tmp_path / "lab.log").read_text())
                 time.sleep(0.25)
-        yield f"{base}/lab/tree/caching_projects.ipynb?token={token}"
+        # A workspace per notebook: JupyterLab would reopen the last notebook beside the next one.
+        yield f"{base}/lab/workspaces/{{name}}/tree/{{name}}.ipynb?token={token}"
     finally:
         lab.terminate()
         lab.wait(timeout=30)
         log.close()
 
 
-def test_panel_deletes_a_project_in_jupyterlab(jupyterlab: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+@contextlib.contextmanager
+def browser_page() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
@@ -83,38 +96,82 @@ def test_panel_deletes_a_project_in_jupyterlab(jupyterlab: str) -> None:
         dialog = page.locator(".jp-Dialog")
         page.add_locator_handler(dialog, lambda: dialog.locator("button.jp-mod-accept").last.click(timeout=10_000))
         try:
-            page.goto(jupyterlab)
-            row = page.locator(".widget-gridbox", has=page.get_by_text("maths", exact=True))
-            # JupyterLab sometimes drops a Run All given while it is still starting, or renders the
-            # widgets as text when its widget manager came up after the kernel: reload and run again.
-            for attempt in range(3):
-                if attempt:
-                    page.reload()
-                page.wait_for_selector(".jp-Notebook", timeout=90_000)
-                expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=90_000)
-                page.get_by_role("menuitem", name="Run", exact=True).click()
-                page.get_by_role("menuitem", name=re.compile("^Run All Cells")).click()
-                try:
-                    expect(row).to_have_count(1, timeout=45_000)
-                    break
-                except AssertionError:
-                    page.screenshot(path=ARTIFACTS / f"run_all_attempt_{attempt}.png")
-                    if attempt == 2:
-                        raise
-            header = page.locator(".widget-html", has_text="responses,").first
-            cache_dir = re.search(r"Cache (\S+):", header.inner_text()).group(1)
-            assert "maths" in {p.name for p in ResponseCache(cache_dir).projects()}
-
-            row.get_by_role("button", name="Delete").click()
-            row.get_by_role("button", name="Confirm").click()
-            expect(row).to_have_count(0, timeout=30_000)
-            expect(page.get_by_text(re.compile("^Freed \\d+ response"))).to_be_visible(timeout=30_000)
-            page.locator(".jp-OutputArea-output").last.screenshot(path=ARTIFACTS / "cache_panel_after_delete.png")
+            yield page
         except Exception:
             page.screenshot(path=ARTIFACTS / "jupyterlab_failure.png")
             raise
         finally:
             browser.close()
 
+
+def run_all(page: Any, url: str, done: Any, name: str) -> None:
+    """Open ``url`` and Run All until ``done`` (a locator) shows. JupyterLab sometimes drops a Run All
+    given while it is still starting, or renders widgets as text when its widget manager came up
+    after the kernel: then reload and run again."""
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    for attempt in range(3):
+        if attempt:
+            page.reload()
+        page.wait_for_selector(".jp-Notebook", timeout=90_000)
+        expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=90_000)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name=re.compile("^Run All Cells")).click()
+        try:
+            expect(done).to_have_count(1, timeout=45_000)
+            return
+        except AssertionError:
+            page.screenshot(path=ARTIFACTS / f"{name}_run_all_attempt_{attempt}.png")
+            if attempt == 2:
+                raise
+
+
+def test_panel_deletes_a_project_in_jupyterlab(lab: str) -> None:
+    from playwright.sync_api import expect
+
+    with browser_page() as page:
+        row = page.locator(".widget-gridbox", has=page.get_by_text("maths", exact=True))
+        run_all(page, lab.format(name="caching_projects"), row, "caching_projects")
+        header = page.locator(".widget-html", has_text="responses,").first
+        cache_dir = re.search(r"Cache (\S+):", header.inner_text()).group(1)
+        assert "maths" in {p.name for p in ResponseCache(cache_dir).projects()}
+
+        row.get_by_role("button", name="Delete").click()
+        row.get_by_role("button", name="Confirm").click()
+        expect(row).to_have_count(0, timeout=30_000)
+        expect(page.get_by_text(re.compile("^Freed \\d+ response"))).to_be_visible(timeout=30_000)
+        page.locator(".jp-OutputArea-output").last.screenshot(path=ARTIFACTS / "cache_panel_after_delete.png")
+
     projects = {p.name for p in ResponseCache(cache_dir).projects()}
     assert "maths" not in projects and "new" in projects
+
+
+def test_the_quick_start_and_an_interrupted_large_batch_in_jupyterlab(lab: str) -> None:
+    from playwright.sync_api import expect
+
+    with browser_page() as page:
+        rerun = page.get_by_text("4 requests: 0 sent, 4 cached, 0 failed · project quickstart")
+        run_all(page, lab.format(name="quickstart"), rerun, "quickstart")
+        expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+        page.locator(".jp-NotebookPanel").screenshot(path=ARTIFACTS / "quickstart.png")
+
+        bar = page.locator(".jp-OutputArea-output", has_text=re.compile(r"generate:\s+\d+%")).first
+        run_all(page, lab.format(name="large_batch"), bar, "large_batch")
+        expect(bar).to_contain_text(re.compile(r"[1-9]\d*/2000"), timeout=60_000)  # some have arrived
+        page.locator("button[data-command='notebook:interrupt-kernel'], "
+                     "jp-button[data-command='notebook:interrupt-kernel']").first.click()
+        message = page.get_by_text(re.compile(r"^KeyboardInterrupt: interrupted: \d+ new responses saved"))
+        expect(message).to_be_visible(timeout=60_000)
+        counts = re.search(r"(\d+) new responses .* the other (\d+)", message.inner_text())
+        saved, unsent = map(int, counts.groups())
+        assert saved + unsent == 2000 and saved > 0 and unsent > 0
+        cell = page.locator(".jp-CodeCell", has_text="results = llm.generate(requests)")  # its own cell
+        assert "Traceback" not in cell.inner_text() and "threading" not in cell.inner_text()
+        cell.screenshot(path=ARTIFACTS / "large_batch_interrupted.png")
+
+        cell.locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Shift+Enter")  # the server cell is not re-run: same URL, same keys
+        summary = f"2000 requests: {unsent} sent, {saved} cached, 0 failed · project large_batch"
+        expect(cell.get_by_text(summary)).to_be_visible(timeout=120_000)
+        cell.screenshot(path=ARTIFACTS / "large_batch_rerun.png")

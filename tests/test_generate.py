@@ -313,8 +313,8 @@ def test_keyboard_interrupt_keeps_finished_work(server: FakeLLMServer, make_llm)
     with pytest.raises(GenerationInterrupted) as interrupted:
         llm.generate([chat(p) for p in prompts])
     server.release()
-    assert str(interrupted.value) == ("interrupted: the 6 new responses received are saved in the cache and in "
-                                      "llm.last_results; a re-run sends the other 6")
+    assert str(interrupted.value) == ("interrupted: 6 new responses saved (cache, llm.last_results); a re-run "
+                                      "sends the other 6")
     assert interrupted.value.__suppress_context__ and interrupted.value.__cause__ is None  # no chain of internals
     assert isinstance(interrupted.value, KeyboardInterrupt)
     kept = [p for p in prompts if llm.cache_key(chat(p)) in llm.cache]

@@ -141,7 +141,7 @@ def test_an_interrupt_in_ipython_is_one_line_with_the_counts(ip, server: FakeLLM
     server.release()
     text = shown.stdout + shown.stderr
     assert type(result.error_in_exec).__name__ == "GenerationInterrupted"
-    assert "KeyboardInterrupt: interrupted: the 3 new responses received are saved in the cache" in text
+    assert "KeyboardInterrupt: interrupted: 3 new responses saved (cache, llm.last_results)" in text
     assert "a re-run sends the other 3" in text
     assert "Traceback" not in text and "threading" not in text and "asyncio" not in text
 

@@ -112,8 +112,8 @@ def test_keyboard_interrupt_in_a_notebook_kernel(server: FakeLLMServer, cache_di
         reply = kc.get_shell_msg(timeout=60)["content"]
         assert reply["status"] == "error" and reply["ename"] == "GenerationInterrupted"
         # One line, no traceback of the worker thread; its counts agree with what a re-run sends.
-        assert reply["traceback"] == ["KeyboardInterrupt: interrupted: the 6 new responses received are saved in "
-                                      "the cache and in llm.last_results; a re-run sends the other 6"]
+        assert reply["traceback"] == ["KeyboardInterrupt: interrupted: 6 new responses saved (cache, "
+                                      "llm.last_results); a re-run sends the other 6"]
         server.release()
 
         assert run("assert 1 + 1 == 2")["status"] == "ok"  # the kernel is usable
