@@ -46,6 +46,18 @@ def when(moment: datetime) -> str:
 
 
 def projects_table(projects: Iterable[ProjectInfo], caption: str = "") -> dict[str, str]:
-    """Cached projects as a table bundle (text and HTML): project, responses, size, last used."""
-    rows = [[p.name, str(p.responses), human_size(p.bytes), when(p.last_used)] for p in projects]
-    return table_bundle(["project", "responses", "size", "last used"], rows, caption)
+    """Cached projects as a table bundle (text and HTML): project, responses, size, the tokens of
+    the responses it generated (prompt / completion), the tokens the cache saved it, last used."""
+    rows = [[p.name, str(p.responses), human_size(p.bytes), tokens(p.prompt_tokens, p.completion_tokens),
+             f"{p.saved_tokens:,}", when(p.last_used)] for p in projects]
+    return table_bundle(["project", "responses", "size", "tokens in / out", "tokens saved", "last used"], rows,
+                        caption)
+
+
+def tokens(prompt: int, completion: int) -> str:
+    return f"{prompt:,} / {completion:,}"
+
+
+def money(amount: float) -> str:
+    digits = 6 if amount < 0.01 else 4 if amount < 1 else 2
+    return f"${amount:,.{digits}f}"

@@ -133,6 +133,12 @@ class ProjectInfo:
     saved_tokens: int = 0
 
 
+class Hits(dict[str, bytes]):
+    """Cached responses by key (their JSON), and the tokens they saved: what they cost when generated."""
+
+    saved_tokens = 0
+
+
 @dataclass(frozen=True)
 class ClearReport:
     """What a clear removed: project names, memberships, entries deleted and bytes freed.
@@ -230,10 +236,10 @@ class ResponseCache:
         data = self._read(RESPONSE + key)
         return None if data is None else json.loads(data)
 
-    def lookup(self, keys: Iterable[str], project: str) -> dict[str, bytes]:
+    def lookup(self, keys: Iterable[str], project: str) -> Hits:
         """The cached responses among ``keys``, as JSON, each now recorded as used by ``project``."""
         project = normalize_project(project)
-        found: dict[str, bytes] = {}
+        found = Hits()
         joining: list[NewResponse] = []
         saved = 0
         for rows in _batched(self._rows.read(list(keys), RESPONSE), READ_BATCH):
@@ -255,6 +261,7 @@ class ResponseCache:
                 joined = [size for size in sizes if size is not None]
                 self._add_to_project(project, len(restored) + len(joined), sum(restored) + sum(joined),
                                      saved_tokens=saved)
+        found.saved_tokens = saved
         return found
 
     def put(self, key: str, response: Mapping[str, Any] | bytes, project: str) -> None:

@@ -68,10 +68,13 @@ class Fresh(NamedTuple):
 class Batch:
     """The results of one ``generate`` call, in request order, and its summary."""
 
-    def __init__(self, request_list: Sequence[Mapping[str, Any]], project: str) -> None:
+    def __init__(self, request_list: Sequence[Mapping[str, Any]], project: str,
+                 prices: Mapping[str, tuple[float, float]] | None = None) -> None:
         self._requests = request_list
         self._results: list[GenerationResult | None] = [None] * len(request_list)
         self.summary = GenerationSummary(project)
+        self._prices = prices or {}
+        self._unpriced = False  # a model without a price was used: no cost is shown
 
     def cached(self, hits: Mapping[str, bytes], units: Mapping[str, Unit]) -> None:
         """Fill the slots of every unit found in the cache (``hits``: key -> response)."""
@@ -82,10 +85,22 @@ class Batch:
                 results[i] = GenerationResult(request, response, True, None, request.get("metadata"))
                 self.summary.cached += 1
 
-    def fresh(self, unit: Unit, response: dict[str, Any] | bytes) -> None:
+    def fresh(self, unit: Unit, response: dict[str, Any] | bytes, usage: Mapping[str, Any]) -> None:
         for i in unit.indices:
             self._results[i] = self._result(i, response)
-        self.summary.sent += len(unit.indices)
+        summary = self.summary
+        summary.sent += len(unit.indices)
+        prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+        summary.prompt_tokens += prompt
+        summary.completion_tokens += completion
+        price = self._prices.get(unit.route.model)
+        if price is None:
+            self._unpriced = True
+        if self._prices and not self._unpriced:
+            assert price is not None
+            summary.cost = (summary.cost or 0.0) + (prompt * price[0] + completion * price[1]) / 1e6
+        elif self._unpriced:
+            summary.cost = None
 
     def not_sent(self, error: RequestFailedError) -> None:
         """Fail every slot that has no result yet (the batch stopped before sending it)."""
@@ -219,7 +234,7 @@ class Dispatcher:
                 batch.failed(unit, outcome)
                 _show_counts(bar, summary)
             else:
-                batch.fresh(unit, outcome.response)
+                batch.fresh(unit, outcome.response, outcome.usage)
             if waiting_shown[0]:
                 waiting_shown[0] = False
                 bar.set_description_str(self._progress_label, refresh=False)
@@ -399,6 +414,10 @@ def _write_failed(writer: CacheWriter, batch: Batch) -> CacheError:
                        "free disk space or pass another cache_dir=, then re-run")
     error.results = batch.results()
     return error
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value >= 0 else 0
 
 
 def _show_counts(bar: Any, summary: GenerationSummary) -> None:

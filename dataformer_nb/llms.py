@@ -83,6 +83,7 @@ class AsyncLLM:
         verbose: bool = True,
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
         max_wait: float = DEFAULT_MAX_WAIT,
+        prices: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         # The positional order is dataformer 0.0.2's, so its code runs unchanged (README, "Coming from dataformer").
         self.url = None if url is None or url == "" else check_url(url)  # dataformer's default url is ""
@@ -129,6 +130,9 @@ class AsyncLLM:
                                              none_means="the default, 64 MiB") or DEFAULT_MAX_REPLY_BYTES)
         # How long one request may wait out rate limits (429s, 503s saying when) before it fails.
         self.max_wait = float(_positive(max_wait, "max_wait", none_means=None))  # type: ignore[arg-type]
+        # model -> (dollars per 1M prompt tokens, per 1M completion tokens): the summary's cost.
+        # Never looked up on the network: prices change, and a notebook must run offline.
+        self.prices = check_prices(prices)
         self.progress = progress
         self.verbose = verbose
         self.last_summary: GenerationSummary | None = None
@@ -236,8 +240,9 @@ class AsyncLLM:
             if clear_project_cache is not None:
                 self._say(str(self.cache.clear(clear_project_cache)))
             hits = self.cache.lookup(list(units), project) if use_cache else {}
-            batch = Batch(request_list, project)
+            batch = Batch(request_list, project, self.prices)
             batch.cached(hits, units)
+            batch.summary.saved_tokens = getattr(hits, "saved_tokens", 0)
             to_send = [u for key, u in units.items() if key not in hits]
         dispatcher = Dispatcher(
             gen_type=self.gen_type, max_attempts=self.max_attempts, timeout=self.timeout,
@@ -314,6 +319,24 @@ def _threaded(task_id_generator: Any, results: Results, use_cache: bool) -> Resu
         return results
     earlier.extend(results)
     return Results(list(earlier), results.summary)
+
+
+def check_prices(prices: Any) -> dict[str, tuple[float, float]] | None:
+    """``prices`` as {model: (input, output) dollars per 1M tokens}, or a ConfigurationError."""
+    if prices is None:
+        return None
+    if not isinstance(prices, Mapping):
+        raise ConfigurationError(f"prices={prices!r} must be a dict such as {{'gpt-4o-mini': (0.15, 0.60)}}")
+    checked = {}
+    for model, price in prices.items():
+        if (not isinstance(model, str) or not isinstance(price, (tuple, list)) or len(price) != 2
+                or not all(_is_number(p) and p >= 0 for p in price)):
+            raise ConfigurationError(
+                f"prices[{model!r}] = {price!r} must be (dollars per 1M prompt tokens, per 1M completion tokens), "
+                "e.g. (0.15, 0.60)"
+            )
+        checked[model] = (float(price[0]), float(price[1]))
+    return checked
 
 
 def _show_log_lines(level: int | str) -> None:

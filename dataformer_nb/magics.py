@@ -87,6 +87,8 @@ class Dataformer(Magics):
     sampling_params = Dict(help="Sampling parameters added to every request.").tag(config=True)
     format = Enum(FORMATS, "markdown", help="Output: markdown, text, json or none.").tag(config=True)
     progress = Bool(True, help="Show a progress bar.").tag(config=True)
+    prices = Dict(help="model -> (dollars per 1M prompt tokens, per 1M completion tokens), for the cost in "
+                       "summaries; never looked up online.").tag(config=True)
     max_rows = Int(20, help="A batch shows its first and last rows, this many in all (the rest stay in -o / _).").tag(
         config=True)
 
@@ -225,12 +227,15 @@ class Dataformer(Magics):
                 raise UsageError(f"--llm {args.llm}: no AsyncLLM by that name in the notebook")
             return llm
         provider, _, model = (args.target or self.provider).partition(":")
-        settings = (provider, model or self.model or None, args.url, self.cache_dir, self.progress, args.timeout)
+        prices = tuple(sorted((m, tuple(p)) for m, p in self.prices.items()))
+        settings = (provider, model or self.model or None, args.url, self.cache_dir, self.progress, args.timeout,
+                    prices)
         if settings not in self._llms:
             timeout = {} if args.timeout is None else {"timeout": args.timeout}
             try:
                 self._llms[settings] = AsyncLLM(api_provider=provider, model=settings[1], url=args.url,
-                                                cache_dir=self.cache_dir, progress=self.progress, **timeout)
+                                                cache_dir=self.cache_dir, progress=self.progress,
+                                                prices=dict(self.prices) or None, **timeout)
             except DataformerError as exc:
                 raise UsageError(str(exc)) from None
         return self._llms[settings]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._format import plural
+from ._format import money, plural, tokens
 from .errors import RequestFailedError
 from .providers import hide_credentials, response_text
 
@@ -120,7 +120,10 @@ class GenerationSummary:
     cached: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     server_limits: str = ""  # what the servers said (or 429s taught) of their rate limits
-
+    prompt_tokens: int = 0  # of the responses received in this run
+    completion_tokens: int = 0
+    saved_tokens: int = 0  # what the responses served from the cache cost when they were generated
+    cost: float | None = None  # of the responses received, where every model used has a price
     @property
     def failed(self) -> int:
         return sum(self.failures.values())
@@ -134,7 +137,12 @@ class GenerationSummary:
         if self.failures:
             text += " (" + ", ".join(f"{cause}: {n}" for cause, n in self.failures.most_common()) + ")"
         limits = f" · server limits: {self.server_limits}" if self.server_limits else ""
-        return f"{text} · project {self.project}{limits}"
+        used = ""
+        if self.prompt_tokens or self.completion_tokens or self.saved_tokens:
+            used = f" · tokens {tokens(self.prompt_tokens, self.completion_tokens)}"
+            used += f" ({self.saved_tokens:,} saved)" if self.saved_tokens else ""
+            used += f", {money(self.cost)}" if self.cost is not None else ""
+        return f"{text} · project {self.project}{used}{limits}"
 
 
 class Results(list[GenerationResult]):

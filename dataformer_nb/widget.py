@@ -8,12 +8,12 @@ from typing import Any
 
 import ipywidgets as w
 
-from ._format import human_size, plural, projects_table, when
+from ._format import human_size, plural, projects_table, tokens, when
 from .cache import FULL, ClearReport, ProjectInfo, ResponseCache
 from .errors import DataformerError
 from .settings import CACHE_DIR_ENV, DEFAULT_CACHE_DIR, resolve
 
-_ROW = w.Layout(grid_template_columns="minmax(10em, 2fr) 7em 7em 11em 12em", align_items="center")
+_ROW = w.Layout(grid_template_columns="minmax(10em, 2fr) 7em 7em 11em 8em 11em 12em", align_items="center")
 
 
 class CachePanel:
@@ -79,8 +79,8 @@ class CachePanel:
         self.summary = f"Cache {where}: {unique} · {on_disk}"
         self.project_rows = {p.name: self._row(p) for p in projects}
         if projects:
-            header = w.GridBox([w.HTML(f"<b>{t}</b>") for t in ("project", "responses", "size", "last used", "")],
-                               layout=_ROW)
+            titles = ("project", "responses", "size", "tokens in / out", "tokens saved", "last used", "")
+            header = w.GridBox([w.HTML(f"<b>{t}</b>") for t in titles], layout=_ROW)
             self.rows.children = [header, *self.project_rows.values()]
         else:
             self.rows.children = [w.HTML("The cache holds no projects yet: run <code>generate</code> to fill it.")]
@@ -101,7 +101,8 @@ class CachePanel:
         actions = w.HBox([delete])
         delete.on_click(lambda _: self._ask(actions, project.name))
         cells = [w.Label(project.name), w.Label(str(project.responses)), w.Label(human_size(project.bytes)),
-                 w.Label(when(project.last_used)), actions]
+                 w.Label(tokens(project.prompt_tokens, project.completion_tokens)),
+                 w.Label(f"{project.saved_tokens:,}"), w.Label(when(project.last_used)), actions]
         return w.GridBox(cells, layout=_ROW)
 
     # Deleting, with confirmation in place

@@ -157,7 +157,7 @@ def test_a_batch_says_its_summary_once_in_the_caption_unbroken(ip, capsys) -> No
     summary = "3 requests: 3 sent, 0 cached, 0 failed"
     assert summary not in shown.stdout and "cached=0" not in shown.stderr and "failed=0" not in shown.stderr
     bundle, = (o.data for o in shown.outputs)
-    assert bundle["text/plain"].endswith(f"{summary} · project dataformer")
+    assert f"{summary} · project dataformer · tokens " in bundle["text/plain"].splitlines()[-1]
     assert "<span style='white-space:nowrap'>project dataformer</span>" in bundle["text/html"]
     with capture_output() as single:
         ip.run_cell("%%generate echo\nJust one.")
