@@ -15,7 +15,7 @@ from .errors import (
     UnknownProviderError,
 )
 from .llms import AsyncLLM, get_messages, get_request_list
-from .results import GenerationResult, GenerationSummary, Results
+from .results import GenerationResult, GenerationSummary, Plan, Results
 
 
 def __getattr__(name: str) -> object:
@@ -48,6 +48,7 @@ __all__ = [
     "GenerationSummary",
     "InvalidRequestError",
     "MissingAPIKeyError",
+    "Plan",
     "ProjectInfo",
     "RequestFailedError",
     "ResponseCache",

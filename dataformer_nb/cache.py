@@ -264,6 +264,15 @@ class ResponseCache:
         found.saved_tokens = saved
         return found
 
+    def users(self, keys: Iterable[str]) -> dict[str, frozenset[str]]:
+        """The projects using each cached response among ``keys``; reads only, writes nothing."""
+        found: dict[str, frozenset[str]] = {}
+        for rows in _batched(self._rows.read(list(keys), RESPONSE), READ_BATCH):
+            rows = [row for row in rows if isinstance(row[2], str)]
+            for (row_key, _, _), record in zip(rows, _decode_records([r[2] for r in rows]), strict=True):
+                found[row_key[len(RESPONSE):]] = frozenset(record["projects"])
+        return found
+
     def put(self, key: str, response: Mapping[str, Any] | bytes, project: str) -> None:
         """Store ``response`` under ``key`` for ``project`` (committed before returning)."""
         self.put_many([(key, response)], project)
@@ -318,7 +327,7 @@ class ResponseCache:
         A response another project still uses is kept, so clearing one project never makes
         another pay again. An unknown name warns and lists the known projects.
         """
-        names = _clear_names(projects)
+        names = clear_names(projects)
         if FULL in names:
             return self._clear_all()
         known = set(self._meta()["projects"])
@@ -541,7 +550,8 @@ def _count(value: Any) -> int:
     return value if type(value) is int and value >= 0 else 0
 
 
-def _clear_names(projects: object) -> list[str]:
+def clear_names(projects: object) -> list[str]:
+    """The canonical names ``clear_project_cache`` names (``full`` among them for everything)."""
     if isinstance(projects, str):
         items: list[object] = [projects]
     elif isinstance(projects, (list, tuple, set, frozenset)):

@@ -56,17 +56,24 @@ def _content_tokens(content: Any) -> int:
 
 def estimate_request_tokens(body: Mapping[str, Any]) -> int:
     """Prompt tokens plus the completion budget, as providers count them against TPM."""
+    prompt, budget = estimate_prompt_and_budget(body)
+    return prompt + budget
+
+
+def estimate_prompt_and_budget(body: Mapping[str, Any]) -> tuple[int, int]:
+    """The estimated prompt tokens of ``body``, and its completion budget (``max_tokens`` x ``n``;
+    0 when it sets none)."""
     if "messages" in body:
         prompt = sum(4 + _content_tokens(m.get("content")) for m in body["messages"])
         prompt += _content_tokens(body.get("system"))
     elif "input" in body:  # embeddings: the input is all there is
-        return _content_tokens(body["input"])
+        return _content_tokens(body["input"]), 0
     else:
         prompt = _content_tokens(body.get("prompt"))
     options = body.get("options") or {}
     budget = body.get("max_tokens") or body.get("max_completion_tokens") or options.get("num_predict") or 0
     n = body.get("n") or 1
-    return prompt + int(budget) * int(n) if isinstance(budget, int) and isinstance(n, int) else prompt
+    return (prompt, int(budget) * int(n)) if isinstance(budget, int) and isinstance(n, int) else (prompt, 0)
 
 
 class _TokenBucket:
@@ -282,6 +289,17 @@ class RateBucket:
             assert rate is not None
             self._learned_bucket = _TokenBucket(1.0, rate, 0.0)
             self._learned_bucket.at = self._clock()
+
+    def seconds_to_send(self, requests: int, tokens: int) -> float | None:
+        """About how long ``requests`` costing ``tokens`` take to be let through from now, under
+        what this bucket knows (your limits, the server's, what 429s taught); None if nothing limits it."""
+        now = self._clock()
+        waits = []
+        for bucket, cost in ((self._requests, requests), (self._tokens, tokens), (self._server_requests, requests),
+                             (self._server_tokens, tokens), (self._learned_bucket, requests)):
+            if bucket is not None and bucket.rate:
+                waits.append(max(cost - bucket.level_at(now), 0.0) / bucket.rate)
+        return max(waits) if waits else None
 
     # Telling
 

@@ -14,15 +14,16 @@ import numbers
 import os
 import weakref
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ._sync import gc_paused, run_sync
-from .cache import ClearReport, ResponseCache, normalize_project
+from .cache import FULL, ClearReport, ResponseCache, clear_names, normalize_project
 from .dispatch import DEFAULT_MAX_WAIT, Batch, CacheWriter, Dispatcher, TransportChoice
 from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError
-from .limits import LimitsReport, RateLimiter
+from .limits import LimitsReport, RateLimiter, estimate_prompt_and_budget
 from .prepare import Preparer, Target, Unit, by_key, check_key, optional_str
 from .providers import (
     GenType,
@@ -32,7 +33,7 @@ from .providers import (
     provider_for_url,
     response_text,
 )
-from .results import GenerationResult, GenerationSummary, Results
+from .results import GenerationResult, GenerationSummary, Plan, Results
 from .settings import (
     CACHE_DIR_ENV,
     DEFAULT_CACHE_DIR,
@@ -222,17 +223,7 @@ class AsyncLLM:
     ) -> Results:
         """The async twin of :meth:`generate`, for ``await`` in async code."""
         self._last_run_cached = use_cache
-        if isinstance(cache_vars, str):  # generate(requests, "Questions"): the order before 0.2
-            raise ConfigurationError(
-                f"generate's second argument is cache_vars (dataformer's order), not the project: "
-                f"pass project_name={cache_vars!r} by keyword"
-            )
-        project = normalize_project(project_name) if project_name is not None else self.project_name
-        if not isinstance(request_list, (list, tuple)):
-            raise InvalidRequestError(
-                f"request_list must be a list of request dicts, not {type(request_list).__name__}: "
-                "pass e.g. [{'messages': [{'role': 'user', 'content': 'Hi'}]}]"
-            )
+        project = self._check_arguments(request_list, cache_vars, project_name)
         with gc_paused():
             preparer = self._preparer(cache_vars)
             units = by_key([preparer.prepare(i, r) for i, r in enumerate(request_list)], preparer)
@@ -269,6 +260,58 @@ class AsyncLLM:
         if task_id_generator is not None:
             return _threaded(task_id_generator, self.last_results, use_cache)
         return self.last_results
+
+    def plan(
+        self,
+        request_list: Sequence[Mapping[str, Any]],
+        cache_vars: Mapping[str, Any] | None = None,
+        task_id_generator: Any = None,
+        use_cache: bool = True,
+        project_name: str | None = None,
+        clear_project_cache: str | Sequence[str] | None = None,
+    ) -> Plan:
+        """What :meth:`generate` would do with the same arguments: how many requests are cached,
+        how many would be sent, their estimated tokens, cost and time. Nothing is sent or written."""
+        project = self._check_arguments(request_list, cache_vars, project_name)
+        preparer = self._preparer(cache_vars)
+        units = by_key([preparer.prepare(i, r) for i, r in enumerate(request_list)], preparer)
+        cleared = set(clear_names(clear_project_cache)) if clear_project_cache is not None else set()
+        users = self._cached_users(list(units)) if use_cache and FULL not in cleared else {}
+        cached = {key for key, projects in users.items() if not projects <= cleared}
+        to_send = [unit for key, unit in units.items() if key not in cached]
+        prompt = budget = 0
+        cost: float | None = 0.0 if self.prices else None
+        per_bucket: dict[int, list[Any]] = {}
+        for unit in to_send:
+            p, b = estimate_prompt_and_budget(preparer.body(unit.request, unit.route, unit.indices[0]))
+            prompt, budget = prompt + p, budget + b
+            price = (self.prices or {}).get(unit.route.model)
+            cost = None if cost is None or price is None else cost + (p * price[0] + b * price[1]) / 1e6
+            counts = per_bucket.setdefault(id(unit.route.bucket), [unit.route.bucket, 0, 0])
+            counts[1], counts[2] = counts[1] + 1, counts[2] + p + b
+        waits = [w for bucket, n, t in per_bucket.values() if (w := bucket.seconds_to_send(n, t)) is not None]
+        return Plan(project, len(request_list), len(request_list) - len(to_send), len(to_send), prompt, budget,
+                    cost, max(waits) if waits else None)
+
+    def _cached_users(self, keys: list[str]) -> dict[str, frozenset[str]]:
+        """The projects using each cached key; without opening (or creating) a cache that is not there."""
+        if self._cache is None and not (Path(self.cache_dir).expanduser() / "cache.db").exists():
+            return {}
+        return self.cache.users(keys)
+
+    def _check_arguments(self, request_list: Any, cache_vars: Any, project_name: str | None) -> str:
+        """The project to use, once the arguments common to generate and plan are checked."""
+        if isinstance(cache_vars, str):  # generate(requests, "Questions"): the order before 0.2
+            raise ConfigurationError(
+                f"generate's second argument is cache_vars (dataformer's order), not the project: "
+                f"pass project_name={cache_vars!r} by keyword"
+            )
+        if not isinstance(request_list, (list, tuple)):
+            raise InvalidRequestError(
+                f"request_list must be a list of request dicts, not {type(request_list).__name__}: "
+                "pass e.g. [{'messages': [{'role': 'user', 'content': 'Hi'}]}]"
+            )
+        return normalize_project(project_name) if project_name is not None else self.project_name
 
     def _preparer(self, cache_vars: Mapping[str, Any] | None) -> Preparer:
         target = Target(self.api_provider, self.url, self._api_key, self.model)

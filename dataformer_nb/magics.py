@@ -139,6 +139,7 @@ class Dataformer(Magics):
     @argument("--project", metavar="NAME", help="the project the responses belong to")
     @argument("--url", metavar="URL", help="an OpenAI-compatible endpoint or base URL")
     @argument("--timeout", type=float, metavar="SECONDS", help="deadline for each request's whole exchange")
+    @argument("--dry-run", action="store_true", help="show what would be sent, its tokens, cost and time; send nothing")
     @argument("--no-cache", action="store_true", help="neither read nor write the cache")
     @argument("--clear-cache", metavar="NAME|full", action="append", help="clear a project first (repeatable)")
     @argument("-o", "--out", metavar="VAR", help="store the results list in VAR")
@@ -169,6 +170,15 @@ class Dataformer(Magics):
             raise UsageError("--into needs --over DATAFRAME (or DATAFRAME.COLUMN): the answers become its column")
         requests = self._requests(args, cell, over)
         llm = self._llm_for(args)
+        if args.dry_run:
+            try:
+                plan = llm.plan(requests, project_name=args.project or self.project,
+                                clear_project_cache=args.clear_cache, use_cache=not args.no_cache)
+            except DataformerError as exc:
+                raise UsageError(str(exc)) from None
+            if args.out:
+                self.shell.user_ns[args.out] = plan
+            return plan
         label = "generate" if over is None else f"{over.name} → {args.into}" if args.into else over.name
         try:
             results = llm.generate(

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._format import money, plural, tokens
+from ._format import money, plural, table_bundle, tokens
 from .errors import RequestFailedError
 from .providers import hide_credentials, response_text
 
@@ -143,6 +143,44 @@ class GenerationSummary:
             used += f" ({self.saved_tokens:,} saved)" if self.saved_tokens else ""
             used += f", {money(self.cost)}" if self.cost is not None else ""
         return f"{text} · project {self.project}{used}{limits}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``generate`` would do with a batch, worked out without sending or writing anything.
+
+    Tokens are estimates (no tokenizer is downloaded); ``completion_budget`` is what the
+    requests' ``max_tokens`` allow, the most they can generate. ``cost`` is at most that, when
+    every model to be used has a price; ``seconds`` is the time the limits known now impose
+    (None: nothing known limits it, so it goes as fast as the server answers).
+    """
+
+    project: str
+    requests: int
+    cached: int
+    to_send: int
+    prompt_tokens: int
+    completion_budget: int
+    cost: float | None
+    seconds: float | None
+
+    def rows(self) -> list[list[str]]:
+        time = "no limit known" if self.seconds is None else f"{self.seconds:,.0f} s under the known limits"
+        return [
+            ["requests", f"{self.requests:,}"],
+            ["cached (nothing to pay)", f"{self.cached:,}"],
+            ["to send", f"{self.to_send:,}"],
+            ["prompt tokens (estimated)", f"{self.prompt_tokens:,}"],
+            ["completion budget (max_tokens)", f"{self.completion_budget:,}" if self.completion_budget else "not set"],
+            ["cost, at most", "no price for a model" if self.cost is None else money(self.cost)],
+            ["time", time],
+        ]
+
+    def __str__(self) -> str:
+        return "\n".join(f"{name}: {value}" for name, value in self.rows())
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return table_bundle(["plan", f"project {self.project}"], self.rows(), caption="nothing sent, nothing written")
 
 
 class Results(list[GenerationResult]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from IPython.utils.capture import capture_output
 
 from dataformer_nb import ConfigurationError
 
@@ -55,3 +56,42 @@ def test_prices_set_with_config_reach_the_cells_summary(ip, server: FakeLLMServe
     finally:
         ip.run_line_magic("config", "Dataformer.prices = {}")
     assert "tokens 3 / 5, $0.000008" in capsys.readouterr().out
+
+
+# A plan before spending
+
+
+def test_plan_counts_what_would_be_sent_and_sends_and_writes_nothing(server: FakeLLMServer, make_llm,
+                                                                      cache_dir) -> None:
+    llm = make_llm(model="m1", prices={"m1": (1.0, 2.0)}, max_requests_per_minute=60)
+    fresh = llm.plan([chat("a", max_tokens=100), chat("b", max_tokens=100)])
+    assert (fresh.requests, fresh.cached, fresh.to_send) == (2, 0, 2)
+    assert not cache_dir.exists() and server.count == 0  # nothing written, nothing sent
+    assert fresh.prompt_tokens == 2 * (4 + 1) and fresh.completion_budget == 200
+    assert fresh.cost == pytest.approx((10 * 1.0 + 200 * 2.0) / 1e6)
+    assert fresh.seconds == 0.0  # two requests fit the minute's quota
+    llm.generate([chat("a", max_tokens=100)], project_name="p")
+    sent = server.count
+    plan = llm.plan([chat("a", max_tokens=100), chat("b", max_tokens=100)], project_name="q")
+    assert (plan.cached, plan.to_send) == (1, 1) and server.count == sent
+    assert [p.name for p in llm.cache.projects()] == ["p"]  # q is not recorded by a plan
+    assert llm.plan([chat("a", max_tokens=100)], clear_project_cache="p").to_send == 1  # p's alone: cleared
+    assert llm.plan([chat("a", max_tokens=100)], clear_project_cache="other").to_send == 0
+    assert llm.plan([chat("a", max_tokens=100)], clear_project_cache="full").to_send == 1
+    busy = llm.plan([chat(f"x{i}") for i in range(180)])
+    assert busy.seconds == pytest.approx(120, abs=2)  # 60 at once, the other 120 one a second
+
+
+def test_plan_without_prices_or_limits_says_so(make_llm) -> None:
+    plan = make_llm().plan([chat("a")])
+    assert plan.cost is None and plan.seconds is None
+    assert "no price for a model" in str(plan) and "no limit known" in str(plan)
+
+
+def test_the_dry_run_magic_shows_the_plan_as_a_table(ip, server: FakeLLMServer) -> None:
+    ip.user_ns["topics"] = ["a", "b", "c"]
+    with capture_output() as shown:
+        ip.run_cell("%%generate --over topics --dry-run -o plan\nTell me about {item}.")
+    assert server.count == 0 and ip.user_ns["plan"].to_send == 3
+    assert "to send" in shown.stdout and "3" in shown.stdout  # the cell's value, shown as text in a terminal
+    assert "nothing sent, nothing written" in ip.user_ns["plan"]._repr_mimebundle_()["text/html"]
