@@ -28,8 +28,9 @@ from .echo import EchoTransport
 from .errors import AuthenticationError, CacheError, RequestFailedError
 from .limits import WAIT_SHOWN_SECONDS, RateBucket, estimate_request_tokens
 from .prepare import Route, Unit
-from .providers import GenType, check_reply, to_openai
+from .providers import GenType, check_reply, response_text, to_openai
 from .results import GenerationResult, GenerationSummary, Results
+from .schema import OutputSchema
 from .serverlimits import read as read_server_limits
 from .transport import DEFAULT_MAX_REPLY_BYTES, AiohttpTransport, Reply, ReplyTooLargeError, post
 
@@ -59,10 +60,12 @@ class Retry(NamedTuple):
 
 
 class Fresh(NamedTuple):
-    """A successful reply: the response (its JSON bytes when already in OpenAI's shape) and its usage."""
+    """A successful reply: the response (its JSON bytes when already in OpenAI's shape), its usage,
+    and its text validated against the schema asked for (None without one)."""
 
     response: dict[str, Any] | bytes
     usage: Any
+    parsed: Any = None
 
 
 class Batch:
@@ -76,18 +79,24 @@ class Batch:
         self._prices = prices or {}
         self._unpriced = False  # a model without a price was used: no cost is shown
 
-    def cached(self, hits: Mapping[str, bytes], units: Mapping[str, Unit]) -> None:
-        """Fill the slots of every unit found in the cache (``hits``: key -> response)."""
+    def cached(self, hits: Mapping[str, bytes], units: Mapping[str, Unit],
+               parsed: Mapping[str, Any] | None = None) -> None:
+        """Fill the slots of every unit found in the cache (``hits``: key -> response; ``parsed``:
+        key -> its validated output, with a schema)."""
         results, requests = self._results, self._requests
         for key, response in hits.items():  # inline: this runs for every slot of a warm re-run
             for i in units[key].indices:
                 request = requests[i]
                 results[i] = GenerationResult(request, response, True, None, request.get("metadata"))
                 self.summary.cached += 1
+                if parsed is not None:
+                    results[i].parsed = parsed[key]
 
-    def fresh(self, unit: Unit, response: dict[str, Any] | bytes, usage: Mapping[str, Any]) -> None:
+    def fresh(self, unit: Unit, response: dict[str, Any] | bytes, usage: Mapping[str, Any], parsed: Any = None
+              ) -> None:
         for i in unit.indices:
             self._results[i] = self._result(i, response)
+            self._results[i].parsed = parsed  # type: ignore[union-attr]
         summary = self.summary
         summary.sent += len(unit.indices)
         prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
@@ -195,7 +204,8 @@ class Dispatcher:
     def __init__(self, *, gen_type: GenType, max_attempts: int, timeout: float, retry_base_delay: float,
                  transport: TransportChoice, progress: bool, say: Callable[[str], None],
                  body_of: Callable[[Unit], dict[str, Any]], max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
-                 progress_label: str = "generate", max_wait: float = DEFAULT_MAX_WAIT) -> None:
+                 progress_label: str = "generate", max_wait: float = DEFAULT_MAX_WAIT,
+                 schema: OutputSchema | None = None) -> None:
         self._gen_type = gen_type
         self._max_attempts = max_attempts
         self._timeout = timeout
@@ -207,6 +217,7 @@ class Dispatcher:
         self._max_reply_bytes = max_reply_bytes
         self._progress_label = progress_label
         self._max_wait = max_wait
+        self._schema = schema
         self._waiting: Callable[[float], None] | None = None  # set by run: shows a wait on the progress bar
 
     async def run(self, units: list[Unit], batch: Batch, writer: CacheWriter | None) -> None:
@@ -234,7 +245,7 @@ class Dispatcher:
                 batch.failed(unit, outcome)
                 _show_counts(bar, summary)
             else:
-                batch.fresh(unit, outcome.response, outcome.usage)
+                batch.fresh(unit, outcome.response, outcome.usage, outcome.parsed)
             if waiting_shown[0]:
                 waiting_shown[0] = False
                 bar.set_description_str(self._progress_label, refresh=False)
@@ -370,7 +381,14 @@ class Dispatcher:
                 return Retry(_failure(route, "malformed json", f"unreadable reply ({type(exc).__name__}: {exc})"))
             usage = response.get("usage") or {}
             route.bucket.settle(tokens, usage.get("total_tokens"))
-            return Fresh(reply.content if response is data else response, usage)
+            parsed = None
+            if self._schema is not None:
+                try:
+                    parsed = self._schema.parse(response_text(response))
+                except ValueError as exc:  # retried like a malformed reply, and never cached
+                    return Retry(_failure(route, "invalid output", f"the reply does not follow schema "
+                                          f"{self._schema.name}: {_one_line(exc)}"))
+            return Fresh(reply.content if response is data else response, usage, parsed)
         if 300 <= status < 400:
             where = reply.headers.get("location")
             what = f"redirected to {where}: pass that URL as url=" if where else "redirected without a Location"
@@ -414,6 +432,11 @@ def _write_failed(writer: CacheWriter, batch: Batch) -> CacheError:
                        "free disk space or pass another cache_dir=, then re-run")
     error.results = batch.results()
     return error
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 def _count(value: Any) -> int:

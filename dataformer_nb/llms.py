@@ -8,6 +8,7 @@ and return the results in request order.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import numbers
@@ -34,6 +35,7 @@ from .providers import (
     response_text,
 )
 from .results import GenerationResult, GenerationSummary, Plan, Results
+from .schema import OutputSchema
 from .settings import (
     CACHE_DIR_ENV,
     DEFAULT_CACHE_DIR,
@@ -193,6 +195,7 @@ class AsyncLLM:
         project_name: str | None = None,
         clear_project_cache: str | Sequence[str] | None = None,
         *,
+        schema: Any = None,
         progress_label: str = "generate",
         summary: bool = True,
     ) -> Results:
@@ -202,11 +205,15 @@ class AsyncLLM:
         where the batch runs on its own loop in a worker thread while the caller waits.
         The positional order is dataformer 0.0.2's; ``task_id_generator`` is accepted for its
         code and unused (results come back in request order, which is what its ids were for).
-        ``progress_label`` names the run on its progress bar; ``summary=False`` leaves out the
-        summary line (``%%generate`` shows it as its table's caption instead).
+        ``schema`` (a Pydantic model class or a JSON Schema dict) asks for structured output: each
+        reply is validated, ``result.parsed`` holds it, and one that does not validate is a failure
+        (``cause="invalid output"``), retried and never cached. ``progress_label`` names the run on
+        its progress bar; ``summary=False`` leaves out the summary line (``%%generate`` shows it as
+        its table's caption instead).
         """
         return run_sync(self.agenerate(request_list, cache_vars, task_id_generator, use_cache, project_name,
-                                       clear_project_cache, progress_label=progress_label, summary=summary),
+                                       clear_project_cache, schema=schema, progress_label=progress_label,
+                                       summary=summary),
                         interrupted=self._interrupted)
 
     async def agenerate(
@@ -218,28 +225,33 @@ class AsyncLLM:
         project_name: str | None = None,
         clear_project_cache: str | Sequence[str] | None = None,
         *,
+        schema: Any = None,
         progress_label: str = "generate",
         summary: bool = True,
     ) -> Results:
         """The async twin of :meth:`generate`, for ``await`` in async code."""
         self._last_run_cached = use_cache
         project = self._check_arguments(request_list, cache_vars, project_name)
+        output_schema = None if schema is None else OutputSchema(schema)
         with gc_paused():
-            preparer = self._preparer(cache_vars)
+            preparer = self._preparer(cache_vars, output_schema)
             units = by_key([preparer.prepare(i, r) for i, r in enumerate(request_list)], preparer)
             self._check_keys(units, clear_project_cache is not None, use_cache)
             if clear_project_cache is not None:
                 self._say(str(self.cache.clear(clear_project_cache)))
             hits = self.cache.lookup(list(units), project) if use_cache else {}
             batch = Batch(request_list, project, self.prices)
-            batch.cached(hits, units)
             batch.summary.saved_tokens = getattr(hits, "saved_tokens", 0)
             to_send = [u for key, u in units.items() if key not in hits]
+            # After to_send: a cached reply that no longer validates fails, it is not bought again.
+            parsed = None if output_schema is None else _revalidate(hits, units, output_schema, batch)
+            batch.cached(hits, units, parsed)
         dispatcher = Dispatcher(
             gen_type=self.gen_type, max_attempts=self.max_attempts, timeout=self.timeout,
             retry_base_delay=self.retry_base_delay, transport=self.transport, progress=self.progress,
             say=self._say, body_of=lambda unit: preparer.body(unit.request, unit.route, unit.indices[0]),
             max_reply_bytes=self.max_reply_bytes, progress_label=progress_label, max_wait=self.max_wait,
+            schema=output_schema,
         )
         try:
             await dispatcher.run(to_send, batch, CacheWriter(self.cache, project) if use_cache else None)
@@ -269,11 +281,13 @@ class AsyncLLM:
         use_cache: bool = True,
         project_name: str | None = None,
         clear_project_cache: str | Sequence[str] | None = None,
+        *,
+        schema: Any = None,
     ) -> Plan:
         """What :meth:`generate` would do with the same arguments: how many requests are cached,
         how many would be sent, their estimated tokens, cost and time. Nothing is sent or written."""
         project = self._check_arguments(request_list, cache_vars, project_name)
-        preparer = self._preparer(cache_vars)
+        preparer = self._preparer(cache_vars, None if schema is None else OutputSchema(schema))
         units = by_key([preparer.prepare(i, r) for i, r in enumerate(request_list)], preparer)
         cleared = set(clear_names(clear_project_cache)) if clear_project_cache is not None else set()
         users = self._cached_users(list(units)) if use_cache and FULL not in cleared else {}
@@ -313,9 +327,9 @@ class AsyncLLM:
             )
         return normalize_project(project_name) if project_name is not None else self.project_name
 
-    def _preparer(self, cache_vars: Mapping[str, Any] | None) -> Preparer:
+    def _preparer(self, cache_vars: Mapping[str, Any] | None, schema: OutputSchema | None = None) -> Preparer:
         target = Target(self.api_provider, self.url, self._api_key, self.model)
-        return Preparer(target, self.gen_type, self.sampling_params, self._limiter, cache_vars)
+        return Preparer(target, self.gen_type, self.sampling_params, self._limiter, cache_vars, schema)
 
     def _check_keys(self, units: Mapping[str, Unit], clearing: bool, use_cache: bool) -> None:
         """A missing key is only an error for what must be sent: a cached notebook re-runs without keys.
@@ -362,6 +376,22 @@ def _threaded(task_id_generator: Any, results: Results, use_cache: bool) -> Resu
         return results
     earlier.extend(results)
     return Results(list(earlier), results.summary)
+
+
+def _revalidate(hits: dict[str, bytes], units: Mapping[str, Unit], schema: OutputSchema, batch: Batch
+                ) -> dict[str, Any]:
+    """Each cached reply validated again (a model's own validators may have changed); one that no
+    longer validates is that request's failure, and is taken out of ``hits``."""
+    parsed = {}
+    for key, data in list(hits.items()):
+        try:
+            parsed[key] = schema.parse(response_text(json.loads(data)))
+        except ValueError as exc:
+            del hits[key]
+            batch.failed(units[key], RequestFailedError(
+                f"the cached reply does not follow schema {schema.name} ({' '.join(str(exc).split())[:300]}): "
+                "clear its project (clear_project_cache=) to ask again", cause="invalid output"))
+    return parsed
 
 
 def check_prices(prices: Any) -> dict[str, tuple[float, float]] | None:

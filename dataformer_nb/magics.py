@@ -139,6 +139,7 @@ class Dataformer(Magics):
     @argument("--project", metavar="NAME", help="the project the responses belong to")
     @argument("--url", metavar="URL", help="an OpenAI-compatible endpoint or base URL")
     @argument("--timeout", type=float, metavar="SECONDS", help="deadline for each request's whole exchange")
+    @argument("--schema", metavar="VAR", help="a Pydantic model class or JSON Schema dict the replies must follow")
     @argument("--dry-run", action="store_true", help="show what would be sent, its tokens, cost and time; send nothing")
     @argument("--no-cache", action="store_true", help="neither read nor write the cache")
     @argument("--clear-cache", metavar="NAME|full", action="append", help="clear a project first (repeatable)")
@@ -170,10 +171,15 @@ class Dataformer(Magics):
             raise UsageError("--into needs --over DATAFRAME (or DATAFRAME.COLUMN): the answers become its column")
         requests = self._requests(args, cell, over)
         llm = self._llm_for(args)
+        schema = None
+        if args.schema:
+            if args.schema not in self.shell.user_ns:
+                raise UsageError(f"--schema {args.schema}: no variable by that name in the notebook")
+            schema = self.shell.user_ns[args.schema]
         if args.dry_run:
             try:
                 plan = llm.plan(requests, project_name=args.project or self.project,
-                                clear_project_cache=args.clear_cache, use_cache=not args.no_cache)
+                                clear_project_cache=args.clear_cache, use_cache=not args.no_cache, schema=schema)
             except DataformerError as exc:
                 raise UsageError(str(exc)) from None
             if args.out:
@@ -186,6 +192,7 @@ class Dataformer(Magics):
                 project_name=args.project or self.project,
                 clear_project_cache=args.clear_cache,
                 use_cache=not args.no_cache,
+                schema=schema,
                 progress_label=label,
                 summary=not (over or args.lines) or bool(args.into),  # a batch's table caption holds it
             )

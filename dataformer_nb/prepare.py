@@ -25,6 +25,7 @@ from .providers import (
     GenType,
     Provider,
     Style,
+    ask_for_schema,
     auth_headers,
     build_body,
     check_url,
@@ -34,6 +35,7 @@ from .providers import (
     split_credentials,
     wire_style,
 )
+from .schema import OutputSchema
 from .settings import Secret, environment
 
 ROUTING_KEYS = frozenset({"api_provider", "url", "api_key", "model", "metadata"})
@@ -92,8 +94,10 @@ class Preparer:
     """Prepares the requests of one ``generate`` call; routes are computed once per target."""
 
     def __init__(self, target: Target, gen_type: GenType, sampling_params: Mapping[str, Any],
-                 limiter: RateLimiter, cache_vars: Mapping[str, Any] | None) -> None:
+                 limiter: RateLimiter, cache_vars: Mapping[str, Any] | None,
+                 schema: OutputSchema | None = None) -> None:
         self._target, self._gen_type, self._sampling_params = target, gen_type, sampling_params
+        self._schema = schema
         self._limiter = limiter
         self._cache_vars = check_cache_vars(cache_vars)
         self._routes: dict[tuple[Any, ...], Route] = {}
@@ -133,7 +137,10 @@ class Preparer:
         for k, v in self._sampling_params.items():
             payload.setdefault(k, v)
         check_prompt(payload, self._gen_type, index)
-        return build_body(route.style, self._gen_type, payload, route.model)
+        body = build_body(route.style, self._gen_type, payload, route.model)
+        if self._schema is not None:  # in the body, so in the cache key: another schema, another key
+            ask_for_schema(route.style, body, self._schema.name, self._schema.json_schema)
+        return body
 
     def _route_of(self, index: int, request: Mapping[str, Any]) -> Route:
         get = request.get

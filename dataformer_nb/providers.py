@@ -8,6 +8,7 @@ one into what the provider expects and :func:`to_openai` turns the reply back.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -217,6 +218,24 @@ def build_body(style: Style, gen_type: GenType, payload: dict[str, Any], model: 
     return payload
 
 
+def ask_for_schema(style: Style, body: dict[str, Any], name: str, json_schema: dict[str, Any]) -> None:
+    """Add to ``body`` what the provider understands as "reply following this JSON Schema"
+    (what the request sets itself is kept). OpenAI-compatible servers: ``response_format``
+    json_schema (https://platform.openai.com/docs/guides/structured-outputs); Anthropic: a tool
+    whose input is the schema, which it must call
+    (https://docs.anthropic.com/en/docs/build-with-claude/tool-use, "JSON mode"); Ollama: ``format``
+    set to the schema (https://ollama.com/blog/structured-outputs)."""
+    if style == "anthropic":
+        body.setdefault("tools", [{"name": name, "description": "Reply by calling this tool: its input is the answer.",
+                                   "input_schema": json_schema}])
+        body.setdefault("tool_choice", {"type": "tool", "name": name})
+    elif style == "ollama":
+        body.setdefault("format", json_schema)
+    else:
+        body.setdefault("response_format",
+                        {"type": "json_schema", "json_schema": {"name": name, "schema": json_schema}})
+
+
 def embedding_gen_type(url: str | None) -> bool:
     """Whether ``url`` is an embeddings endpoint (``/embeddings``, Ollama's ``/api/embed``)."""
     return url is not None and urlsplit(url).path.rstrip("/").endswith(EMBEDDING_SUFFIXES)
@@ -268,6 +287,9 @@ def to_openai(style: Style, gen_type: GenType, data: Any) -> dict[str, Any]:
         raise ValueError("the reply is not a JSON object")
     if style == "anthropic":
         text = "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
+        tool_inputs = [b.get("input") for b in data["content"] if b.get("type") == "tool_use"]
+        if not text and tool_inputs:  # a structured output, given as the input of the tool it was asked to call
+            text = json.dumps(tool_inputs[0], ensure_ascii=False)
         usage = data.get("usage") or {}
         finish = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
         return _openai_shape(gen_type, data.get("id", ""), data.get("model", ""), text,

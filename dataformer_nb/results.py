@@ -32,7 +32,7 @@ class GenerationResult:
     ``request, response = result`` and ``result[1]["choices"]`` both work.
     """
 
-    __slots__ = ("_response", "cached", "error", "metadata", "request")
+    __slots__ = ("_response", "cached", "error", "metadata", "parsed", "request")
 
     def __init__(self, request: dict[str, Any], response: dict[str, Any] | bytes | None, cached: bool = False,
                  error: RequestFailedError | None = None, metadata: Any = None) -> None:
@@ -42,6 +42,7 @@ class GenerationResult:
         self.cached = cached
         self.error = error
         self.metadata = metadata
+        self.parsed: Any = None  # with schema=: the reply as a model instance (or a dict for a JSON Schema)
 
     @property
     def response(self) -> dict[str, Any] | None:
@@ -215,20 +216,27 @@ class Results(list[GenerationResult]):
         return [[r.request, r.response] + ([r.metadata] if r.metadata is not None else []) for r in self]
 
     def to_pandas(self) -> pandas.DataFrame:
-        """One row per result: prompt, text, cached, error, metadata (needs pandas)."""
+        """One row per result: prompt, text, cached, error, metadata, and the fields of a structured
+        output (needs pandas)."""
         import pandas
 
-        return pandas.DataFrame([
-            {"prompt": _prompt_of(r.request), "text": r.text, "cached": r.cached,
-             "error": None if r.error is None else str(r.error), "metadata": r.metadata}
-            for r in self
-        ])
+        rows = [{"prompt": _prompt_of(r.request), "text": r.text, "cached": r.cached,
+                 "error": None if r.error is None else str(r.error), "metadata": r.metadata, **_fields(r.parsed)}
+                for r in self]
+        return pandas.DataFrame(rows)
 
     def to_jsonl(self, path: str | os.PathLike[str]) -> None:
         """Write one JSON record per line (see :meth:`GenerationResult.to_dict`)."""
         with open(path, "w", encoding="utf-8") as f:
             for record in self.to_records():
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _fields(parsed: Any) -> dict[str, Any]:
+    """A structured output's fields, as columns of their own."""
+    if hasattr(parsed, "model_dump"):
+        return parsed.model_dump()
+    return dict(parsed) if isinstance(parsed, dict) else {}
 
 
 def _prompt_of(request: dict[str, Any]) -> Any:

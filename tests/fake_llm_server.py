@@ -44,6 +44,7 @@ class FakeLLMServer:
         self.drip_seconds = 0.05
         self.required_key: str | None = None
         self.vary = False
+        self.reply_with_prompt = False  # the reply's text is the prompt itself: JSON in, JSON out
         self.asked: Counter[str] = Counter()  # requests received, by prompt
         self.active = 0
         self.peak_active = 0
@@ -148,7 +149,8 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 server.active += 1
                 server.peak_active = max(server.peak_active, server.active)
                 server.asked[prompt] += 1
-                answer = f"Answer: {prompt}" + (f" #{server.asked[prompt]}" if server.vary else "")
+                answer = prompt if server.reply_with_prompt else \
+                    f"Answer: {prompt}" + (f" #{server.asked[prompt]}" if server.vary else "")
             try:
                 self._answer(body, prompt, server._next_action(prompt), answer)
             finally:
