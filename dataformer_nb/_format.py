@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
+
+_DOCS_LINK = re.compile(r"\s*For further information visit \S+")
 
 if TYPE_CHECKING:
     from .cache import ProjectInfo
@@ -13,6 +16,12 @@ if TYPE_CHECKING:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def one_line(error: Exception, limit: int = 300) -> str:
+    """An error's message on one line, at most ``limit`` characters (pydantic's docs link dropped)."""
+    text = " ".join(_DOCS_LINK.sub("", str(error)).split())
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def human_size(n: float) -> str:

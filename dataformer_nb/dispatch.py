@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import httpx
 
+from ._format import one_line
 from ._json import dumpb
 from .cache import NewResponse, ResponseCache
 from .echo import EchoTransport
@@ -387,7 +388,7 @@ class Dispatcher:
                     parsed = self._schema.parse(response_text(response))
                 except ValueError as exc:  # retried like a malformed reply, and never cached
                     return Retry(_failure(route, "invalid output", f"the reply does not follow schema "
-                                          f"{self._schema.name}: {_one_line(exc)}"))
+                                          f"{self._schema.name}: {one_line(exc)}"))
             return Fresh(reply.content if response is data else response, usage, parsed)
         if 300 <= status < 400:
             where = reply.headers.get("location")
@@ -432,11 +433,6 @@ def _write_failed(writer: CacheWriter, batch: Batch) -> CacheError:
                        "free disk space or pass another cache_dir=, then re-run")
     error.results = batch.results()
     return error
-
-
-def _one_line(error: Exception) -> str:
-    text = " ".join(str(error).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 def _count(value: Any) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from ._format import one_line
 from ._sync import gc_paused, run_sync
 from .cache import FULL, ClearReport, ResponseCache, clear_names, normalize_project
 from .dispatch import DEFAULT_MAX_WAIT, Batch, CacheWriter, Dispatcher, TransportChoice
@@ -389,7 +390,7 @@ def _revalidate(hits: dict[str, bytes], units: Mapping[str, Unit], schema: Outpu
         except ValueError as exc:
             del hits[key]
             batch.failed(units[key], RequestFailedError(
-                f"the cached reply does not follow schema {schema.name} ({' '.join(str(exc).split())[:300]}): "
+                f"the cached reply does not follow schema {schema.name} ({one_line(exc)}): "
                 "clear its project (clear_project_cache=) to ask again", cause="invalid output"))
     return parsed
 
