@@ -33,6 +33,19 @@ _SELECT = (f"SELECT key, value, tag FROM Cache WHERE raw = 1 AND mode = {diskcac
 _EXISTING = "SELECT key FROM Cache WHERE raw = 1 AND key IN ({marks})"
 
 
+# One page of a project's responses, in the order they were stored; ``contains`` (lower case)
+# matches the prompt or the response. NOT INDEXED: the table is read in rowid order and the
+# scan stops once the page is full (LIMIT), so a page reads only the rows before it; through
+# the key index, SQLite sorted every response by rowid first (measured: 222 ms for the first
+# page of 10^5, against a few ms).
+_PAGE = (f"SELECT key, value, tag FROM Cache NOT INDEXED WHERE raw = 1 AND mode = {diskcache.core.MODE_RAW}"
+         " AND substr(key, 1, length(?1)) = ?1 AND json_valid(tag)"
+         " AND EXISTS (SELECT 1 FROM json_each(tag, '$.projects') WHERE value = ?2)"
+         " AND (?3 = '' OR instr(lower(coalesce(json_extract(tag, '$.prompt'), '')), ?3)"
+         "      OR instr(lower(CAST(value AS TEXT)), ?3))"
+         " ORDER BY rowid LIMIT ?4 OFFSET ?5")
+
+
 class RowReader:
     """Reads the rows of the diskcache ``Cache`` table in ``directory``, many keys a query."""
 
@@ -75,6 +88,15 @@ class RowReader:
                 finally:
                     db.execute("COMMIT")
                 yield from rows
+
+    def page(self, prefix: str, member: str, contains: str, limit: int, offset: int) -> list[tuple[str, Any, Any]]:
+        """``(key, value, tag)`` of the rows under ``prefix`` whose tag lists ``member`` among its
+        projects (and holds ``contains``, if given), ``limit`` of them after ``offset``."""
+        with self._connect() as db:
+            try:
+                return db.execute(_PAGE, (prefix, member, contains.lower(), limit, offset)).fetchall()
+            except sqlite3.Error as exc:
+                raise CacheError(f"the cache in {self.directory} cannot be read ({exc})") from exc
 
     def _query(self, db: sqlite3.Connection, template: str, keys: Sequence[str],
                params: tuple[Any, ...] = ()) -> list[Any]:

@@ -12,7 +12,9 @@ Stored format 2, under string keys (``<key>`` is the SHA-256 of :mod:`dataformer
 - ``response:<key>``: the response's JSON document, as bytes, exactly as stored from the
   reply; the row's diskcache tag holds its entry record, JSON text:
   ``{"projects": [names], "size": bytes of the response, "prompt_tokens": p,
-  "completion_tokens": c, "created": t}``: who uses the response, and what it cost;
+  "completion_tokens": c, "created": t, "prompt": text}``: who uses the response, what it cost,
+  and the prompt that asked for it (its first 1,000 characters, for browsing; records written
+  before it was kept have none, and every reader takes it as optional);
 - ``project:<name>``: ``{"entries": n, "bytes": b, "last_used": t, "prompt_tokens": p,
   "completion_tokens": c, "saved_tokens": s}``: the responses it uses and their bytes, the
   tokens of the responses it generated, and the tokens it was served from the cache.
@@ -55,6 +57,7 @@ from .settings import DEFAULT_CACHE_DIR
 
 FORMAT = 2
 READ_BATCH = 500
+PROMPT_KEPT = 1000  # characters of a prompt kept in its response's record, for browsing
 T = TypeVar("T")
 FULL = "full"
 META = "meta"
@@ -111,12 +114,14 @@ class NewResponse:
     data: bytes
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prompt: str = ""
 
     @classmethod
-    def with_usage(cls, key: str, data: bytes, usage: Any) -> NewResponse:
+    def with_usage(cls, key: str, data: bytes, usage: Any, prompt: str = "") -> NewResponse:
         """From a reply's ``usage`` (OpenAI's shape); counts that are not whole numbers count 0."""
         usage = usage if isinstance(usage, Mapping) else {}
-        return cls(key, data, _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+        return cls(key, data, _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")),
+                   prompt[:PROMPT_KEPT])
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,25 @@ class Hits(dict[str, bytes]):
     """Cached responses by key (their JSON), and the tokens they saved: what they cost when generated."""
 
     saved_tokens = 0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One response a project uses: its key, the prompt that asked for it (if recorded), the
+    response, its tokens, when it was stored, and every project that uses it."""
+
+    key: str
+    prompt: str
+    response: dict[str, Any]
+    prompt_tokens: int
+    completion_tokens: int
+    created: datetime
+    projects: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "prompt": self.prompt, "response": self.response,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "created": self.created.isoformat(), "projects": list(self.projects)}
 
 
 @dataclass(frozen=True)
@@ -272,6 +296,75 @@ class ResponseCache:
             for (row_key, _, _), record in zip(rows, _decode_records([r[2] for r in rows]), strict=True):
                 found[row_key[len(RESPONSE):]] = frozenset(record["projects"])
         return found
+
+    # Browsing a project
+
+    def entries(self, project: str, offset: int = 0, limit: int = 50, contains: str = "") -> list[Entry]:
+        """A page of the responses ``project`` uses, in the order they were stored: ``limit`` of them
+        after ``offset``, only those whose prompt or response holds ``contains`` (any case) if given.
+        Reads only the page (and the rows an offset skips), whatever the cache's size."""
+        project = normalize_project(project)
+        rows = self._rows.page(RESPONSE, project, contains, limit, offset)
+        return [_entry(key[len(RESPONSE):], value, json.loads(tag)) for key, value, tag in rows
+                if isinstance(value, bytes)]
+
+    def iter_entries(self, project: str, contains: str = "", page: int = 500) -> Iterator[Entry]:
+        """Every response ``project`` uses (see :meth:`entries`), a page at a time."""
+        offset = 0
+        while True:
+            batch = self.entries(project, offset, page, contains)
+            yield from batch
+            if len(batch) < page:
+                return
+            offset += page
+
+    def export(self, project: str, path: str | os.PathLike[str]) -> int:
+        """Write ``project``'s responses to ``path`` as JSONL (one :meth:`Entry.to_dict` a line);
+        the number written."""
+        count = 0
+        with open(path, "w", encoding="utf-8") as f:
+            for entry in self.iter_entries(project):
+                f.write(json.dumps(entry.to_dict(), ensure_ascii=False) + "\n")
+                count += 1
+        return count
+
+    def to_pandas(self, project: str) -> Any:
+        """``project``'s responses as a DataFrame: key, prompt, text, tokens, created, projects."""
+        import pandas
+
+        from .providers import response_text
+
+        return pandas.DataFrame([
+            {"key": e.key, "prompt": e.prompt, "text": _text_or_none(response_text, e.response),
+             "prompt_tokens": e.prompt_tokens, "completion_tokens": e.completion_tokens, "created": e.created,
+             "projects": list(e.projects)}
+            for e in self.iter_entries(project)
+        ])
+
+    def remove(self, project: str, key: str) -> bool:
+        """Drop one response from ``project``: deleted if no other project uses it, else kept for
+        them. Whether ``project`` used it."""
+        project = normalize_project(project)
+        with self._transact():
+            with self._sqlite_errors("read"):
+                response, tag = self._cache.get(RESPONSE + key, tag=True, retry=True)
+            if not isinstance(response, bytes) or not isinstance(tag, str):
+                return False
+            record = json.loads(tag)
+            if project not in record["projects"]:
+                return False
+            remaining = [p for p in record["projects"] if p != project]
+            if remaining:
+                self._write(RESPONSE + key, response, {**record, "projects": remaining})
+            else:
+                self._delete(RESPONSE + key)
+                self._add_to_totals(-1, -int(record["size"]))
+            own = self._read(PROJECT + project)
+            if isinstance(own, dict):
+                self._write(PROJECT + project, {**own, "entries": own["entries"] - 1,
+                                                "bytes": own["bytes"] - int(record["size"])})
+        self.notify()
+        return True
 
     def put(self, key: str, response: Mapping[str, Any] | bytes, project: str) -> None:
         """Store ``response`` under ``key`` for ``project`` (committed before returning)."""
@@ -461,6 +554,8 @@ class ResponseCache:
         The caller adds what was stored to the totals (once per transaction)."""
         entry = {"projects": [project], "size": len(item.data), "created": int(time.time()),
                  "prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens}
+        if item.prompt:
+            entry["prompt"] = item.prompt
         with self._sqlite_errors("written"):
             # add() inserts only if the key is absent: one statement fewer than a check and a set.
             return bool(self._cache.add(RESPONSE + item.key, item.data, tag=dumps(entry), retry=True))
@@ -539,6 +634,19 @@ def _batched(rows: Iterable[T], size: int) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
+
+
+def _entry(key: str, value: bytes, record: dict[str, Any]) -> Entry:
+    return Entry(key, str(record.get("prompt", "")), json.loads(value), int(record.get("prompt_tokens", 0)),
+                 int(record.get("completion_tokens", 0)),
+                 datetime.fromtimestamp(record.get("created", 0), timezone.utc), tuple(record["projects"]))
+
+
+def _text_or_none(response_text: Callable[[Any], str | None], response: Any) -> str | None:
+    try:
+        return response_text(response)
+    except (KeyError, IndexError, TypeError, AttributeError):  # an embedding, or another shape
+        return None
 
 
 def _decode_records(texts: list[str]) -> list[dict[str, Any]]:

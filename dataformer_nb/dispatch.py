@@ -30,7 +30,7 @@ from .errors import AuthenticationError, CacheError, RequestFailedError
 from .limits import WAIT_SHOWN_SECONDS, RateBucket, estimate_request_tokens
 from .prepare import Route, Unit
 from .providers import GenType, check_reply, response_text, to_openai
-from .results import GenerationResult, GenerationSummary, Results
+from .results import GenerationResult, GenerationSummary, Results, prompt_of
 from .schema import OutputSchema
 from .serverlimits import read as read_server_limits
 from .transport import DEFAULT_MAX_REPLY_BYTES, AiohttpTransport, Reply, ReplyTooLargeError, post
@@ -156,11 +156,11 @@ class CacheWriter:
         self._writing: concurrent.futures.Future[None] | None = None
         self._writing_count = 0
 
-    async def save(self, key: str, fresh: Fresh) -> None:
+    async def save(self, key: str, fresh: Fresh, prompt: str = "") -> None:
         import asyncio
 
         data = fresh.response if isinstance(fresh.response, bytes) else dumpb(fresh.response)
-        self.unsaved.append(NewResponse.with_usage(key, data, fresh.usage))
+        self.unsaved.append(NewResponse.with_usage(key, data, fresh.usage, prompt))
         if self._writing is not None or self.error is not None:
             return  # the writing loop takes it with the next group
         await asyncio.sleep(0)  # the other replies ready in this turn join the group
@@ -252,7 +252,7 @@ class Dispatcher:
                 bar.set_description_str(self._progress_label, refresh=False)
             bar.update(len(unit.indices))  # before the save below: an interrupt there must not leave it behind
             if writer is not None and not isinstance(outcome, RequestFailedError):
-                await writer.save(unit.cache_key, outcome)
+                await writer.save(unit.cache_key, outcome, _prompt_text(unit.request))
 
         async def worker(queue: Iterator[Unit]) -> None:
             for unit in queue:
@@ -433,6 +433,12 @@ def _write_failed(writer: CacheWriter, batch: Batch) -> CacheError:
                        "free disk space or pass another cache_dir=, then re-run")
     error.results = batch.results()
     return error
+
+
+def _prompt_text(request: Mapping[str, Any]) -> str:
+    """The prompt kept with a response, for browsing the cache."""
+    prompt = prompt_of(request)
+    return prompt if isinstance(prompt, str) else "" if prompt is None else json.dumps(prompt, ensure_ascii=False)
 
 
 def _count(value: Any) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -220,7 +220,7 @@ class Results(list[GenerationResult]):
         output (needs pandas)."""
         import pandas
 
-        rows = [{"prompt": _prompt_of(r.request), "text": r.text, "cached": r.cached,
+        rows = [{"prompt": prompt_of(r.request), "text": r.text, "cached": r.cached,
                  "error": None if r.error is None else str(r.error), "metadata": r.metadata, **_fields(r.parsed)}
                 for r in self]
         return pandas.DataFrame(rows)
@@ -239,9 +239,10 @@ def _fields(parsed: Any) -> dict[str, Any]:
     return dict(parsed) if isinstance(parsed, dict) else {}
 
 
-def _prompt_of(request: dict[str, Any]) -> Any:
+def prompt_of(request: Mapping[str, Any]) -> Any:
+    """What a request asks: its last user message, its prompt, or its input (embeddings)."""
     messages = request.get("messages")
     if isinstance(messages, list):
         users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         return users[-1] if users else None
-    return request.get("prompt")
+    return request.get("prompt", request.get("input"))

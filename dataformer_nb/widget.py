@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 from typing import Any
 
 import ipywidgets as w
 
 from ._format import human_size, plural, projects_table, tokens, when
-from .cache import FULL, ClearReport, ProjectInfo, ResponseCache
+from .cache import FULL, ClearReport, Entry, ProjectInfo, ResponseCache
 from .errors import DataformerError
+from .providers import response_text
 from .settings import CACHE_DIR_ENV, DEFAULT_CACHE_DIR, resolve
 
-_ROW = w.Layout(grid_template_columns="minmax(10em, 2fr) 7em 7em 11em 8em 11em 12em", align_items="center")
+_ROW = w.Layout(grid_template_columns="minmax(6em, 1fr) 6em 5.5em 7.5em 6em 9.5em 14em", align_items="center")
+_ENTRY = w.Layout(grid_template_columns="minmax(8em, 2fr) minmax(8em, 3fr) 6em 9.5em 6em 6.5em", align_items="center")
+PAGE_SIZE = 20
 
 
 class CachePanel:
@@ -41,6 +45,7 @@ class CachePanel:
         self.status = w.HTML()
         self.widget = w.VBox([w.HBox([self.header, self.header_actions]), self.rows, self.status])
         self.project_rows: dict[str, w.GridBox] = {}
+        self.browsers: dict[str, EntriesView] = {}  # the projects opened with Browse
         self.refresh_button.on_click(lambda _: self.refresh())
         self.delete_all_button.on_click(lambda _: self._ask(self.header_actions, FULL))
         self._subscribed = False
@@ -78,10 +83,15 @@ class CachePanel:
         self.header.value = f"<b>Cache</b> <code>{html.escape(where)}</code>: {html.escape(unique)} · {on_disk}"
         self.summary = f"Cache {where}: {unique} · {on_disk}"
         self.project_rows = {p.name: self._row(p) for p in projects}
+        self.browsers = {name: view for name, view in self.browsers.items() if name in self.project_rows}
+        for view in self.browsers.values():
+            view.show()
         if projects:
             titles = ("project", "responses", "size", "tokens in / out", "tokens saved", "last used", "")
             header = w.GridBox([w.HTML(f"<b>{t}</b>") for t in titles], layout=_ROW)
-            self.rows.children = [header, *self.project_rows.values()]
+            self.rows.children = [header, *(child for name, row in self.project_rows.items()
+                                            for child in (row, *([self.browsers[name].widget]
+                                                                 if name in self.browsers else [])))]
         else:
             self.rows.children = [w.HTML("The cache holds no projects yet: run <code>generate</code> to fill it.")]
         self.delete_all_button.disabled = not projects
@@ -97,13 +107,25 @@ class CachePanel:
         return self._cache.projects()
 
     def _row(self, project: ProjectInfo) -> w.GridBox:
-        delete = w.Button(description="Delete", button_style="warning", icon="trash")
-        actions = w.HBox([delete])
+        browse = w.Button(description="Browse", icon="list", layout=w.Layout(width="7.2em"))
+        delete = w.Button(description="Delete", button_style="warning", icon="trash", layout=w.Layout(width="6.3em"))
+        actions = w.HBox([browse, delete])
+        browse.on_click(lambda _: self.browse(project.name))
         delete.on_click(lambda _: self._ask(actions, project.name))
         cells = [w.Label(project.name), w.Label(str(project.responses)), w.Label(human_size(project.bytes)),
                  w.Label(tokens(project.prompt_tokens, project.completion_tokens)),
                  w.Label(f"{project.saved_tokens:,}"), w.Label(when(project.last_used)), actions]
         return w.GridBox(cells, layout=_ROW)
+
+    def browse(self, project: str) -> EntriesView:
+        """Open (or close, if open) the entries of ``project`` under its row."""
+        if project in self.browsers:
+            del self.browsers[project]
+        else:
+            assert self._cache is not None
+            self.browsers[project] = EntriesView(self._cache, project, self.status)
+        self.refresh()
+        return self.browsers.get(project)  # type: ignore[return-value]
 
     # Deleting, with confirmation in place
 
@@ -148,3 +170,94 @@ def _freed(report: ClearReport) -> str:
     if report.kept_shared:
         text += f"; kept {report.kept_shared} still used by other projects"
     return text + "."
+
+
+class EntriesView:
+    """The responses one project uses, a page at a time, with a filter, a Delete button each,
+    and Export (JSONL). Each page reads only what it shows."""
+
+    def __init__(self, cache: ResponseCache, project: str, status: w.HTML) -> None:
+        self._cache, self.project, self._status = cache, project, status
+        self.offset = 0
+        self.filter = w.Text(placeholder="filter: text in the prompt or answer", continuous_update=False,
+                             layout=w.Layout(width="18em"))
+        narrow = w.Layout(width="6.5em")
+        self.previous = w.Button(description="Prev", icon="chevron-left", tooltip="previous page", layout=narrow)
+        self.next = w.Button(description="Next", icon="chevron-right", tooltip="next page", layout=narrow)
+        self.export_button = w.Button(description="Export", icon="download", tooltip="write the project as JSONL",
+                                      layout=narrow)
+        self.position = w.Label()
+        self.rows = w.VBox()
+        self.entry_rows: dict[str, w.GridBox] = {}
+        self.widget = w.VBox([w.HBox([self.filter, self.previous, self.next, self.position, self.export_button]),
+                              self.rows], layout=w.Layout(margin="0 0 1em 2em"))
+        self.filter.observe(lambda _: self._go(0), names="value")
+        self.previous.on_click(lambda _: self._go(max(self.offset - PAGE_SIZE, 0)))
+        self.next.on_click(lambda _: self._go(self.offset + PAGE_SIZE))
+        self.export_button.on_click(lambda _: self.export())
+        self.show()
+
+    def _go(self, offset: int) -> None:
+        self.offset = offset
+        self.show()
+
+    def show(self) -> None:
+        """Read and draw the current page (one more entry than shown: whether there is a next page)."""
+        try:
+            page = self._cache.entries(self.project, self.offset, PAGE_SIZE + 1, self.filter.value.strip())
+        except (DataformerError, OSError) as exc:
+            self._status.value = f"<span style='color:#b00'>Error: {html.escape(str(exc))}</span>"
+            return
+        shown = page[:PAGE_SIZE]
+        self.previous.disabled = self.offset == 0
+        self.next.disabled = len(page) <= PAGE_SIZE
+        what = f" matching {self.filter.value.strip()!r}" if self.filter.value.strip() else ""
+        self.position.value = (f"entries {self.offset + 1}-{self.offset + len(shown)}{what}" if shown
+                               else f"no entries{what}")
+        self.entry_rows = {e.key: self._row(e) for e in shown}
+        titles = ("prompt", "answer", "tokens", "stored", "used by", "")
+        header = w.GridBox([w.HTML(f"<b>{t}</b>") for t in titles], layout=_ENTRY)
+        self.rows.children = [header, *self.entry_rows.values()] if shown else []
+
+    def _row(self, entry: Entry) -> w.GridBox:
+        delete = w.Button(description="Delete", icon="trash", layout=w.Layout(width="6.3em"))
+        delete.on_click(lambda _: self.delete(entry.key))
+        answer = _answer_of(entry.response)
+        return w.GridBox([w.HTML(_cell(entry.prompt or "(not recorded)")), w.HTML(_cell(answer)),
+                          w.Label(tokens(entry.prompt_tokens, entry.completion_tokens)),
+                          w.Label(when(entry.created)), w.Label(plural(len(entry.projects), "project")), delete],
+                         layout=_ENTRY)
+
+    def delete(self, key: str) -> None:
+        """Drop one response from the project (kept for the other projects that use it)."""
+        try:
+            self._cache.remove(self.project, key)
+        except (DataformerError, OSError) as exc:
+            self._status.value = f"<span style='color:#b00'>Error: {html.escape(str(exc))}</span>"
+            return
+        self._status.value = html.escape(f"Removed one response from {self.project}.")
+
+    def export(self, path: str | os.PathLike[str] | None = None) -> str:
+        """Write the project to ``path`` (default ``<project>.jsonl`` here) as JSONL; the path."""
+        target = os.fspath(path or f"{self.project}.jsonl")
+        try:
+            count = self._cache.export(self.project, target)
+        except (DataformerError, OSError) as exc:
+            self._status.value = f"<span style='color:#b00'>Error: {html.escape(str(exc))}</span>"
+            return target
+        self._status.value = html.escape(f"Exported {plural(count, 'response')} of {self.project} to "
+                                         f"{os.path.abspath(target)}.")
+        return target
+
+
+def _answer_of(response: dict[str, Any]) -> str:
+    try:
+        text = response_text(response)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        text = None
+    return text if text is not None else json.dumps(response, ensure_ascii=False)
+
+
+def _cell(text: str, limit: int = 200) -> str:
+    shown = text if len(text) <= limit else text[:limit - 1] + "…"
+    return f"<div style='white-space:pre-wrap;line-height:1.3'>{html.escape(shown)}</div>"

@@ -143,6 +143,13 @@ def test_panel_deletes_a_project_in_jupyterlab(lab: str) -> None:
         expect(page.get_by_text(re.compile("^Freed \\d+ response"))).to_be_visible(timeout=30_000)
         page.locator(".jp-OutputArea-output").last.screenshot(path=ARTIFACTS / "cache_panel_after_delete.png")
 
+        # Browse a project's entries: a page of prompts and answers opens under its row.
+        new_row = page.locator(".widget-gridbox", has=page.get_by_text("new", exact=True))
+        new_row.get_by_role("button", name="Browse").click()
+        expect(page.get_by_text(re.compile(r"^entries 1-\d+$"))).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Echo: Why should people read books?").last).to_be_visible(timeout=30_000)
+        page.locator(".jp-OutputArea-output").last.screenshot(path=ARTIFACTS / "cache_panel_browse.png")
+
     projects = {p.name for p in ResponseCache(cache_dir).projects()}
     assert "maths" not in projects and "new" in projects
 

@@ -48,7 +48,7 @@ def test_cancel_changes_nothing(server, make_llm) -> None:
     panel = CachePanel(llm)
     buttons(panel.project_rows["b"])["Delete"].click()
     buttons(panel.project_rows["b"])["Cancel"].click()
-    assert set(buttons(panel.project_rows["b"])) == {"Delete"}
+    assert set(buttons(panel.project_rows["b"])) == {"Browse", "Delete"}
     assert len(llm.cache) == 3 and set(panel.project_rows) == {"a", "b"}
 
 
