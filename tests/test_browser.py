@@ -149,9 +149,18 @@ def test_panel_deletes_a_project_in_jupyterlab(lab: str) -> None:
         expect(page.get_by_text(re.compile(r"^entries 1-\d+$"))).to_be_visible(timeout=30_000)
         expect(page.get_by_text("Echo: Why should people read books?").last).to_be_visible(timeout=30_000)
         page.locator(".jp-OutputArea-output").last.screenshot(path=ARTIFACTS / "cache_panel_browse.png")
+        search = page.get_by_placeholder("filter: text in the prompt or answer")
+        search.fill("olympics")
+        search.press("Enter")
+        expect(page.get_by_text(re.compile(r"^entries 1-1 matching 'olympics'$"))).to_be_visible(timeout=30_000)
+        entry = page.locator(".widget-gridbox", has=page.get_by_text("Echo: Name people who have won medals"))
+        entry.get_by_role("button", name="Delete").click()
+        expect(page.get_by_text("no entries matching 'olympics'")).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Export").click()
+        expect(page.get_by_text(re.compile(r"^Exported 1 response of new to "))).to_be_visible(timeout=30_000)
 
-    projects = {p.name for p in ResponseCache(cache_dir).projects()}
-    assert "maths" not in projects and "new" in projects
+    projects = {p.name: p for p in ResponseCache(cache_dir).projects()}
+    assert "maths" not in projects and projects["new"].responses == 1  # one entry deleted from the panel
 
 
 def test_the_quick_start_and_an_interrupted_large_batch_in_jupyterlab(lab: str) -> None:
