@@ -57,10 +57,14 @@ def when(moment: datetime) -> str:
 def projects_table(projects: Iterable[ProjectInfo], caption: str = "") -> dict[str, str]:
     """Cached projects as a table bundle (text and HTML): project, responses, size, the tokens of
     the responses it generated (prompt / completion), the tokens the cache saved it, last used."""
+    projects = list(projects)
+    priced = any(p.cost is not None for p in projects)
     rows = [[p.name, str(p.responses), human_size(p.bytes), tokens(p.prompt_tokens, p.completion_tokens),
-             f"{p.saved_tokens:,}", when(p.last_used)] for p in projects]
-    return table_bundle(["project", "responses", "size", "tokens in / out", "tokens saved", "last used"], rows,
-                        caption)
+             f"{p.saved_tokens:,}", *([money(p.cost) if p.cost is not None else "-"] if priced else []),
+             when(p.last_used)] for p in projects]
+    header = ["project", "responses", "size", "tokens in / out", "tokens saved", *(["cost"] if priced else []),
+              "last used"]
+    return table_bundle(header, rows, caption)
 
 
 def tokens(prompt: int, completion: int) -> str:

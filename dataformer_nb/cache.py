@@ -16,8 +16,11 @@ Stored format 2, under string keys (``<key>`` is the SHA-256 of :mod:`dataformer
   and the prompt that asked for it (its first 1,000 characters, for browsing; records written
   before it was kept have none, and every reader takes it as optional);
 - ``project:<name>``: ``{"entries": n, "bytes": b, "last_used": t, "prompt_tokens": p,
-  "completion_tokens": c, "saved_tokens": s}``: the responses it uses and their bytes, the
-  tokens of the responses it generated, and the tokens it was served from the cache.
+  "completion_tokens": c, "saved_tokens": s, "cost": dollars, "unpriced": u}``: the responses
+  it uses and their bytes, the tokens of the responses it generated, the tokens it was served
+  from the cache, and what its responses cost where their model had a price (``unpriced``
+  counts those generated without one). ``cost`` and ``unpriced`` are optional: records written
+  before them read as 0.
 
 Times are epoch seconds. A repeated identical request's k-th sample has its own key (see
 ``cachekey``), so it needs nothing more here. The entry rides in the response's row (its
@@ -115,13 +118,15 @@ class NewResponse:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     prompt: str = ""
+    cost: float | None = None  # dollars, when its model has a price
 
     @classmethod
-    def with_usage(cls, key: str, data: bytes, usage: Any, prompt: str = "") -> NewResponse:
+    def with_usage(cls, key: str, data: bytes, usage: Any, prompt: str = "", cost: float | None = None
+                   ) -> NewResponse:
         """From a reply's ``usage`` (OpenAI's shape); counts that are not whole numbers count 0."""
         usage = usage if isinstance(usage, Mapping) else {}
         return cls(key, data, _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")),
-                   prompt[:PROMPT_KEPT])
+                   prompt[:PROMPT_KEPT], cost)
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,7 @@ class ProjectInfo:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     saved_tokens: int = 0
+    cost: float | None = None  # of the responses it generated, when every one had a price
 
 
 class Hits(dict[str, bytes]):
@@ -380,11 +386,13 @@ class ResponseCache:
         new = [_new_response(item) for item in items]
         if not new:
             return
-        added = added_bytes = prompt = completion = 0
+        added = added_bytes = prompt = completion = unpriced = 0
+        cost = 0.0
         with self._transact():
             stored = []
             for item in new:
                 prompt, completion = prompt + item.prompt_tokens, completion + item.completion_tokens
+                cost, unpriced = (cost, unpriced + 1) if item.cost is None else (cost + item.cost, unpriced)
                 if self._add_response(item, project):
                     size = len(item.data)
                     stored.append(size)
@@ -392,7 +400,8 @@ class ResponseCache:
                     continue
                 added, added_bytes = added + 1, added_bytes + size
             self._add_to_totals(len(stored), sum(stored))
-            self._add_to_project(project, added, added_bytes, prompt_tokens=prompt, completion_tokens=completion)
+            self._add_to_project(project, added, added_bytes, prompt_tokens=prompt, completion_tokens=completion,
+                                 cost=cost, unpriced=unpriced)
 
     def touch(self, project: str) -> None:
         """Record that ``project`` was used now, even if nothing was added to it."""
@@ -411,6 +420,7 @@ class ResponseCache:
                     name, record["entries"], record["bytes"],
                     datetime.fromtimestamp(record["last_used"], tz=timezone.utc),
                     record["prompt_tokens"], record["completion_tokens"], record["saved_tokens"],
+                    record.get("cost") if record.get("cost") and not record.get("unpriced") else None,
                 ))
         return sorted(infos, key=lambda p: p.last_used, reverse=True)
 
@@ -577,7 +587,8 @@ class ResponseCache:
         return int(record["size"])
 
     def _add_to_project(self, project: str, entries: int, size: int, *, prompt_tokens: int = 0,
-                        completion_tokens: int = 0, saved_tokens: int = 0) -> None:
+                        completion_tokens: int = 0, saved_tokens: int = 0, cost: float = 0.0,
+                        unpriced: int = 0) -> None:
         record = self._read(PROJECT + project)
         if record is None:
             record = {"entries": 0, "bytes": 0, "prompt_tokens": 0, "completion_tokens": 0, "saved_tokens": 0}
@@ -591,6 +602,8 @@ class ResponseCache:
             "prompt_tokens": record["prompt_tokens"] + prompt_tokens,
             "completion_tokens": record["completion_tokens"] + completion_tokens,
             "saved_tokens": record["saved_tokens"] + saved_tokens,
+            "cost": record.get("cost", 0.0) + cost,
+            "unpriced": record.get("unpriced", 0) + unpriced,
         })
 
     def _add_to_totals(self, responses: int, size: int) -> None:

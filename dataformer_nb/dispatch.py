@@ -103,14 +103,17 @@ class Batch:
         prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
         summary.prompt_tokens += prompt
         summary.completion_tokens += completion
+        cost = self.cost_of(unit, usage)
+        if cost is None:
+            self._unpriced = True
+        summary.cost = None if self._unpriced else (summary.cost or 0.0) + cost  # type: ignore[operator]
+
+    def cost_of(self, unit: Unit, usage: Mapping[str, Any]) -> float | None:
+        """What a response cost, in dollars, if its model has a price."""
         price = self._prices.get(unit.route.model)
         if price is None:
-            self._unpriced = True
-        if self._prices and not self._unpriced:
-            assert price is not None
-            summary.cost = (summary.cost or 0.0) + (prompt * price[0] + completion * price[1]) / 1e6
-        elif self._unpriced:
-            summary.cost = None
+            return None
+        return (_count(usage.get("prompt_tokens")) * price[0] + _count(usage.get("completion_tokens")) * price[1]) / 1e6
 
     def not_sent(self, error: RequestFailedError) -> None:
         """Fail every slot that has no result yet (the batch stopped before sending it)."""
@@ -156,11 +159,11 @@ class CacheWriter:
         self._writing: concurrent.futures.Future[None] | None = None
         self._writing_count = 0
 
-    async def save(self, key: str, fresh: Fresh, prompt: str = "") -> None:
+    async def save(self, key: str, fresh: Fresh, prompt: str = "", cost: float | None = None) -> None:
         import asyncio
 
         data = fresh.response if isinstance(fresh.response, bytes) else dumpb(fresh.response)
-        self.unsaved.append(NewResponse.with_usage(key, data, fresh.usage, prompt))
+        self.unsaved.append(NewResponse.with_usage(key, data, fresh.usage, prompt, cost))
         if self._writing is not None or self.error is not None:
             return  # the writing loop takes it with the next group
         await asyncio.sleep(0)  # the other replies ready in this turn join the group
@@ -252,7 +255,8 @@ class Dispatcher:
                 bar.set_description_str(self._progress_label, refresh=False)
             bar.update(len(unit.indices))  # before the save below: an interrupt there must not leave it behind
             if writer is not None and not isinstance(outcome, RequestFailedError):
-                await writer.save(unit.cache_key, outcome, _prompt_text(unit.request))
+                await writer.save(unit.cache_key, outcome, _prompt_text(unit.request),
+                                  batch.cost_of(unit, outcome.usage or {}))
 
         async def worker(queue: Iterator[Unit]) -> None:
             for unit in queue:

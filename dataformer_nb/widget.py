@@ -9,7 +9,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ._format import human_size, plural, projects_table, tokens, when
+from ._format import human_size, money, plural, projects_table, tokens, when
 from .cache import FULL, ClearReport, Entry, ProjectInfo, ResponseCache
 from .errors import DataformerError
 from .providers import response_text
@@ -113,7 +113,8 @@ class CachePanel:
         browse.on_click(lambda _: self.browse(project.name))
         delete.on_click(lambda _: self._ask(actions, project.name))
         cells = [w.Label(project.name), w.Label(str(project.responses)), w.Label(human_size(project.bytes)),
-                 w.Label(tokens(project.prompt_tokens, project.completion_tokens)),
+                 w.Label(tokens(project.prompt_tokens, project.completion_tokens)
+                         + ("" if project.cost is None else f" · {money(project.cost)}")),
                  w.Label(f"{project.saved_tokens:,}"), w.Label(when(project.last_used)), actions]
         return w.GridBox(cells, layout=_ROW)
 

@@ -95,3 +95,27 @@ def test_the_dry_run_magic_shows_the_plan_as_a_table(ip, server: FakeLLMServer) 
     assert server.count == 0 and ip.user_ns["plan"].to_send == 3
     assert "to send" in shown.stdout and "3" in shown.stdout  # the cell's value, shown as text in a terminal
     assert "nothing sent, nothing written" in ip.user_ns["plan"]._repr_mimebundle_()["text/html"]
+
+
+def test_a_projects_cost_is_kept_when_its_models_are_priced(server: FakeLLMServer, make_llm) -> None:
+    llm = make_llm(model="m1", prices={"m1": (1000.0, 2000.0)})
+    llm.generate([chat("a"), chat("b")], project_name="priced")
+    make_llm(model="m1").generate([chat("c")], project_name="mixed")
+    llm.generate([chat("d")], project_name="mixed")
+    projects = {p.name: p for p in llm.cache.projects()}
+    assert projects["priced"].cost == pytest.approx(2 * (3 * 1000 + 5 * 2000) / 1e6)
+    assert projects["mixed"].cost is None  # one of its responses had no price: no figure rather than a wrong one
+    table = llm.cache_panel()._repr_mimebundle_()["text/plain"]
+    assert "cost" in table and "$0.0260" in table
+
+
+def test_a_project_record_written_before_costs_reads_without_one(server: FakeLLMServer, make_llm) -> None:
+    llm = make_llm()
+    llm.generate([chat("a")], project_name="old")
+    raw = llm.cache._cache
+    record = raw.get("project:old")
+    raw.set("project:old", {k: v for k, v in record.items() if k not in ("cost", "unpriced")})
+    old, = llm.cache.projects()
+    assert old.cost is None and old.prompt_tokens == 3
+    llm.generate([chat("b")], project_name="old")  # and it is written on top of without loss
+    assert llm.cache.projects()[0].prompt_tokens == 6
