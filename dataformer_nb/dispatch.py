@@ -24,7 +24,7 @@ import httpx
 
 from ._format import one_line
 from ._json import dumpb
-from .cache import NewResponse, ResponseCache
+from .cache import NewResponse, ResponseCache, usage_tokens
 from .echo import EchoTransport
 from .errors import AuthenticationError, CacheError, RequestFailedError
 from .limits import WAIT_SHOWN_SECONDS, RateBucket, estimate_request_tokens
@@ -93,27 +93,21 @@ class Batch:
                 if parsed is not None:
                     results[i].parsed = parsed[key]
 
-    def fresh(self, unit: Unit, response: dict[str, Any] | bytes, usage: Mapping[str, Any], parsed: Any = None
-              ) -> None:
+    def fresh(self, unit: Unit, response: dict[str, Any] | bytes, usage: Any, parsed: Any = None) -> float | None:
+        """Fill the slots of ``unit`` with a response received; what it cost, if its model has a price."""
         for i in unit.indices:
             self._results[i] = self._result(i, response)
             self._results[i].parsed = parsed  # type: ignore[union-attr]
         summary = self.summary
         summary.sent += len(unit.indices)
-        prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+        prompt, completion = usage_tokens(usage)
         summary.prompt_tokens += prompt
         summary.completion_tokens += completion
-        cost = self.cost_of(unit, usage)
-        if cost is None:
-            self._unpriced = True
-        summary.cost = None if self._unpriced else (summary.cost or 0.0) + cost  # type: ignore[operator]
-
-    def cost_of(self, unit: Unit, usage: Mapping[str, Any]) -> float | None:
-        """What a response cost, in dollars, if its model has a price."""
         price = self._prices.get(unit.route.model)
-        if price is None:
-            return None
-        return (_count(usage.get("prompt_tokens")) * price[0] + _count(usage.get("completion_tokens")) * price[1]) / 1e6
+        cost = None if price is None else (prompt * price[0] + completion * price[1]) / 1e6
+        self._unpriced = self._unpriced or cost is None
+        summary.cost = None if self._unpriced else (summary.cost or 0.0) + cost  # type: ignore[operator]
+        return cost
 
     def not_sent(self, error: RequestFailedError) -> None:
         """Fail every slot that has no result yet (the batch stopped before sending it)."""
@@ -245,18 +239,18 @@ class Dispatcher:
 
         async def run_one(transport: httpx.AsyncBaseTransport, unit: Unit) -> None:
             outcome = await self._send(transport, unit, slots[id(unit.route.bucket)])
+            cost = None
             if isinstance(outcome, RequestFailedError):
                 batch.failed(unit, outcome)
                 _show_counts(bar, summary)
             else:
-                batch.fresh(unit, outcome.response, outcome.usage, outcome.parsed)
+                cost = batch.fresh(unit, outcome.response, outcome.usage, outcome.parsed)
             if waiting_shown[0]:
                 waiting_shown[0] = False
                 bar.set_description_str(self._progress_label, refresh=False)
             bar.update(len(unit.indices))  # before the save below: an interrupt there must not leave it behind
             if writer is not None and not isinstance(outcome, RequestFailedError):
-                await writer.save(unit.cache_key, outcome, _prompt_text(unit.request),
-                                  batch.cost_of(unit, outcome.usage or {}))
+                await writer.save(unit.cache_key, outcome, _prompt_text(unit.request), cost)
 
         async def worker(queue: Iterator[Unit]) -> None:
             for unit in queue:
@@ -445,10 +439,6 @@ def _prompt_text(request: Mapping[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else "" if prompt is None else json.dumps(prompt, ensure_ascii=False)
 
 
-def _count(value: Any) -> int:
-    return value if type(value) is int and value >= 0 else 0
-
-
 def _show_counts(bar: Any, summary: GenerationSummary) -> None:
     """The bar's cached and failed counts, when there are any (the summary line says the rest)."""
     counts = {name: n for name, n in (("cached", summary.cached), ("failed", summary.failed)) if n}
@@ -475,9 +465,9 @@ def _waited_too_long(route: Route, retry: Retry, seconds: float, max_wait: float
 
 def _count_failure(route: Route, error: RequestFailedError) -> None:
     """The circuit breaker: after a long run of failed attempts on a route with no success in
-    between, stop sending on it. The run is longer than a burst of 429s at full concurrency
-    can make, so a server that is merely busy never trips it; one that refuses everything (a
-    daily quota spent, an endpoint down) ends the batch in seconds instead of hours."""
+    between, stop sending on it. Only real failures count (5xx, timeouts, drops, malformed
+    replies), not being told to wait, and the run is longer than a burst of them at full
+    concurrency can make; an endpoint that is down ends the batch in seconds instead of hours."""
     route.failures_in_a_row += 1
     if route.stopped is None and route.failures_in_a_row >= max(MIN_FAILURES_TO_STOP,
                                                                 4 * route.bucket.max_concurrent_requests):
