@@ -124,9 +124,7 @@ class NewResponse:
     def with_usage(cls, key: str, data: bytes, usage: Any, prompt: str = "", cost: float | None = None
                    ) -> NewResponse:
         """From a reply's ``usage`` (OpenAI's shape); counts that are not whole numbers count 0."""
-        usage = usage if isinstance(usage, Mapping) else {}
-        return cls(key, data, _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")),
-                   prompt[:PROMPT_KEPT], cost)
+        return cls(key, data, *usage_tokens(usage), prompt[:PROMPT_KEPT], cost)
 
 
 @dataclass(frozen=True)
@@ -665,6 +663,14 @@ def _text_or_none(response_text: Callable[[Any], str | None], response: Any) -> 
 def _decode_records(texts: list[str]) -> list[dict[str, Any]]:
     """JSON records, decoded as one array: one json.loads per record costs three times as much."""
     return json.loads("[" + ",".join(texts) + "]") if texts else []  # type: ignore[no-any-return]
+
+
+def usage_tokens(usage: Any) -> tuple[int, int]:
+    """The prompt and completion tokens of a reply's ``usage`` (OpenAI's shape); a count that is
+    not a whole number counts 0."""
+    if not isinstance(usage, Mapping):
+        return 0, 0
+    return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
 
 
 def _count(value: Any) -> int:
