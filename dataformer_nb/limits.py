@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .serverlimits import Quota, ServerLimits
 
@@ -198,8 +198,7 @@ class _LearnedRate:
         return True
 
 
-@dataclass(frozen=True)
-class Ticket:
+class Ticket(NamedTuple):
     """A reservation: when the request may go, and the bucket state a reply is measured against."""
 
     start: float
@@ -237,11 +236,23 @@ class RateBucket:
         """Reserve the time at which a request of ``tokens`` may be sent."""
         now = self._clock()
         start = now
-        for bucket, cost in ((self._requests, 1), (self._tokens, tokens), (self._server_requests, 1),
-                             (self._server_tokens, tokens), (self._learned_bucket, 1)):
-            if bucket is not None:
-                start = max(start, bucket.reserve(cost, now))
-        return Ticket(start, tokens, self._server_requests.spent, self._server_tokens.spent)
+        # Spelled out, not looped over a tuple of pairs: this runs for every request sent.
+        if self._requests is not None:
+            start = max(start, self._requests.reserve(1, now))
+        if self._tokens is not None:
+            start = max(start, self._tokens.reserve(tokens, now))
+        server_requests, server_tokens = self._server_requests, self._server_tokens
+        if server_requests.stated is None:  # nothing to pace by yet: only count what is sent
+            server_requests.spent += 1
+        else:
+            start = max(start, server_requests.reserve(1, now))
+        if server_tokens.stated is None:
+            server_tokens.spent += tokens
+        else:
+            start = max(start, server_tokens.reserve(tokens, now))
+        if self._learned_bucket is not None:
+            start = max(start, self._learned_bucket.reserve(1, now))
+        return Ticket(start, tokens, server_requests.spent, server_tokens.spent)
 
     async def wait_turn(self, tokens: int, on_wait: Callable[[float], None] | None = None) -> Ticket:
         """Sleep until a request of ``tokens`` may go; ``on_wait(seconds)`` is told of a wait
