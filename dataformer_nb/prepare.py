@@ -200,11 +200,12 @@ def by_key(units: list[Unit], preparer: Preparer) -> dict[str, Unit]:
     own: repeating a request is how a batch asks for several samples. The first copy keeps the
     key it always had."""
     distinct: dict[str, Unit] = {}
-    seen: dict[str, int] = {}
+    repeats: dict[str, int] = {}  # only the keys seen more than once: a second dict of 10^5 keys weighs ~5 MB
     for unit in units:
-        k = seen.get(unit.cache_key, 0)
-        seen[unit.cache_key] = k + 1
-        if k:
+        key = unit.cache_key
+        if key in distinct:
+            k = repeats.get(key, 1)
+            repeats[key] = k + 1
             unit.cache_key = preparer.sample_key(unit, k)
         distinct[unit.cache_key] = unit
     return distinct
