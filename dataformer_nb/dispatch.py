@@ -200,17 +200,15 @@ class Dispatcher:
     """Sends units under their buckets' limits, retrying what can be retried."""
 
     def __init__(self, *, gen_type: GenType, max_attempts: int, timeout: float, retry_base_delay: float,
-                 transport: TransportChoice, progress: bool, say: Callable[[str], None],
-                 body_of: Callable[[Unit], dict[str, Any]], max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
-                 progress_label: str = "generate", max_wait: float = DEFAULT_MAX_WAIT,
-                 schema: OutputSchema | None = None) -> None:
+                 transport: TransportChoice, progress: bool, body_of: Callable[[Unit], dict[str, Any]],
+                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES, progress_label: str = "generate",
+                 max_wait: float = DEFAULT_MAX_WAIT, schema: OutputSchema | None = None) -> None:
         self._gen_type = gen_type
         self._max_attempts = max_attempts
         self._timeout = timeout
         self._retry_base_delay = retry_base_delay
         self._transport = transport
         self._progress = progress
-        self._say = say
         self._body_of = body_of
         self._max_reply_bytes = max_reply_bytes
         self._progress_label = progress_label

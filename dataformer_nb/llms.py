@@ -250,7 +250,7 @@ class AsyncLLM:
         dispatcher = Dispatcher(
             gen_type=self.gen_type, max_attempts=self.max_attempts, timeout=self.timeout,
             retry_base_delay=self.retry_base_delay, transport=self.transport, progress=self.progress,
-            say=self._say, body_of=lambda unit: preparer.body(unit.request, unit.route, unit.indices[0]),
+            body_of=lambda unit: preparer.body(unit.request, unit.route, unit.indices[0]),
             max_reply_bytes=self.max_reply_bytes, progress_label=progress_label, max_wait=self.max_wait,
             schema=output_schema,
         )
