@@ -144,7 +144,7 @@ class Dataformer(Magics):
     @argument("--no-cache", action="store_true", help="neither read nor write the cache")
     @argument("--clear-cache", metavar="NAME|full", action="append", help="clear a project first (repeatable)")
     @argument("-o", "--out", metavar="VAR", help="store the results list in VAR")
-    @argument("--llm", metavar="VAR", help="use the AsyncLLM in VAR")
+    @argument("--llm", metavar="VAR", help="use the AsyncLLM in VAR (and its project, unless --project)")
     @argument("-f", "--format", choices=FORMATS, help="how to show the answers")
     @cell_magic
     def generate(self, line: str, cell: str) -> Any:
@@ -178,7 +178,7 @@ class Dataformer(Magics):
             schema = self.shell.user_ns[args.schema]
         if args.dry_run:
             try:
-                plan = llm.plan(requests, project_name=args.project or self.project,
+                plan = llm.plan(requests, project_name=self._project_for(args, llm),
                                 clear_project_cache=args.clear_cache, use_cache=not args.no_cache, schema=schema)
             except DataformerError as exc:
                 raise UsageError(str(exc)) from None
@@ -189,7 +189,7 @@ class Dataformer(Magics):
         try:
             results = llm.generate(
                 requests,
-                project_name=args.project or self.project,
+                project_name=self._project_for(args, llm),
                 clear_project_cache=args.clear_cache,
                 use_cache=not args.no_cache,
                 schema=schema,
@@ -236,6 +236,10 @@ class Dataformer(Magics):
         if over is not None and not requests:
             raise UsageError(f"--over {over.name}: no items (a generator is used up after one run: make it again)")
         return requests
+
+    def _project_for(self, args: Any, llm: AsyncLLM) -> str:
+        """--project; else, with --llm, that AsyncLLM's own project; else the configured one."""
+        return args.project or (llm.project_name if args.llm else self.project)
 
     def _llm_for(self, args: Any) -> AsyncLLM:
         if args.llm:

@@ -152,3 +152,14 @@ def test_subcommands(ip, server, capsys, cache_dir) -> None:
     assert ResponseCache(cache_dir).projects() == []
     result = ip.run_cell("%dataformer frobnicate")
     assert "unknown subcommand" in str(result.error_in_exec)
+
+
+def test_an_llm_given_with_llm_keeps_its_own_project(ip, server) -> None:
+    from dataformer_nb import AsyncLLM
+
+    ip.user_ns["mine"] = AsyncLLM(api_provider="together", project_name="Mine", cache_dir=".cache/mine",
+                                  progress=False, verbose=False)  # in the test's own working directory
+    ip.run_cell("%%generate --llm mine -o out\nHello")
+    assert ip.user_ns["out"].summary.project == "mine"
+    ip.run_cell("%%generate --llm mine --project Other -o out\nHello")
+    assert ip.user_ns["out"].summary.project == "other"
