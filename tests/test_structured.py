@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from pydantic import BaseModel
@@ -95,3 +97,15 @@ def test_the_generate_magic_takes_a_schema_variable(ip, echo_json: FakeLLMServer
     ip.run_cell("%%generate --over people --schema Person -o out\n{item}")
     assert ip.user_ns["out"][0].parsed == Person(name="Ann", age=3)
     assert not ip.run_cell("%%generate --schema Nobody\nx").success
+
+
+def test_a_json_schema_without_jsonschema_installed_says_what_to_install(make_llm, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # as if not installed
+    with pytest.raises(ConfigurationError, match=r'pip install "dataformer_nb\[schema\]"'):
+        make_llm().generate([chat("x")], schema=PERSON_SCHEMA)
+
+
+def test_importing_dataformer_nb_does_not_import_pydantic_or_jsonschema() -> None:
+    code = "import sys, dataformer_nb; print('pydantic' in sys.modules, 'jsonschema' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.split() == ["False", "False"]
