@@ -256,6 +256,11 @@ class ResponseCache:
 
     # Reading and writing responses
 
+    @staticmethod
+    def exists(directory: str | os.PathLike[str]) -> bool:
+        """Whether ``directory`` holds a cache (without creating one, as opening does)."""
+        return (Path(directory).expanduser() / diskcache.core.DBNAME).is_file()
+
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and (RESPONSE + key) in self._cache
 

@@ -30,7 +30,7 @@ from .errors import AuthenticationError, CacheError, RequestFailedError
 from .limits import WAIT_SHOWN_SECONDS, RateBucket, estimate_request_tokens
 from .prepare import Route, Unit
 from .providers import GenType, check_reply, response_text, to_openai
-from .results import GenerationResult, GenerationSummary, Results, prompt_of
+from .results import GenerationResult, GenerationSummary, Results, cost_of, prompt_of
 from .schema import OutputSchema
 from .serverlimits import read as read_server_limits
 from .transport import DEFAULT_MAX_REPLY_BYTES, AiohttpTransport, Reply, ReplyTooLargeError, post
@@ -103,8 +103,7 @@ class Batch:
         prompt, completion = usage_tokens(usage)
         summary.prompt_tokens += prompt
         summary.completion_tokens += completion
-        price = self._prices.get(unit.route.model)
-        cost = None if price is None else (prompt * price[0] + completion * price[1]) / 1e6
+        cost = cost_of(self._prices.get(unit.route.model), prompt, completion)
         self._unpriced = self._unpriced or cost is None
         summary.cost = None if self._unpriced else (summary.cost or 0.0) + cost  # type: ignore[operator]
         return cost

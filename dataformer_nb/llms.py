@@ -15,7 +15,6 @@ import numbers
 import os
 import weakref
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,7 +34,7 @@ from .providers import (
     provider_for_url,
     response_text,
 )
-from .results import GenerationResult, GenerationSummary, Plan, Results
+from .results import GenerationResult, GenerationSummary, Plan, Results, cost_of
 from .schema import OutputSchema
 from .settings import (
     CACHE_DIR_ENV,
@@ -300,8 +299,8 @@ class AsyncLLM:
         for unit in to_send:
             p, b = estimate_prompt_and_budget(preparer.body(unit.request, unit.route, unit.indices[0]))
             prompt, budget = prompt + p, budget + b
-            price = (self.prices or {}).get(unit.route.model)
-            cost = None if cost is None or price is None else cost + (p * price[0] + b * price[1]) / 1e6
+            this = cost_of((self.prices or {}).get(unit.route.model), p, b)
+            cost = None if cost is None or this is None else cost + this
             counts = per_bucket.setdefault(id(unit.route.bucket), [unit.route.bucket, 0, 0])
             counts[1], counts[2] = counts[1] + 1, counts[2] + p + b
         waits = [w for bucket, n, t in per_bucket.values() if (w := bucket.seconds_to_send(n, t)) is not None]
@@ -310,7 +309,7 @@ class AsyncLLM:
 
     def _cached_users(self, keys: list[str]) -> dict[str, frozenset[str]]:
         """The projects using each cached key; without opening (or creating) a cache that is not there."""
-        if self._cache is None and not (Path(self.cache_dir).expanduser() / "cache.db").exists():
+        if self._cache is None and not ResponseCache.exists(self.cache_dir):
             return {}
         return self.cache.users(keys)
 

@@ -232,6 +232,12 @@ class Results(list[GenerationResult]):
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def cost_of(price: tuple[float, float] | None, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """Dollars for these tokens at ``price`` (per 1M prompt tokens, per 1M completion tokens);
+    None without a price."""
+    return None if price is None else (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
+
+
 def _fields(parsed: Any) -> dict[str, Any]:
     """A structured output's fields, as columns of their own."""
     if hasattr(parsed, "model_dump"):

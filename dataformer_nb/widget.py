@@ -163,7 +163,7 @@ class CachePanel:
                 button.disabled = disabled
 
     def _error(self, message: str) -> None:
-        self.status.value = f"<span style='color:#b00'>Error: {html.escape(message)}</span>"
+        self.status.value = _error_line(message)
 
 
 def _freed(report: ClearReport) -> str:
@@ -207,7 +207,7 @@ class EntriesView:
         try:
             page = self._cache.entries(self.project, self.offset, PAGE_SIZE + 1, self.filter.value.strip())
         except (DataformerError, OSError) as exc:
-            self._status.value = f"<span style='color:#b00'>Error: {html.escape(str(exc))}</span>"
+            self._status.value = _error_line(str(exc))
             return
         shown = page[:PAGE_SIZE]
         self.previous.disabled = self.offset == 0
@@ -234,7 +234,7 @@ class EntriesView:
         try:
             self._cache.remove(self.project, key)
         except (DataformerError, OSError) as exc:
-            self._status.value = f"<span style='color:#b00'>Error: {html.escape(str(exc))}</span>"
+            self._status.value = _error_line(str(exc))
             return
         self._status.value = html.escape(f"Removed one response from {self.project}.")
 
@@ -244,11 +244,15 @@ class EntriesView:
         try:
             count = self._cache.export(self.project, target)
         except (DataformerError, OSError) as exc:
-            self._status.value = f"<span style='color:#b00'>Error: {html.escape(str(exc))}</span>"
+            self._status.value = _error_line(str(exc))
             return target
         self._status.value = html.escape(f"Exported {plural(count, 'response')} of {self.project} to "
                                          f"{os.path.abspath(target)}.")
         return target
+
+
+def _error_line(message: str) -> str:
+    return f"<span style='color:#b00'>Error: {html.escape(message)}</span>"
 
 
 def _answer_of(response: dict[str, Any]) -> str:
