@@ -355,13 +355,10 @@ class ResponseCache:
         them. Whether ``project`` used it."""
         project = normalize_project(project)
         with self._transact():
-            with self._sqlite_errors("read"):
-                response, tag = self._cache.get(RESPONSE + key, tag=True, retry=True)
-            if not isinstance(response, bytes) or not isinstance(tag, str):
+            found = self._read_entry(key)
+            if found is None or project not in found[1]["projects"]:
                 return False
-            record = json.loads(tag)
-            if project not in record["projects"]:
-                return False
+            response, record = found
             remaining = [p for p in record["projects"] if p != project]
             if remaining:
                 self._write(RESPONSE + key, response, {**record, "projects": remaining})
@@ -577,15 +574,20 @@ class ResponseCache:
         with self._sqlite_errors("written"):
             self._cache.delete(key, retry=True)
 
+    def _read_entry(self, key: str) -> tuple[bytes, dict[str, Any]] | None:
+        """The response under ``key`` and its entry record, or None if there is none."""
+        with self._sqlite_errors("read"):
+            response, tag = self._cache.get(RESPONSE + key, tag=True, retry=True)
+        if not isinstance(response, bytes) or not isinstance(tag, str):
+            return None
+        return response, json.loads(tag)
+
     def _join(self, key: str, project: str) -> int | None:
         """Add ``project`` to the entry of ``key``: the response's size if it was added, else None."""
-        with self._sqlite_errors("read"):
-            response, entry = self._cache.get(RESPONSE + key, tag=True, retry=True)
-        if not isinstance(response, bytes) or not isinstance(entry, str):
+        found = self._read_entry(key)
+        if found is None or project in found[1]["projects"]:
             return None
-        record = json.loads(entry)
-        if project in record["projects"]:
-            return None
+        response, record = found
         self._write(RESPONSE + key, response, {**record, "projects": [*record["projects"], project]})
         return int(record["size"])
 
