@@ -1,8 +1,10 @@
 """dataformer_nb: generate LLM data from notebooks, concurrently, under rate limits, with a cache."""
 
+from .batchledger import BatchJob
 from .cache import ClearReport, ProjectInfo, ResponseCache
 from .errors import (
     AuthenticationError,
+    BatchError,
     CacheError,
     ConfigurationError,
     DataformerError,
@@ -37,6 +39,8 @@ def load_ipython_extension(ipython: object) -> None:
 __all__ = [
     "AsyncLLM",
     "AuthenticationError",
+    "BatchError",
+    "BatchJob",
     "CacheError",
     "CachePanel",
     "ClearReport",

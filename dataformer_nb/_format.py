@@ -18,6 +18,10 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def batches(n: int) -> str:
+    return f"{n} batch" if n == 1 else f"{n} batches"
+
+
 def one_line(error: Exception, limit: int = 300) -> str:
     """An error's message on one line, at most ``limit`` characters (pydantic's docs link dropped)."""
     text = " ".join(_DOCS_LINK.sub("", str(error)).split())

@@ -120,6 +120,12 @@ class Batch:
             self._results[i] = self._result(i, None, error=error)
         self.summary.failures[error.cause] += len(unit.indices)
 
+    def pending(self, unit: Unit, error: RequestFailedError) -> None:
+        """Fill the slots of ``unit``, which waits in a provider batch (``error`` says which)."""
+        for i in unit.indices:
+            self._results[i] = self._result(i, None, error=error)
+        self.summary.pending += len(unit.indices)
+
     @property
     def size(self) -> int:
         return len(self._results)
@@ -247,7 +253,7 @@ class Dispatcher:
                 bar.set_description_str(self._progress_label, refresh=False)
             bar.update(len(unit.indices))  # before the save below: an interrupt there must not leave it behind
             if writer is not None and not isinstance(outcome, RequestFailedError):
-                await writer.save(unit.cache_key, outcome, _prompt_text(unit.request), cost)
+                await writer.save(unit.cache_key, outcome, prompt_text(unit.request), cost)
 
         async def worker(queue: Iterator[Unit]) -> None:
             for unit in queue:
@@ -292,20 +298,10 @@ class Dispatcher:
             raise _write_failed(writer, batch)
 
     def _network_transport(self, units: list[Unit], buckets: Iterable[RateBucket]) -> httpx.AsyncBaseTransport | None:
-        """The transport for what goes over the network (None if everything is echo).
-
-        Requests go straight to the transport: httpx's AsyncClient layer costs more CPU
-        per request than the aiohttp transport under it (benchmarks/).
-        """
+        """The transport for what goes over the network (None if everything is echo)."""
         if all(u.route.echo for u in units):
             return None
-        if isinstance(self._transport, httpx.AsyncBaseTransport):
-            return self._transport
-        connections = sum(b.max_concurrent_requests for b in buckets)
-        if self._transport == "aiohttp":
-            return AiohttpTransport(connections, _ssl_context())
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        return httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits)
+        return open_transport(self._transport, sum(b.max_concurrent_requests for b in buckets))
 
     async def _send(self, transport: httpx.AsyncBaseTransport, unit: Unit, slot: asyncio.Semaphore
                     ) -> Fresh | RequestFailedError:
@@ -391,7 +387,7 @@ class Dispatcher:
             return _failure(route, f"http {status}", f"HTTP {status}: {what}", status)
         if status in (401, 403):
             route.stopped = AuthenticationError(
-                _redact(f"{route.name} at {route.endpoint} refused the request (HTTP {status}: "
+                hide_key(f"{route.name} at {route.endpoint} refused the request (HTTP {status}: "
                         f"{_server_message(reply)}): {_key_advice(route)}; the rest of its requests were not sent",
                         route),
                 cause=f"http {status}", status=status,
@@ -430,7 +426,7 @@ def _write_failed(writer: CacheWriter, batch: Batch) -> CacheError:
     return error
 
 
-def _prompt_text(request: Mapping[str, Any]) -> str:
+def prompt_text(request: Mapping[str, Any]) -> str:
     """The prompt kept with a response, for browsing the cache."""
     prompt = prompt_of(request)
     return prompt if isinstance(prompt, str) else "" if prompt is None else json.dumps(prompt, ensure_ascii=False)
@@ -485,11 +481,11 @@ _STRICT_JSON = json.JSONDecoder(parse_constant=_not_json)
 
 
 def _failure(route: Route, cause: str, what: str, status: int | None = None) -> RequestFailedError:
-    return RequestFailedError(_redact(f"{route.name} at {route.endpoint}: {what}", route), cause=cause,
+    return RequestFailedError(hide_key(f"{route.name} at {route.endpoint}: {what}", route), cause=cause,
                               status=status)
 
 
-def _redact(message: str, route: Route) -> str:
+def hide_key(message: str, route: Route) -> str:
     """``message`` with the route's key, wherever it stands whole, as ``***`` (a server may echo
     it back): never inside a word, so a one-letter test key leaves "Expecting" alone."""
     if route.key is None:
@@ -504,6 +500,21 @@ def _key_advice(route: Route) -> str:
     if route.key_source == "the api_key argument":
         return "check the api_key passed to AsyncLLM (or in the request)"
     return f"check {route.key_source} in .env or the environment, or pass api_key="
+
+
+def open_transport(choice: TransportChoice, connections: int) -> httpx.AsyncBaseTransport:
+    """The transport ``choice`` names, for at most ``connections`` at once (a transport passed in
+    is used as it is: its owner closes it).
+
+    Requests go straight to the transport: httpx's AsyncClient layer costs more CPU per
+    request than the aiohttp transport under it (benchmarks/).
+    """
+    if isinstance(choice, httpx.AsyncBaseTransport):
+        return choice
+    if choice == "aiohttp":
+        return AiohttpTransport(connections, _ssl_context())
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits)
 
 
 @functools.cache

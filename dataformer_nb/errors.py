@@ -51,6 +51,17 @@ class CacheError(DataformerError):
     results: Any = None
 
 
+class BatchError(DataformerError):
+    """A provider's batch API cannot be used, or refused or failed an operation (upload, create,
+    status, download, cancel). A batch already submitted stays recorded in the cache directory:
+    re-running the same call resumes it. ``transient`` says whether trying again may succeed."""
+
+    def __init__(self, message: str, *, status: int | None = None, transient: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+
+
 class RequestFailedError(DataformerError):
     """One request failed for good; set as ``result.error``, never raised by ``generate``.
 

@@ -19,13 +19,15 @@ from typing import Any
 
 import httpx
 
-from ._format import one_line
+from ._format import batches, one_line
 from ._sync import gc_paused, run_sync
+from .batchledger import BatchJob, BatchLedger, BatchList, is_batch_id
+from .batchrun import DEFAULT_POLL_INTERVAL, BatchRunner
 from .cache import FULL, ClearReport, ResponseCache, clear_names, normalize_project
 from .dispatch import DEFAULT_MAX_WAIT, Batch, CacheWriter, Dispatcher, TransportChoice
 from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError
 from .limits import LimitsReport, RateLimiter, estimate_prompt_and_budget
-from .prepare import Preparer, Target, Unit, by_key, check_key, optional_str
+from .prepare import Preparer, Route, Target, Unit, by_key, check_key, optional_str
 from .providers import (
     GenType,
     check_url,
@@ -87,6 +89,8 @@ class AsyncLLM:
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
         max_wait: float = DEFAULT_MAX_WAIT,
         prices: Mapping[str, tuple[float, float]] | None = None,
+        batch_poll_interval: float = DEFAULT_POLL_INTERVAL,
+        batch_size: int | None = None,
     ) -> None:
         # The positional order is dataformer 0.0.2's, so its code runs unchanged (README, "Coming from dataformer").
         self.url = None if url is None or url == "" else check_url(url)  # dataformer's default url is ""
@@ -136,6 +140,10 @@ class AsyncLLM:
         # model -> (dollars per 1M prompt tokens, per 1M completion tokens): the summary's cost.
         # Never looked up on the network: prices change, and a notebook must run offline.
         self.prices = check_prices(prices)
+        # generate(batch=True): how often a batch's status is read, and the most requests one batch holds
+        # (the service's own limit when None; smaller batches finish, and are cached, sooner).
+        self.batch_poll_interval = float(_positive(batch_poll_interval, "batch_poll_interval", none_means=None))  # type: ignore[arg-type]
+        self.batch_size = _positive(batch_size, "batch_size", integer=True, none_means="the service's own limit")
         self.progress = progress
         self.verbose = verbose
         self.last_summary: GenerationSummary | None = None
@@ -144,6 +152,7 @@ class AsyncLLM:
         self._limiter = RateLimiter(self.max_requests_per_minute, self.max_tokens_per_minute,
                                     self.max_concurrent_requests, per_second=self.max_rps)
         self._cache: ResponseCache | None = None
+        self._batch_runner: BatchRunner | None = None  # the last run's, when it used batch=True
 
     @property
     def api_key(self) -> Secret | None:
@@ -169,6 +178,24 @@ class AsyncLLM:
         """What each (endpoint, key) this client has sent to knows of its rate limits: yours, what
         the server's headers said, and what its 429s taught."""
         return self._limiter.report()
+
+    def batches(self, refresh: bool = False) -> BatchList:
+        """The provider batches recorded in this client's cache directory (id, provider, status,
+        counts, project, created), oldest first. ``refresh=True`` first reads the status of the
+        pending ones this client's provider and key can reach."""
+        ledger = BatchLedger(self.cache_dir)
+        records = ledger.records()
+        if refresh and any(r.pending for r in records):
+            run_sync(self._runner(self.project_name).refresh(self._default_route(), records))
+        return BatchList(r.job() for r in records)
+
+    def cancel_batch(self, batch_id: str) -> BatchJob:
+        """Ask the provider to cancel a batch (its id, from :meth:`batches`). What it finished is
+        still collected by the next ``generate(..., batch=True)`` of its requests; the rest are
+        then submitted again."""
+        if not is_batch_id(batch_id):
+            raise ConfigurationError(f"batch_id={batch_id!r} is not a batch id: llm.batches() lists them")
+        return run_sync(self._runner(self.project_name).cancel(self._default_route(), batch_id)).job()
 
     def cache_panel(self) -> Any:
         """The cache panel (ipywidgets) for this client's cache."""
@@ -198,6 +225,8 @@ class AsyncLLM:
         schema: Any = None,
         progress_label: str = "generate",
         summary: bool = True,
+        batch: bool = False,
+        wait: bool = True,
     ) -> Results:
         """Send every request and return one result per request, in request order.
 
@@ -210,10 +239,17 @@ class AsyncLLM:
         (``cause="invalid output"``), retried and never cached. ``progress_label`` names the run on
         its progress bar; ``summary=False`` leaves out the summary line (``%%generate`` shows it as
         its table's caption instead).
+
+        ``batch=True`` sends the requests that are not cached through the provider's batch API
+        (OpenAI, Together, Groq, Anthropic: half price, done within 24 h), waiting for them, polling
+        every ``batch_poll_interval`` seconds; the batches are recorded in the cache directory, so
+        running the same call again (after an interrupt or a restart) resumes them and submits
+        nothing twice. With ``wait=False`` it returns once they are submitted (``results.batches``;
+        their requests' results are pending); a later call with ``batch=True`` collects them.
         """
         return run_sync(self.agenerate(request_list, cache_vars, task_id_generator, use_cache, project_name,
                                        clear_project_cache, schema=schema, progress_label=progress_label,
-                                       summary=summary),
+                                       summary=summary, batch=batch, wait=wait),
                         interrupted=self._interrupted)
 
     async def agenerate(
@@ -228,10 +264,14 @@ class AsyncLLM:
         schema: Any = None,
         progress_label: str = "generate",
         summary: bool = True,
+        batch: bool = False,
+        wait: bool = True,
     ) -> Results:
         """The async twin of :meth:`generate`, for ``await`` in async code."""
         self._last_run_cached = use_cache
+        self._batch_runner = None
         project = self._check_arguments(request_list, cache_vars, project_name)
+        _check_batch_arguments(batch, wait, use_cache)
         output_schema = None if schema is None else OutputSchema(schema)
         with gc_paused():
             preparer = self._preparer(cache_vars, output_schema)
@@ -240,35 +280,50 @@ class AsyncLLM:
             if clear_project_cache is not None:
                 self._say(str(self.cache.clear(clear_project_cache)))
             hits = self.cache.lookup(list(units), project) if use_cache else {}
-            batch = Batch(request_list, project, self.prices)
-            batch.summary.saved_tokens = getattr(hits, "saved_tokens", 0)
+            slots = Batch(request_list, project, self.prices)
+            slots.summary.saved_tokens = getattr(hits, "saved_tokens", 0)
             to_send = [u for key, u in units.items() if key not in hits]
             # After to_send: a cached reply that no longer validates fails, it is not bought again.
-            parsed = None if output_schema is None else _revalidate(hits, units, output_schema, batch)
-            batch.cached(hits, units, parsed)
-        dispatcher = Dispatcher(
-            gen_type=self.gen_type, max_attempts=self.max_attempts, timeout=self.timeout,
-            retry_base_delay=self.retry_base_delay, transport=self.transport, progress=self.progress,
-            body_of=lambda unit: preparer.body(unit.request, unit.route, unit.indices[0]),
-            max_reply_bytes=self.max_reply_bytes, progress_label=progress_label, max_wait=self.max_wait,
-            schema=output_schema,
-        )
+            parsed = None if output_schema is None else _revalidate(hits, units, output_schema, slots)
+            slots.cached(hits, units, parsed)
+        body_of = lambda unit: preparer.body(unit.request, unit.route, unit.indices[0])  # noqa: E731
+        batch_jobs = None
         try:
-            await dispatcher.run(to_send, batch, CacheWriter(self.cache, project) if use_cache else None)
+            if batch:
+                self._batch_runner = BatchRunner(
+                    self.cache, project, gen_type=self.gen_type, poll_interval=self.batch_poll_interval,
+                    batch_size=self.batch_size, transport=self.transport, timeout=self.timeout, progress=self.progress,
+                    progress_label=progress_label, body_of=body_of, schema=output_schema, say=self._say)
+                batch_jobs = BatchList(r.job() for r in await self._batch_runner.run(to_send, slots, wait))
+            else:
+                dispatcher = Dispatcher(
+                    gen_type=self.gen_type, max_attempts=self.max_attempts, timeout=self.timeout,
+                    retry_base_delay=self.retry_base_delay, transport=self.transport, progress=self.progress,
+                    body_of=body_of, max_reply_bytes=self.max_reply_bytes, progress_label=progress_label,
+                    max_wait=self.max_wait, schema=output_schema,
+                )
+                await dispatcher.run(to_send, slots, CacheWriter(self.cache, project) if use_cache else None)
         except CacheError as exc:
-            self.last_results = exc.results
+            if exc.results is None:  # a batch's results could not be stored: it stays to collect
+                slots.not_sent(RequestFailedError(f"not collected: {exc}", cause="not collected"))
+            self.last_results = exc.results or slots.results()
             raise
-        except BaseException:  # an interrupt: what arrived stays reachable, the rest marked
-            batch.not_sent(RequestFailedError("not sent: the run was interrupted", cause="interrupted"))
-            self.last_results = batch.results()
+        except BaseException as exc:  # an interrupt (or a batch API's refusal): what arrived stays reachable
+            if isinstance(exc, Exception):
+                slots.not_sent(RequestFailedError(f"not sent: {exc}", cause="not sent"))
+            else:
+                slots.not_sent(RequestFailedError("not sent: the run was interrupted", cause="interrupted"))
+            self.last_results = slots.results()
             raise
-        if use_cache and (batch.summary.sent or batch.summary.cached):
+        if use_cache and (slots.summary.sent or slots.summary.cached):
             self.cache.touch(project)
             self.cache.notify()
-        self.last_summary = batch.summary
+        elif slots.summary.batches:  # submitted, nothing cached yet: the panel lists the pending batches
+            self.cache.notify()
+        self.last_summary = slots.summary
         if summary:
-            self._say(str(batch.summary))
-        self.last_results = batch.results()
+            self._say(str(slots.summary))
+        self.last_results = Results(slots.results(), slots.summary, batch_jobs)
         if task_id_generator is not None:
             return _threaded(task_id_generator, self.last_results, use_cache)
         return self.last_results
@@ -313,6 +368,18 @@ class AsyncLLM:
             return {}
         return self.cache.users(keys)
 
+    def _runner(self, project: str) -> BatchRunner:
+        return BatchRunner(self.cache, project, gen_type=self.gen_type, poll_interval=self.batch_poll_interval,
+                           batch_size=self.batch_size, transport=self.transport, timeout=self.timeout,
+                           progress=False, progress_label="batches", body_of=lambda unit: {}, say=self._say)
+
+    def _default_route(self) -> Route:
+        """Where this client's own requests go (its provider, url, key), for calls about batches."""
+        route = self._preparer(None).route_of_target()
+        if route.key_error is not None:
+            raise route.key_error
+        return route
+
     def _check_arguments(self, request_list: Any, cache_vars: Any, project_name: str | None) -> str:
         """The project to use, once the arguments common to generate and plan are checked."""
         if isinstance(cache_vars, str):  # generate(requests, "Questions"): the order before 0.2
@@ -341,6 +408,13 @@ class AsyncLLM:
 
     def _interrupted(self) -> str:
         """What an interrupt of the last run leaves: what is saved, what a re-run will send."""
+        runner = self._batch_runner
+        if runner is not None and runner.records:
+            ids = ", ".join(r.id or r.local for r in runner.records)
+            stay = "stays" if len(runner.records) == 1 else "stay"
+            return (f"interrupted: {batches(len(runner.records))} ({ids}) {stay} submitted, recorded in "
+                    f"{runner.ledger.directory}; run the same call again (batch=True) to collect them: "
+                    "nothing is submitted twice")
         results = self.last_results
         if results is None:  # stopped before anything was prepared
             return "interrupted before anything was sent"
@@ -392,6 +466,17 @@ def _revalidate(hits: dict[str, bytes], units: Mapping[str, Unit], schema: Outpu
                 f"the cached reply does not follow schema {schema.name} ({one_line(exc)}): "
                 "clear its project (clear_project_cache=) to ask again", cause="invalid output"))
     return parsed
+
+
+def _check_batch_arguments(batch: Any, wait: Any, use_cache: Any) -> None:
+    if not isinstance(batch, bool) or not isinstance(wait, bool):
+        raise ConfigurationError(f"batch={batch!r} and wait={wait!r} must be True or False")
+    if not wait and not batch:
+        raise ConfigurationError("wait=False only applies to batch=True (a provider batch you collect later): "
+                                 "pass batch=True, or leave wait out")
+    if batch and not use_cache:
+        raise ConfigurationError("batch=True keeps what it pays for in the cache, so it needs use_cache=True: to ask "
+                                 "again for cached requests, pass clear_project_cache= instead")
 
 
 def check_prices(prices: Any) -> dict[str, tuple[float, float]] | None:

@@ -21,9 +21,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from traitlets import Bool, Dict, Enum, Int, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Int, TraitError, Unicode, default, validate
 
 from ._format import projects_table, table_bundle
+from .batchledger import BatchLedger, BatchList
 from .cache import FULL, ResponseCache
 from .errors import ConfigurationError, DataformerError, DataformerWarning
 from .llms import AsyncLLM
@@ -42,7 +43,7 @@ from .settings import (
 )
 
 FORMATS = ("markdown", "text", "json", "none")
-SUBCOMMANDS = ("projects", "clear", "cache", "use", "config", "providers", "help")
+SUBCOMMANDS = ("projects", "batches", "clear", "cache", "use", "config", "providers", "help")
 
 
 class CellResults(Results):
@@ -53,7 +54,7 @@ class CellResults(Results):
     """
 
     def __init__(self, results: Results, fmt: str, batch: bool, max_rows: int = 20, where: str = "_") -> None:
-        super().__init__(list(results), results.summary)
+        super().__init__(list(results), results.summary, results.batches)
         self.fmt, self.batch, self.max_rows, self.where = fmt, batch, max_rows, where
 
     def _ipython_display_(self) -> None:
@@ -91,6 +92,16 @@ class Dataformer(Magics):
                        "summaries; never looked up online.").tag(config=True)
     max_rows = Int(20, help="A batch shows its first and last rows, this many in all (the rest stay in -o / _).").tag(
         config=True)
+
+    batch_poll_interval = Float(30.0, help="With --batch: seconds between two reads of a batch's status.").tag(
+        config=True)
+
+    @validate("batch_poll_interval")
+    def _check_poll_interval(self, proposal: Any) -> float:
+        if not proposal["value"] > 0:
+            raise TraitError(f"Dataformer.batch_poll_interval = {proposal['value']!r}: pass a positive number of "
+                             "seconds (default 30)")
+        return float(proposal["value"])
 
     @validate("max_rows")
     def _check_max_rows(self, proposal: Any) -> int:
@@ -141,6 +152,10 @@ class Dataformer(Magics):
     @argument("--timeout", type=float, metavar="SECONDS", help="deadline for each request's whole exchange")
     @argument("--schema", metavar="VAR", help="a Pydantic model class or JSON Schema dict the replies must follow")
     @argument("--dry-run", action="store_true", help="show what would be sent, its tokens, cost and time; send nothing")
+    @argument("--batch", action="store_true", help="send through the provider's batch API (half price, done within "
+              "24 h); running the cell again resumes the batches, never submitting twice")
+    @argument("--no-wait", action="store_true", help="with --batch: return once submitted; run the cell again to "
+              "collect")
     @argument("--no-cache", action="store_true", help="neither read nor write the cache")
     @argument("--clear-cache", metavar="NAME|full", action="append", help="clear a project first (repeatable)")
     @argument("-o", "--out", metavar="VAR", help="store the results list in VAR")
@@ -164,6 +179,8 @@ class Dataformer(Magics):
     def _generate(self, args: Any, cell: str) -> Any:
         if sum(map(bool, (args.over, args.over_file, args.lines))) > 1:
             raise UsageError("--over, --over-file and --lines are exclusive: choose one way of making a batch")
+        if args.no_wait and not args.batch:
+            raise UsageError("--no-wait goes with --batch (a provider batch collected by running the cell again)")
         if args.inplace and not args.into:
             raise UsageError("--inplace goes with --into COLUMN")
         over = self._over(args)
@@ -195,6 +212,8 @@ class Dataformer(Magics):
                 schema=schema,
                 progress_label=label,
                 summary=not (over or args.lines) or bool(args.into),  # a batch's table caption holds it
+                batch=args.batch,
+                wait=not args.no_wait,
             )
         except DataformerError as exc:
             raise UsageError(str(exc)) from None
@@ -250,13 +269,14 @@ class Dataformer(Magics):
         provider, _, model = (args.target or self.provider).partition(":")
         prices = tuple(sorted((m, tuple(p)) for m, p in self.prices.items()))
         settings = (provider, model or self.model or None, args.url, self.cache_dir, self.progress, args.timeout,
-                    prices)
+                    prices, self.batch_poll_interval)
         if settings not in self._llms:
             timeout = {} if args.timeout is None else {"timeout": args.timeout}
             try:
                 self._llms[settings] = AsyncLLM(api_provider=provider, model=settings[1], url=args.url,
                                                 cache_dir=self.cache_dir, progress=self.progress,
-                                                prices=dict(self.prices) or None, **timeout)
+                                                prices=dict(self.prices) or None,
+                                                batch_poll_interval=self.batch_poll_interval, **timeout)
             except DataformerError as exc:
                 raise UsageError(str(exc)) from None
         return self._llms[settings]
@@ -283,6 +303,12 @@ class Dataformer(Magics):
         if not projects:
             return print(f"The cache in {self.cache_dir} holds no projects.")
         display(projects_table(projects), raw=True)
+
+    def _cmd_batches(self, rest: str) -> None:
+        jobs = BatchList(r.job() for r in BatchLedger(self.cache_dir).records())
+        if not jobs:
+            return print(f"No provider batches are recorded in {self.cache_dir}.")
+        display({"text/plain": str(jobs), "text/html": jobs._repr_html_()}, raw=True)
 
     def _cmd_clear(self, rest: str) -> None:
         if not rest:
@@ -326,6 +352,7 @@ class Dataformer(Magics):
 
 _HELP_ROWS = [
     ("%dataformer projects", "cached projects: responses, size, last used"),
+    ("%dataformer batches", "provider batches recorded (%%generate --batch): status, counts, project"),
     ("%dataformer clear NAME|full", "clear one or more projects, or the whole cache"),
     ("%dataformer cache", "the cache panel"),
     ("%dataformer use PROVIDER[:MODEL]", "defaults for %%generate in this session"),

@@ -142,6 +142,10 @@ class Preparer:
             ask_for_schema(route.style, body, self._schema.name, self._schema.json_schema)
         return body
 
+    def route_of_target(self) -> Route:
+        """The route of a request that names no provider, url, key or model of its own."""
+        return self._route_of(0, {})
+
     def _route_of(self, index: int, request: Mapping[str, Any]) -> Route:
         get = request.get
         target = (get("api_provider"), get("url"), get("api_key"), get("model"))

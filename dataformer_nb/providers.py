@@ -46,6 +46,7 @@ class Provider:
     default_model: str
     style: Style = "openai"
     key_required: bool = True
+    batch_api: bool = False  # serves a batch API dataformer_nb speaks (batchapi)
     extra_headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -59,16 +60,16 @@ class Provider:
 PROVIDERS: dict[str, Provider] = {
     p.name: p
     for p in (
-        Provider("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", "gpt-4o-mini"),
+        Provider("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", "gpt-4o-mini", batch_api=True),
         Provider("together", "https://api.together.xyz/v1", "TOGETHER_API_KEY",
-                 "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"),
-        Provider("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY", "llama-3.1-8b-instant"),
+                 "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo", batch_api=True),
+        Provider("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY", "llama-3.1-8b-instant", batch_api=True),
         Provider("deepinfra", "https://api.deepinfra.com/v1/openai", "DEEPINFRA_API_KEY",
                  "meta-llama/Meta-Llama-3.1-8B-Instruct"),
         Provider("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", "openai/gpt-4o-mini"),
         Provider("monsterapi", "https://llm.monsterapi.ai/v1", "MONSTER_API_KEY", "google/gemma-2-9b-it"),
         Provider("anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", "claude-3-5-haiku-latest",
-                 style="anthropic", extra_headers={"anthropic-version": ANTHROPIC_VERSION}),
+                 style="anthropic", batch_api=True, extra_headers={"anthropic-version": ANTHROPIC_VERSION}),
         Provider("ollama", "http://localhost:11434", "OLLAMA_API_KEY", "llama3.1", style="ollama",
                  key_required=False),
         Provider("echo", ECHO_BASE_URL, None, "echo", key_required=False),

@@ -16,6 +16,8 @@ from .providers import hide_credentials, response_text
 if TYPE_CHECKING:
     import pandas
 
+    from .batchledger import BatchJob
+
 _SECRET_FIELDS = ("api_key",)
 
 
@@ -125,18 +127,27 @@ class GenerationSummary:
     completion_tokens: int = 0
     saved_tokens: int = 0  # what the responses served from the cache cost when they were generated
     cost: float | None = None  # of the responses received, where every model used has a price
+    pending: int = 0  # waiting in provider batches (generate(batch=True, wait=False))
+    batches: tuple[str, ...] = ()  # the provider batches this run submitted or collected
+
     @property
     def failed(self) -> int:
         return sum(self.failures.values())
 
     @property
     def total(self) -> int:
-        return self.sent + self.cached + self.failed
+        return self.sent + self.cached + self.failed + self.pending
 
     def __str__(self) -> str:
         text = f"{plural(self.total, 'request')}: {self.sent} sent, {self.cached} cached, {self.failed} failed"
         if self.failures:
             text += " (" + ", ".join(f"{cause}: {n}" for cause, n in self.failures.most_common()) + ")"
+        if self.pending:
+            text += f", {self.pending} pending"
+        if self.batches:
+            more = len(self.batches) - 3
+            shown = ", ".join(self.batches[:3]) + (f" and {more} more" if more > 0 else "")
+            text += f" · {'batch' if len(self.batches) == 1 else 'batches'} {shown}"
         limits = f" · server limits: {self.server_limits}" if self.server_limits else ""
         used = ""
         if self.prompt_tokens or self.completion_tokens or self.saved_tokens:
@@ -187,9 +198,11 @@ class Plan:
 class Results(list[GenerationResult]):
     """A list of :class:`GenerationResult` in request order, with its ``summary``."""
 
-    def __init__(self, results: list[GenerationResult], summary: GenerationSummary) -> None:
+    def __init__(self, results: list[GenerationResult], summary: GenerationSummary,
+                 batches: list[BatchJob] | None = None) -> None:
         super().__init__(results)
         self.summary = summary
+        self.batches = batches or []  # with batch=True: the provider batches that hold these requests
 
     def __repr__(self) -> str:
         # Shortened like pandas: a list of 10^5 results is unreadable (and asyncio.run reprs it).

@@ -88,9 +88,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
         status, headers, content = await self._send(
-            request.method, str(request.url), request.content, request.headers.multi_items(),
-            (None, timeout.get("read")), decompress=False,  # httpx decodes the body itself
-            max_bytes=DEFAULT_MAX_REPLY_BYTES,
+            request.method, str(request.url), await request.aread(),  # read: a multipart upload streams
+            request.headers.multi_items(), (None, timeout.get("read")), decompress=False,  # httpx decodes the body
+            # a batch's output file may pass the cap on replies; it says its own
+            max_bytes=request.extensions.get("max_reply_bytes", DEFAULT_MAX_REPLY_BYTES),
         )
         return httpx.Response(status, headers=headers.items(), content=content, request=request)
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import ipywidgets as w
 
-from ._format import human_size, money, plural, projects_table, tokens, when
+from ._format import batches, human_size, money, plural, projects_table, table_bundle, tokens, when
+from .batchledger import BatchLedger
 from .cache import FULL, ClearReport, Entry, ProjectInfo, ResponseCache
 from .errors import DataformerError
 from .providers import response_text
@@ -42,8 +43,10 @@ class CachePanel:
         self.delete_all_button = w.Button(description="Delete all", button_style="danger", icon="trash")
         self.header_actions = w.HBox([self.refresh_button, self.delete_all_button])
         self.rows = w.VBox()
+        self.pending_batches = w.HTML()
         self.status = w.HTML()
-        self.widget = w.VBox([w.HBox([self.header, self.header_actions]), self.rows, self.status])
+        self.widget = w.VBox([w.HBox([self.header, self.header_actions]), self.rows, self.pending_batches,
+                              self.status])
         self.project_rows: dict[str, w.GridBox] = {}
         self.browsers: dict[str, EntriesView] = {}  # the projects opened with Browse
         self.refresh_button.on_click(lambda _: self.refresh())
@@ -56,6 +59,9 @@ class CachePanel:
         """The live widget where a kernel is attached; the same table as static HTML and text for
         terminals, saved notebooks and nbval (which would otherwise show ``VBox(children=...)``)."""
         static = projects_table(self._cache.projects() if self._cache is not None else [], self.summary)
+        pending = self._pending_table()
+        if pending:
+            static = {kind: static[kind] + ("\n\n" if kind == "text/plain" else "") + pending[kind] for kind in static}
         return {**self.widget._repr_mimebundle_(include=include, exclude=exclude), **static}
 
     def close(self) -> None:
@@ -95,6 +101,21 @@ class CachePanel:
         else:
             self.rows.children = [w.HTML("The cache holds no projects yet: run <code>generate</code> to fill it.")]
         self.delete_all_button.disabled = not projects
+        pending = self._pending_table()
+        self.pending_batches.value = pending.get("text/html", "")
+
+    def _pending_table(self) -> dict[str, str]:
+        """The provider batches still to collect, by project, as last seen: the panel holds no key,
+        so it does not ask the provider (``llm.batches(refresh=True)`` does)."""
+        if self._cache is None:
+            return {}
+        jobs = sorted((r.job() for r in BatchLedger(self._cache.directory).pending()), key=lambda j: j.project)
+        if not jobs:
+            return {}
+        rows = [[job.project, job.id, job.status, f"{job.done:,} / {job.requests:,}", when(job.created)]
+                for job in jobs]
+        return table_bundle(["project", "pending batch", "status (last seen)", "answered", "created"], rows,
+                            caption=f"{batches(len(jobs))} pending: run the same generate(..., batch=True) to collect")
 
     def _read(self) -> list[ProjectInfo]:
         if self._cache is None:

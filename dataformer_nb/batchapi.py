@@ -1,0 +1,306 @@
+"""The providers' batch APIs, spoken over HTTP: submit, read the status, download, cancel.
+
+Two protocols:
+
+- ``openai``: OpenAI's Batch API (https://platform.openai.com/docs/api-reference/batch), which
+  Together and Groq serve too: the requests as a JSONL file uploaded to ``/files``
+  (``purpose=batch``), a batch created from it at ``/batches``, results in an output file and an
+  error file, at most 50,000 requests and 200 MB a file;
+- ``anthropic``: Message Batches (https://docs.anthropic.com/en/api/creating-message-batches):
+  the requests in the body of ``POST /messages/batches``, results at ``.../{id}/results``, at
+  most 100,000 requests and 256 MB a batch.
+
+Each request's ``custom_id`` is its cache key (64 hex digits: within both services' limits), so
+a result finds its request without a mapping of our own. Nothing here knows the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import httpx
+
+from .batchledger import BatchRecord, is_batch_id
+from .errors import BatchError
+from .providers import PROVIDERS, Style
+
+DOWNLOAD_MAX_BYTES = 2**31  # an output file of 50,000 long answers passes the 64 MiB cap on replies
+LIST_PAGES = 10  # pages of the batch list searched for a batch whose creation was not heard back
+AGAIN = "a re-run submits it again"
+_SUFFIXES = {"chat": "/chat/completions", "text": "/completions", "embedding": "/embeddings"}
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """A batch's state as its service reports it."""
+
+    state: str  # the service's own word: in_progress, completed, ended, ...
+    ended: bool  # no more results will come
+    total: int
+    done: int  # answered, well or not
+    failed: int
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    note: str = ""  # why a batch failed as a whole
+
+
+class LineResult(NamedTuple):
+    """One request's outcome in a batch's results: the reply's body, or what went wrong."""
+
+    custom_id: str
+    body: Any  # the provider's reply (its own shape), or None
+    error: str | None  # None when ``body`` is a reply
+    cause: str = ""  # the failure's category, for summaries
+
+
+class BatchAPI:
+    """One batch service (a protocol at a base URL), reached with one key's headers."""
+
+    protocol: ClassVar[Style]
+    max_requests: ClassVar[int]
+    max_bytes: ClassVar[int]
+
+    def __init__(self, client: httpx.AsyncClient, base: str, line_path: str, headers: Mapping[str, str],
+                 name: str, redact: Callable[[str], str]) -> None:
+        self._client, self.base, self.line_path = client, base, line_path
+        # the JSON Content-Type of chat requests would mislabel a file upload
+        self._headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+        self._name, self._redact = name, redact
+
+    def line(self, custom_id: str, body: Mapping[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def batch_bytes(self, lines: list[bytes]) -> int:
+        """What a batch of these lines weighs against ``max_bytes``."""
+        return sum(len(line) + 1 for line in lines)
+
+    async def submit(self, lines: list[bytes], record: BatchRecord, recorded: Callable[[], None]) -> str:
+        """Create a batch of ``lines``; its id. ``recorded`` saves ``record`` when it learns more."""
+        raise NotImplementedError
+
+    async def find(self, record: BatchRecord) -> str | None:
+        """The id of the batch ``record`` was submitting, if the service created it (a run stopped
+        before hearing back), else None."""
+        return None
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        raise NotImplementedError
+
+    async def results(self, batch_id: str, status: BatchStatus) -> Iterator[LineResult]:
+        raise NotImplementedError
+
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        raise NotImplementedError
+
+    async def _call(self, method: str, path: str, doing: str, *, max_bytes: int | None = None,
+                    **kwargs: Any) -> httpx.Response:
+        """The service's reply, or a BatchError saying what failed (``transient`` when worth retrying)."""
+        url = self.base + path
+        extensions = {"max_reply_bytes": max_bytes} if max_bytes else None
+        headers = kwargs.pop("headers", self._headers)
+        try:
+            response = await self._client.request(method, url, headers=headers, extensions=extensions, **kwargs)
+        except httpx.TransportError as exc:
+            raise BatchError(self._redact(f"{self._name} at {url}: {doing} failed ({exc!r})"), transient=True) \
+                from None
+        status = response.status_code
+        if status >= 300:
+            raise BatchError(
+                self._redact(f"{self._name} at {url}: {doing} was refused (HTTP {status}: {_message(response)})"),
+                status=status, transient=status in (408, 409, 429) or status >= 500)
+        return response
+
+    async def _json(self, method: str, path: str, doing: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self._call(method, path, doing, **kwargs)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise BatchError(f"{self._name} at {self.base + path}: {doing} got a reply that is not a JSON object",
+                             transient=True)
+        return data
+
+
+class OpenAIBatches(BatchAPI):
+    protocol = "openai"
+    max_requests = 50_000
+    max_bytes = 200 * 10**6  # "up to 200 MB" a file; counted in decimal to stay under it
+
+    def line(self, custom_id: str, body: Mapping[str, Any]) -> bytes:
+        return json.dumps({"custom_id": custom_id, "method": "POST", "url": self.line_path, "body": body},
+                          ensure_ascii=False, separators=(",", ":")).encode()
+
+    async def submit(self, lines: list[bytes], record: BatchRecord, recorded: Callable[[], None]) -> str:
+        upload = await self._json("POST", "/files", "uploading the batch's requests",
+                                  data={"purpose": "batch"},
+                                  files={"file": (f"{record.local}.jsonl", b"\n".join(lines) + b"\n",
+                                                  "application/jsonl")})
+        record.input_file_id = _plain_id(upload.get("id"), "file id", self._name)
+        recorded()
+        # The metadata names our record: a run that stops before hearing back finds the batch by it.
+        created = await self._json("POST", "/batches", "creating the batch",
+                                   json={"input_file_id": record.input_file_id, "endpoint": self.line_path,
+                                         "completion_window": "24h", "metadata": {"dataformer_nb": record.local}})
+        return _plain_id(created.get("id"), "batch id", self._name)
+
+    async def find(self, record: BatchRecord) -> str | None:
+        if record.input_file_id is None:  # never uploaded, so never created
+            return None
+        after = None
+        for _ in range(LIST_PAGES):
+            page = await self._json("GET", "/batches", "listing batches",
+                                    params={"limit": 100, **({"after": after} if after else {})})
+            batches = [b for b in page.get("data") or [] if isinstance(b, dict)]
+            for batch in batches:
+                metadata = batch.get("metadata") or {}
+                if metadata.get("dataformer_nb") == record.local or batch.get("input_file_id") == record.input_file_id:
+                    return _plain_id(batch.get("id"), "batch id", self._name)
+            if not page.get("has_more") or not batches:
+                return None
+            after = batches[-1].get("id")
+        return None
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        return self._status(await self._json("GET", f"/batches/{batch_id}", f"reading batch {batch_id}"))
+
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        return self._status(await self._json("POST", f"/batches/{batch_id}/cancel", f"cancelling batch {batch_id}"))
+
+    async def results(self, batch_id: str, status: BatchStatus) -> Iterator[LineResult]:
+        lines: list[bytes] = []
+        for file_id in (status.output_file_id, status.error_file_id):
+            if file_id:
+                response = await self._call("GET", f"/files/{_plain_id(file_id, 'file id', self._name)}/content",
+                                            f"downloading the results of batch {batch_id}",
+                                            max_bytes=DOWNLOAD_MAX_BYTES)
+                lines += response.content.splitlines()
+        return (_openai_line(line) for line in lines if line.strip())
+
+    def _status(self, data: dict[str, Any]) -> BatchStatus:
+        state = str(data.get("status", "unknown"))
+        counts = data.get("request_counts") or {}
+        completed, failed = _count(counts.get("completed")), _count(counts.get("failed"))
+        errors = (data.get("errors") or {}).get("data") or [] if isinstance(data.get("errors"), dict) else []
+        note = "; ".join(str(e.get("message", e)) for e in errors[:3] if isinstance(e, dict))
+        return BatchStatus(state, state in ("completed", "failed", "expired", "cancelled"),
+                           _count(counts.get("total")), completed + failed, failed,
+                           data.get("output_file_id"), data.get("error_file_id"), note)
+
+
+class AnthropicBatches(BatchAPI):
+    protocol = "anthropic"
+    max_requests = 100_000
+    max_bytes = 256 * 10**6
+
+    def line(self, custom_id: str, body: Mapping[str, Any]) -> bytes:
+        return json.dumps({"custom_id": custom_id, "params": body}, ensure_ascii=False,
+                          separators=(",", ":")).encode()
+
+    def batch_bytes(self, lines: list[bytes]) -> int:
+        return len(b'{"requests":[]}') + sum(len(line) + 1 for line in lines)
+
+    async def submit(self, lines: list[bytes], record: BatchRecord, recorded: Callable[[], None]) -> str:
+        content = b'{"requests":[' + b",".join(lines) + b"]}"
+        created = await self._json("POST", "/messages/batches", "creating the batch", content=content,
+                                   headers={**self._headers, "content-type": "application/json"})
+        return _plain_id(created.get("id"), "batch id", self._name)
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        return self._status(await self._json("GET", f"/messages/batches/{batch_id}", f"reading batch {batch_id}"))
+
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        return self._status(await self._json("POST", f"/messages/batches/{batch_id}/cancel",
+                                             f"cancelling batch {batch_id}"))
+
+    async def results(self, batch_id: str, status: BatchStatus) -> Iterator[LineResult]:
+        # From our base URL, not the reply's results_url: a reply must not choose where the key is sent.
+        response = await self._call("GET", f"/messages/batches/{batch_id}/results",
+                                    f"downloading the results of batch {batch_id}", max_bytes=DOWNLOAD_MAX_BYTES)
+        return (_anthropic_line(line) for line in response.content.splitlines() if line.strip())
+
+    def _status(self, data: dict[str, Any]) -> BatchStatus:
+        state = str(data.get("processing_status", "unknown"))
+        counts = data.get("request_counts") or {}
+        values = {name: _count(counts.get(name)) for name in ("processing", "succeeded", "errored", "canceled",
+                                                               "expired")}
+        total = sum(values.values())
+        failed = values["errored"] + values["canceled"] + values["expired"]
+        return BatchStatus(state, state == "ended", total, total - values["processing"], failed)
+
+
+def batch_api(style: Style, provider: str, endpoint: str, gen_type: str, client: httpx.AsyncClient,
+              headers: Mapping[str, str], name: str, redact: Callable[[str], str]) -> BatchAPI:
+    """The batch service behind a chat ``endpoint``, or a BatchError naming the providers that have one."""
+    suffix = "/messages" if style == "anthropic" else _SUFFIXES.get(gen_type, "")
+    path = endpoint.split("?")[0].rstrip("/")
+    if not PROVIDERS[provider].batch_api or style == "ollama" or not suffix or not path.endswith(suffix):
+        raise BatchError(
+            f"{name} has no batch API that dataformer_nb speaks (endpoint {endpoint}): batch=True works with "
+            f"{', '.join(p.name for p in PROVIDERS.values() if p.batch_api)}, and with OpenAI-compatible servers "
+            "(url=) that serve /v1/files and /v1/batches; leave batch=True out to send the requests now"
+        )
+    base = path[:-len(suffix)]
+    if style == "anthropic":
+        return AnthropicBatches(client, base, "", headers, name, redact)
+    return OpenAIBatches(client, base, "/v1" + suffix, headers, name, redact)
+
+
+def _openai_line(line: bytes) -> LineResult:
+    try:
+        data = json.loads(line)
+        custom_id = str(data["custom_id"])
+    except (ValueError, KeyError, TypeError):
+        return LineResult("", None, "a line of the results is not JSON with a custom_id", "malformed json")
+    response = data.get("response") or {}
+    error = data.get("error")
+    status = response.get("status_code") if isinstance(response, dict) else None
+    if error is None and status == 200:
+        return LineResult(custom_id, response.get("body"), None)
+    if isinstance(error, dict):  # the batch could not run it (expired, cancelled, ...)
+        code = str(error.get("code") or "error")
+        return LineResult(custom_id, None, f"{code}: {error.get('message', '')}: {AGAIN}", f"batch {code}")
+    body = response.get("body") if isinstance(response, dict) else None
+    message = (body.get("error") or {}).get("message", body) if isinstance(body, dict) else body
+    return LineResult(custom_id, None, f"HTTP {status}: {message}", f"http {status}")
+
+
+def _anthropic_line(line: bytes) -> LineResult:
+    try:
+        data = json.loads(line)
+        custom_id, result = str(data["custom_id"]), data["result"]
+        kind = result["type"]
+    except (ValueError, KeyError, TypeError):
+        return LineResult("", None, "a line of the results is not JSON with a custom_id and result", "malformed json")
+    if kind == "succeeded":
+        return LineResult(custom_id, result.get("message"), None)
+    if kind == "errored":
+        error = (result.get("error") or {}).get("error") or {}
+        return LineResult(custom_id, None, f"{error.get('type', 'error')}: {error.get('message', '')}",
+                          "batch errored")
+    return LineResult(custom_id, None, f"the batch ended without running it ({kind}): {AGAIN}", f"batch {kind}")
+
+
+def _plain_id(value: Any, what: str, name: str) -> str:
+    """An id from a service's reply, checked before it goes into a URL or a file name."""
+    if not is_batch_id(value):
+        raise BatchError(f"{name} answered with a {what} {value!r} that is not a plain identifier")
+    return value  # type: ignore[no-any-return]
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value >= 0 else 0
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message", error) if isinstance(error, dict) else error
+    except ValueError:
+        message = response.text
+    text = " ".join(str(message).split())
+    return text[:300] + ("..." if len(text) > 300 else "")

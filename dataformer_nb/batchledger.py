@@ -1,0 +1,203 @@
+"""The ledger of provider batches: what was submitted, for which requests, and how it went.
+
+A batch is paid for once it is created, so it is recorded in the cache directory before the
+run waits for it (and an intent before it is created: see ``batchrun``); a re-run after an
+interrupt, a kernel restart or a SIGKILL finds it here and collects it instead of paying again.
+
+One JSON file per batch under ``<cache_dir>/batches/``, written whole to a temporary file and
+renamed over the old one (``os.replace`` is atomic), so a killed process leaves either the old
+record or the new one. Files, not rows of the response cache: clearing the cache (even
+``"full"``) must not forget a batch that is still running. A record never holds an API key,
+only a fingerprint of it. Records are read as untrusted input: a file that is not a record is
+skipped with a warning, and a batch id is only ever used in a URL if it is a plain identifier.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ._format import table_bundle, when
+from .errors import CacheError, DataformerWarning
+
+LEDGER_DIR = "batches"
+SUBMITTING = "submitting"  # recorded, not (yet known to be) created
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+
+
+@dataclass
+class BatchRecord:
+    """One batch as the ledger keeps it. ``keys`` are the cache keys of its requests (each its
+    ``custom_id``), kept until its results are collected."""
+
+    local: str  # the record's own id (its file name), known before the provider's
+    protocol: str  # "openai" (files + batches) or "anthropic" (message batches)
+    api: str  # the batch API's base URL, without credentials
+    provider: str
+    key: str  # a fingerprint of the API key it was submitted with ("" without a key)
+    model: str
+    gen_type: str
+    project: str
+    created: float
+    keys: list[str]
+    requests: int = 0
+    id: str | None = None  # the provider's batch id, once created
+    status: str = SUBMITTING
+    done: int = 0  # requests answered, well or not
+    failed: int = 0
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    checked: float | None = None  # when its status was last read
+    collected: float | None = None  # when its results were stored
+    note: str = ""  # why it ended without results, when it did
+
+    @property
+    def pending(self) -> bool:
+        """Not collected yet: its requests are awaited, not submitted again."""
+        return self.collected is None
+
+    def job(self) -> BatchJob:
+        return BatchJob(self.id or f"(submitting {self.local[:8]})", self.provider, self.status, self.requests,
+                        self.done, self.failed, self.project,
+                        datetime.fromtimestamp(self.created, timezone.utc), self.collected is not None)
+
+    @classmethod
+    def from_json(cls, data: Any) -> BatchRecord:
+        """A record from what a file held; ValueError if it is not one."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        known = {f.name for f in fields(cls)}
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        if not (isinstance(record.keys, list) and all(isinstance(k, str) for k in record.keys)):
+            raise ValueError("'keys' is not a list of strings")
+        if record.id is not None and not (isinstance(record.id, str) and _ID.fullmatch(record.id)):
+            raise ValueError(f"batch id {record.id!r} is not a plain identifier")
+        if not isinstance(record.created, (int, float)) or not is_batch_id(record.local):
+            raise ValueError("'created' or 'local' is missing or garbled")
+        return record
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """A provider batch as ``llm.batches()`` and ``results.batches`` show it."""
+
+    id: str
+    provider: str
+    status: str
+    requests: int
+    done: int
+    failed: int
+    project: str
+    created: datetime
+    collected: bool
+
+    def row(self) -> list[str]:
+        counts = f"{self.done:,} / {self.requests:,}" + (f" ({self.failed:,} failed)" if self.failed else "")
+        return [self.id, self.provider, self.state, counts, self.project, when(self.created)]
+
+    @property
+    def state(self) -> str:
+        return "collected" if self.collected else self.status
+
+    def __repr__(self) -> str:
+        return (f"<BatchJob {self.id} {self.state}: {self.done:,} of {self.requests:,} answered, "
+                f"project {self.project}>")
+
+
+class BatchList(list[BatchJob]):
+    """Batches, shown as a table."""
+
+    HEADER = ("batch", "provider", "status", "answered", "project", "created")
+
+    def _table(self) -> dict[str, str]:
+        pending = sum(1 for job in self if not job.collected)
+        return table_bundle(list(self.HEADER), [job.row() for job in self], caption=f"{pending} pending")
+
+    def __str__(self) -> str:
+        return self._table()["text/plain"] if self else "no batches"
+
+    # IPython prints a list through its own list printer unless the class has _repr_pretty_.
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        return self._table()["text/html"] if self else "no batches"
+
+
+def is_batch_id(text: object) -> bool:
+    return isinstance(text, str) and _ID.fullmatch(text) is not None
+
+
+class BatchLedger:
+    """The batch records of one cache directory."""
+
+    def __init__(self, cache_directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(cache_directory) / LEDGER_DIR
+
+    def new(self, **values: Any) -> BatchRecord:
+        """A record for a batch about to be submitted, saved at once."""
+        record = BatchRecord(local=uuid.uuid4().hex, **values)
+        record.requests = record.requests or len(record.keys)
+        self.save(record)
+        return record
+
+    def save(self, record: BatchRecord) -> None:
+        """Write ``record`` whole, atomically (see the module's docstring)."""
+        data = json.dumps(asdict(record), separators=(",", ":")).encode()
+        tmp = None
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._path(record.local))
+        except BaseException as exc:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise CacheError(f"the batch record {self._path(record.local)} cannot be written ({exc}): free disk "
+                                 "space or fix the directory's permissions, then run the same call again") from exc
+            raise
+
+    def forget(self, record: BatchRecord) -> None:
+        """Remove the record of a batch that was never created."""
+        with contextlib.suppress(FileNotFoundError):
+            self._path(record.local).unlink()
+
+    def records(self) -> list[BatchRecord]:
+        """Every record, oldest first; a file that is not a record is skipped with a warning."""
+        return sorted(self._read_all(), key=lambda r: r.created)
+
+    def pending(self) -> list[BatchRecord]:
+        return [r for r in self.records() if r.pending]
+
+    def _read_all(self) -> Iterator[BatchRecord]:
+        if not self.directory.is_dir():
+            return
+        for path in self.directory.glob("*.json"):
+            if path.name.startswith(".tmp-"):
+                continue
+            try:
+                yield BatchRecord.from_json(json.loads(path.read_bytes()))
+            except (OSError, ValueError, TypeError) as exc:
+                warnings.warn(f"{path} is not a batch record ({exc}): it was skipped; if it recorded a batch still "
+                              "running, its requests would be submitted again: move the file away if it is not "
+                              "dataformer_nb's", DataformerWarning, stacklevel=3)
+
+    def _path(self, local: str) -> Path:
+        return self.directory / f"{local}.json"
+
