@@ -45,6 +45,7 @@ class BatchStatus:
     output_file_id: str | None = None
     error_file_id: str | None = None
     note: str = ""  # why a batch failed as a whole
+    fraction: float | None = None  # done, as a fraction, from a service that gives no counts (Together)
 
 
 class LineResult(NamedTuple):
@@ -129,46 +130,60 @@ class OpenAIBatches(BatchAPI):
     protocol = "openai"
     max_requests = 50_000
     max_bytes = 200 * 10**6  # "up to 200 MB" a file; counted in decimal to stay under it
+    ENDED = ("completed", "failed", "expired", "cancelled")
 
     def line(self, custom_id: str, body: Mapping[str, Any]) -> bytes:
         return json.dumps({"custom_id": custom_id, "method": "POST", "url": self.line_path, "body": body},
                           ensure_ascii=False, separators=(",", ":")).encode()
 
     async def submit(self, lines: list[bytes], record: BatchRecord, recorded: Callable[[], None]) -> str:
-        upload = await self._json("POST", "/files", "uploading the batch's requests",
-                                  data={"purpose": "batch"},
-                                  files={"file": (f"{record.local}.jsonl", b"\n".join(lines) + b"\n",
-                                                  "application/jsonl")})
-        record.input_file_id = _plain_id(upload.get("id"), "file id", self._name)
+        record.input_file_id = await self._upload(b"\n".join(lines) + b"\n", f"{record.local}.jsonl")
         recorded()
+        created = await self._json("POST", "/batches", "creating the batch", json=self._creation(record))
+        return _plain_id(self._batch(created).get("id"), "batch id", self._name)
+
+    async def _upload(self, data: bytes, name: str) -> str:
+        upload = await self._json("POST", "/files", "uploading the batch's requests", data={"purpose": "batch"},
+                                  files={"file": (name, data, "application/jsonl")})
+        return _plain_id(upload.get("id"), "file id", self._name)
+
+    def _creation(self, record: BatchRecord) -> dict[str, Any]:
         # The metadata names our record: a run that stops before hearing back finds the batch by it.
-        created = await self._json("POST", "/batches", "creating the batch",
-                                   json={"input_file_id": record.input_file_id, "endpoint": self.line_path,
-                                         "completion_window": "24h", "metadata": {"dataformer_nb": record.local}})
-        return _plain_id(created.get("id"), "batch id", self._name)
+        return {"input_file_id": record.input_file_id, "endpoint": self.line_path, "completion_window": "24h",
+                "metadata": {"dataformer_nb": record.local}}
+
+    def _batch(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The batch object in a reply."""
+        return data
 
     async def find(self, record: BatchRecord) -> str | None:
         if record.input_file_id is None:  # never uploaded, so never created
             return None
         after = None
         for _ in range(LIST_PAGES):
-            page = await self._json("GET", "/batches", "listing batches",
+            page = await self._call("GET", "/batches", "listing batches",
                                     params={"limit": 100, **({"after": after} if after else {})})
-            batches = [b for b in page.get("data") or [] if isinstance(b, dict)]
+            try:
+                data = page.json()
+            except ValueError:
+                return None
+            items = data if isinstance(data, list) else data.get("data") if isinstance(data, dict) else None
+            batches = [self._batch(b) for b in items or [] if isinstance(b, dict)]
             for batch in batches:
                 metadata = batch.get("metadata") or {}
                 if metadata.get("dataformer_nb") == record.local or batch.get("input_file_id") == record.input_file_id:
                     return _plain_id(batch.get("id"), "batch id", self._name)
-            if not page.get("has_more") or not batches:
+            if not isinstance(data, dict) or not data.get("has_more") or not batches:
                 return None
             after = batches[-1].get("id")
         return None
 
     async def status(self, batch_id: str) -> BatchStatus:
-        return self._status(await self._json("GET", f"/batches/{batch_id}", f"reading batch {batch_id}"))
+        return self._status(self._batch(await self._json("GET", f"/batches/{batch_id}", f"reading batch {batch_id}")))
 
     async def cancel(self, batch_id: str) -> BatchStatus:
-        return self._status(await self._json("POST", f"/batches/{batch_id}/cancel", f"cancelling batch {batch_id}"))
+        return self._status(self._batch(await self._json("POST", f"/batches/{batch_id}/cancel",
+                                                         f"cancelling batch {batch_id}")))
 
     async def results(self, batch_id: str, status: BatchStatus) -> Iterator[LineResult]:
         lines: list[bytes] = []
@@ -181,14 +196,46 @@ class OpenAIBatches(BatchAPI):
         return (_openai_line(line) for line in lines if line.strip())
 
     def _status(self, data: dict[str, Any]) -> BatchStatus:
-        state = str(data.get("status", "unknown"))
-        counts = data.get("request_counts") or {}
-        completed, failed = _count(counts.get("completed")), _count(counts.get("failed"))
-        errors = (data.get("errors") or {}).get("data") or [] if isinstance(data.get("errors"), dict) else []
+        state = str(data.get("status", "unknown")).lower()  # Together's are upper case
+        counts = data.get("request_counts")
+        errors = data.get("errors")
+        errors = errors.get("data") or [] if isinstance(errors, dict) else []
         note = "; ".join(str(e.get("message", e)) for e in errors[:3] if isinstance(e, dict))
-        return BatchStatus(state, state in ("completed", "failed", "expired", "cancelled"),
-                           _count(counts.get("total")), completed + failed, failed,
+        note = note or str(data.get("error") or "")
+        ended = state in self.ENDED
+        if not isinstance(counts, dict):  # Together gives a percentage
+            progress = data.get("progress")
+            fraction = 1.0 if ended else progress / 100 if isinstance(progress, (int, float)) else 0.0
+            return BatchStatus(state, ended, 0, 0, 0, data.get("output_file_id"), data.get("error_file_id"), note,
+                               fraction=max(0.0, min(1.0, fraction)))
+        completed, failed = _count(counts.get("completed")), _count(counts.get("failed"))
+        return BatchStatus(state, ended, _count(counts.get("total")), completed + failed, failed,
                            data.get("output_file_id"), data.get("error_file_id"), note)
+
+
+class GroqBatches(OpenAIBatches):
+    max_bytes = 100 * 10**6  # https://console.groq.com/docs/batch: "up to 100 MB"
+
+
+class TogetherBatches(OpenAIBatches):
+    """Together's Batch API (https://docs.together.ai/docs/batch-inference): OpenAI's lines and
+    files, but uploaded to ``/files/upload`` with ``purpose=batch-api``, a creation answered as
+    ``{"job": ...}``, upper-case states and a percentage instead of counts."""
+
+    max_bytes = 100 * 10**6
+
+    async def _upload(self, data: bytes, name: str) -> str:
+        upload = await self._json("POST", "/files/upload", "uploading the batch's requests",
+                                  data={"purpose": "batch-api", "file_name": name, "file_type": "jsonl"},
+                                  files={"file": (name, data, "application/jsonl")})
+        return _plain_id(upload.get("id"), "file id", self._name)
+
+    def _creation(self, record: BatchRecord) -> dict[str, Any]:
+        return {"input_file_id": record.input_file_id, "endpoint": self.line_path}  # no metadata: found by its file
+
+    def _batch(self, data: dict[str, Any]) -> dict[str, Any]:
+        job = data.get("job")
+        return job if isinstance(job, dict) else data
 
 
 class AnthropicBatches(BatchAPI):
@@ -246,7 +293,8 @@ def batch_api(style: Style, provider: str, endpoint: str, gen_type: str, client:
     base = path[:-len(suffix)]
     if style == "anthropic":
         return AnthropicBatches(client, base, "", headers, name, redact)
-    return OpenAIBatches(client, base, "/v1" + suffix, headers, name, redact)
+    kind = {"together": TogetherBatches, "groq": GroqBatches}.get(provider, OpenAIBatches)
+    return kind(client, base, "/v1" + suffix, headers, name, redact)
 
 
 def _openai_line(line: bytes) -> LineResult:

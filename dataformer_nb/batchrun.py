@@ -293,9 +293,9 @@ class BatchRunner:
                     batch.pending(by_key[key], error)
 
     def _update(self, record: BatchRecord, status: BatchStatus) -> None:
-        record.status, record.done, record.failed = status.state, status.done, status.failed
-        record.checked = time.time()
         record.requests = status.total or record.requests
+        record.status, record.failed, record.checked = status.state, status.failed, time.time()
+        record.done = status.done if status.fraction is None else round(status.fraction * record.requests)
         record.output_file_id, record.error_file_id = status.output_file_id, status.error_file_id
         record.note = status.note
         self.ledger.save(record)

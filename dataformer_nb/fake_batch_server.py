@@ -2,9 +2,11 @@
 
 One HTTP server on 127.0.0.1 speaks both protocols dataformer_nb submits batches with:
 
-- OpenAI's (and Together's, Groq's): ``POST /v1/files`` (multipart, ``purpose=batch``),
+- OpenAI's (and Groq's): ``POST /v1/files`` (multipart, ``purpose=batch``),
   ``POST /v1/batches``, ``GET /v1/batches[/{id}]``, ``POST /v1/batches/{id}/cancel``,
-  ``GET /v1/files/{id}/content`` (output and error files, JSONL);
+  ``GET /v1/files/{id}/content`` (output and error files, JSONL); with ``dialect="together"``,
+  Together's variant: ``POST /v1/files/upload`` (``purpose=batch-api``), a creation answered
+  ``{"job": ...}``, upper-case states and a ``progress`` percentage instead of counts;
 - Anthropic's Message Batches: ``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}``,
   ``POST /v1/messages/batches/{id}/cancel``, ``GET /v1/messages/batches/{id}/results``.
 
@@ -38,6 +40,7 @@ OPENAI_MAX_REQUESTS = 50_000
 OPENAI_MAX_FILE_BYTES = 200 * 2**20
 ANTHROPIC_MAX_REQUESTS = 100_000
 ANTHROPIC_MAX_BYTES = 256 * 2**20
+UNKNOWN_MODEL = "no-such-model"  # a batch asking for it fails validation as a whole
 
 
 @dataclass
@@ -54,6 +57,7 @@ class _Job:
     cancelled_at: float | None = None  # cancelling: what was done by then is all that is done
     cancel_noticed: bool = False  # the batch ends at the first look after the cancel
     ended: bool = False
+    invalid: str = ""  # why validation failed the whole batch (OpenAI style): a line asked for an unknown model
     output_file_id: str | None = None
     error_file_id: str | None = None
 
@@ -63,7 +67,8 @@ class FakeBatchServer:
 
     def __init__(self, *, process_seconds: float = 1.0, hold: bool = False, key: str | None = None,
                  max_requests: int | None = None, max_file_bytes: int | None = None,
-                 max_hold_seconds: float = 60.0) -> None:
+                 max_hold_seconds: float = 60.0, dialect: str = "openai") -> None:
+        self.dialect = dialect
         self.process_seconds = process_seconds
         self.max_hold_seconds = max_hold_seconds
         self.key = key  # if set, requests without it are refused (401)
@@ -123,6 +128,8 @@ class FakeBatchServer:
 
     def _answers(self, job: _Job) -> Iterator[tuple[str, int, dict[str, Any]]]:
         """(custom_id, HTTP status, body) of each request answered so far."""
+        if job.invalid:
+            return
         for line in job.lines[:self._done(job)]:
             params = line["body"] if job.protocol == "openai" else line["params"]
             prompt = _prompt(params)
@@ -163,11 +170,19 @@ class FakeBatchServer:
         self._finish(job)
         answers = list(self._answers(job))
         failed = sum(1 for _, status, _ in answers if status != 200)
-        if job.ended:
+        if job.invalid:
+            status = "failed"
+        elif job.ended:
             status = "cancelled" if job.cancelled_at is not None else "completed"
         else:
             status = "cancelling" if job.cancelled_at is not None else "in_progress"
-        return {"id": job.id, "object": "batch", "endpoint": job.endpoint, "errors": None,
+        if self.dialect == "together":
+            return {"id": job.id, "input_file_id": job.input_file_id, "status": status.upper(),
+                    "progress": 100.0 * len(answers) / max(1, len(job.lines)), "endpoint": job.endpoint,
+                    "output_file_id": job.output_file_id, "error_file_id": job.error_file_id, "error": None}
+        errors = ({"object": "list", "data": [{"code": "model_not_found", "message": job.invalid}]}
+                  if job.invalid else None)
+        return {"id": job.id, "object": "batch", "endpoint": job.endpoint, "errors": errors,
                 "input_file_id": job.input_file_id, "completion_window": "24h", "status": status,
                 "output_file_id": job.output_file_id, "error_file_id": job.error_file_id,
                 "created_at": int(job.created), "metadata": job.metadata,
@@ -195,7 +210,7 @@ class FakeBatchServer:
         route = urlsplit(path).path.removeprefix("/v1").rstrip("/")
         parts = route.strip("/").split("/")
         with self._lock:
-            if method == "POST" and route == "/files":
+            if method == "POST" and route == ("/files/upload" if self.dialect == "together" else "/files"):
                 return self._upload(headers, body)
             if method == "GET" and parts[0] == "files" and parts[-1] == "content" and len(parts) == 3:
                 self.downloads += 1
@@ -213,8 +228,9 @@ class FakeBatchServer:
 
     def _upload(self, headers: Any, body: bytes) -> tuple[int, Any]:
         fields = _multipart(headers.get("content-type", ""), body)
-        if fields.get("purpose") != b"batch" or "file" not in fields:
-            return 400, {"error": {"message": "expected multipart fields purpose=batch and file"}}
+        purpose = b"batch-api" if self.dialect == "together" else b"batch"
+        if fields.get("purpose") != purpose or "file" not in fields:
+            return 400, {"error": {"message": f"expected multipart fields purpose={purpose.decode()} and file"}}
         data = fields["file"]
         if self.max_file_bytes is not None and len(data) > self.max_file_bytes:
             return 400, {"error": {"message": f"file of {len(data)} bytes is over the {self.max_file_bytes} limit"}}
@@ -235,6 +251,11 @@ class FakeBatchServer:
         job = self._new_job("batch", "openai", lines)
         job.input_file_id, job.endpoint = request["input_file_id"], request.get("endpoint", "")
         job.metadata = request.get("metadata") or {}
+        unknown = [n for n, line in enumerate(lines, 1) if line.get("body", {}).get("model") == UNKNOWN_MODEL]
+        if unknown:
+            job.invalid, job.ended = f"line {unknown[0]}: the model {UNKNOWN_MODEL!r} does not exist", True
+        if self.dialect == "together":
+            return self._created({"job": self._openai_batch(job), "warning": ""})
         return self._created(self._openai_batch(job))
 
     def _create_anthropic(self, body: bytes) -> tuple[int, Any]:
@@ -264,6 +285,8 @@ class FakeBatchServer:
             ids = [job.id for job in jobs]
             jobs = jobs[ids.index(after) + 1:] if after in ids else []
         page = jobs[:20]
+        if self.dialect == "together":  # a plain list of every job
+            return 200, [self._openai_batch(job) for job in jobs]
         return 200, {"object": "list", "data": [self._openai_batch(job) for job in page],
                      "has_more": len(jobs) > len(page)}
 

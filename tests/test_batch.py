@@ -22,7 +22,7 @@ from dataformer_nb.fake_batch_server import FakeBatchServer
 from .conftest import chat
 
 KEY = "sk-batch-test-SECRET-77c1"
-PROTOCOLS = ["openai", "anthropic"]
+PROTOCOLS = ["openai", "anthropic", "together"]  # together: OpenAI's protocol in Together's dialect
 
 
 @pytest.fixture
@@ -39,7 +39,8 @@ def held() -> Iterator[FakeBatchServer]:
 
 
 def batch_llm(server: FakeBatchServer, cache_dir: Path, protocol: str = "openai", **options: Any) -> AsyncLLM:
-    provider = "anthropic" if protocol == "anthropic" else "openai"
+    provider = protocol
+    server.dialect = "together" if protocol == "together" else "openai"
     settings: dict[str, Any] = {"api_provider": provider, "url": server.url, "api_key": KEY, "model": "m",
                                 "cache_dir": cache_dir, "batch_poll_interval": 0.01, "progress": False,
                                 "verbose": False}
@@ -131,6 +132,7 @@ llm.generate([{"messages": [{"role": "user", "content": f"question {i}"}]} for i
 def test_a_run_killed_while_waiting_is_resumed_without_a_second_batch(held: FakeBatchServer, cache_dir: Path,
                                                                        protocol: str) -> None:
     script = SIGKILLED_RUN.replace('"openai"', f'"{protocol}"')
+    held.dialect = "together" if protocol == "together" else "openai"
     child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), held.url, KEY, str(cache_dir)])
     try:
         assert held.polled.wait(60), "the child never polled its batch"
@@ -141,7 +143,7 @@ def test_a_run_killed_while_waiting_is_resumed_without_a_second_batch(held: Fake
     held.release()
     llm = batch_llm(held, cache_dir, protocol)
     second = llm.generate(questions(20), project_name="Questions", batch=True)
-    assert held.creations == 1 and held.uploads == (1 if protocol == "openai" else 0)
+    assert held.creations == 1 and held.uploads == (0 if protocol == "anthropic" else 1)
     assert [r.text for r in second] == [f"Answer: question {i}" for i in range(20)]
     polls = held.polls
     third = llm.generate(questions(20), project_name="Questions", batch=True)
@@ -161,8 +163,17 @@ def test_a_submission_stopped_before_its_id_came_back_finds_its_batch(fake: Fake
     assert fake.creations == 1 and [r.text for r in results] == [f"Answer: question {i}" for i in range(3)]
 
 
-def test_a_creation_whose_reply_was_lost_is_found_not_created_again(fake: FakeBatchServer, cache_dir: Path) -> None:
-    llm = batch_llm(fake, cache_dir)
+def test_a_batch_that_fails_as_a_whole_fails_each_request_saying_why(fake: FakeBatchServer, cache_dir: Path) -> None:
+    results = batch_llm(fake, cache_dir, model="no-such-model").generate(questions(3), batch=True)
+    assert results.summary.failures == {"batch failed": 3}
+    assert "the model 'no-such-model' does not exist" in str(results[0].error)
+    assert "a re-run submits it again" in str(results[0].error)
+
+
+@pytest.mark.parametrize("protocol", ["openai", "together"])
+def test_a_creation_whose_reply_was_lost_is_found_not_created_again(fake: FakeBatchServer, cache_dir: Path,
+                                                                    protocol: str) -> None:
+    llm = batch_llm(fake, cache_dir, protocol)
     fake.lose_create_reply = True
     with pytest.raises(BatchError, match=r"HTTP 502.*the submission is recorded.*looks it up"):
         llm.generate(questions(3), batch=True)
