@@ -4,12 +4,15 @@ A batch is paid for once it is created, so it is recorded in the cache directory
 run waits for it (and an intent before it is created: see ``batchrun``); a re-run after an
 interrupt, a kernel restart or a SIGKILL finds it here and collects it instead of paying again.
 
-One JSON file per batch under ``<cache_dir>/batches/``, written whole to a temporary file and
-renamed over the old one (``os.replace`` is atomic), so a killed process leaves either the old
-record or the new one. Files, not rows of the response cache: clearing the cache (even
-``"full"``) must not forget a batch that is still running. A record never holds an API key,
-only a fingerprint of it. Records are read as untrusted input: a file that is not a record is
-skipped with a warning, and a batch id is only ever used in a URL if it is a plain identifier.
+One JSON file per batch under ``<cache_dir>/batches/``, ``<local>.json``, written whole to a
+temporary file and renamed over the old one (``os.replace`` is atomic), so a killed process
+leaves either the old record or the new one; the cache keys it covers are in ``<local>.keys``
+(a JSON list), written once before the record and removed once the batch is collected
+(rewriting 50,000 keys at every status read would write megabytes every poll). Files, not rows
+of the response cache: clearing the cache (even ``"full"``) must not forget a batch that is
+still running. A record never holds an API key, only a fingerprint of it. Records are read as
+untrusted input: a file that is not a record is skipped with a warning, and a batch id is only
+ever used in a URL if it is a plain identifier.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import json
 import os
 import re
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -49,7 +53,7 @@ class BatchRecord:
     gen_type: str
     project: str
     created: float
-    keys: list[str]
+    keys: list[str] = field(default_factory=list)  # kept in a file of their own (see the module's docstring)
     requests: int = 0
     id: str | None = None  # the provider's batch id, once created
     status: str = SUBMITTING
@@ -79,8 +83,6 @@ class BatchRecord:
             raise ValueError("not a JSON object")
         known = {f.name for f in fields(cls)}
         record = cls(**{k: v for k, v in data.items() if k in known})
-        if not (isinstance(record.keys, list) and all(isinstance(k, str) for k in record.keys)):
-            raise ValueError("'keys' is not a list of strings")
         if record.id is not None and not (isinstance(record.id, str) and _ID.fullmatch(record.id)):
             raise ValueError(f"batch id {record.id!r} is not a plain identifier")
         if not isinstance(record.created, (int, float)) or not is_batch_id(record.local):
@@ -146,44 +148,52 @@ class BatchLedger:
         self.directory = Path(cache_directory) / LEDGER_DIR
 
     def new(self, **values: Any) -> BatchRecord:
-        """A record for a batch about to be submitted, saved at once."""
+        """A record for a batch about to be submitted, saved at once (its keys first)."""
         record = BatchRecord(local=uuid.uuid4().hex, **values)
         record.requests = record.requests or len(record.keys)
+        self._write(self._keys_path(record.local), json.dumps(record.keys).encode())
         self.save(record)
         return record
 
     def save(self, record: BatchRecord) -> None:
-        """Write ``record`` whole, atomically (see the module's docstring)."""
-        data = json.dumps(asdict(record), separators=(",", ":")).encode()
-        tmp = None
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path(record.local))
-        except BaseException as exc:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise CacheError(f"the batch record {self._path(record.local)} cannot be written ({exc}): free disk "
-                                 "space or fix the directory's permissions, then run the same call again") from exc
-            raise
+        """Write ``record`` (all but its keys) whole, atomically."""
+        data = {f.name: getattr(record, f.name) for f in fields(record) if f.name != "keys"}
+        self._write(self._path(record.local), json.dumps(data, separators=(",", ":")).encode())
+
+    def collected(self, record: BatchRecord) -> None:
+        """Mark ``record`` collected: its results are in the cache, its keys no longer needed."""
+        record.collected, record.keys = time.time(), []
+        self.save(record)
+        with contextlib.suppress(FileNotFoundError):
+            self._keys_path(record.local).unlink()
 
     def forget(self, record: BatchRecord) -> None:
         """Remove the record of a batch that was never created."""
-        with contextlib.suppress(FileNotFoundError):
-            self._path(record.local).unlink()
+        for path in (self._path(record.local), self._keys_path(record.local)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def records(self) -> list[BatchRecord]:
-        """Every record, oldest first; a file that is not a record is skipped with a warning."""
+        """Every record (without its keys), oldest first; a file that is not a record is skipped with
+        a warning."""
         return sorted(self._read_all(), key=lambda r: r.created)
 
     def pending(self) -> list[BatchRecord]:
-        return [r for r in self.records() if r.pending]
+        """The records not collected yet, with their keys."""
+        pending = []
+        for record in self.records():
+            if record.pending:
+                path = self._keys_path(record.local)
+                try:
+                    keys = json.loads(path.read_bytes())
+                    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+                        raise ValueError("not a list of strings")
+                except (OSError, ValueError) as exc:
+                    _skipped(path, exc)
+                    continue
+                record.keys = keys
+                pending.append(record)
+        return pending
 
     def _read_all(self) -> Iterator[BatchRecord]:
         if not self.directory.is_dir():
@@ -192,12 +202,41 @@ class BatchLedger:
             if path.name.startswith(".tmp-"):
                 continue
             try:
-                yield BatchRecord.from_json(json.loads(path.read_bytes()))
+                record = BatchRecord.from_json(json.loads(path.read_bytes()))
             except (OSError, ValueError, TypeError) as exc:
-                warnings.warn(f"{path} is not a batch record ({exc}): it was skipped; if it recorded a batch still "
-                              "running, its requests would be submitted again: move the file away if it is not "
-                              "dataformer_nb's", DataformerWarning, stacklevel=3)
+                _skipped(path, exc)
+            else:
+                record.keys = []
+                yield record
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Write ``data`` to ``path`` whole or not at all (a temporary file renamed over it)."""
+        tmp = None
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as exc:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise CacheError(f"the batch record {path} cannot be written ({exc}): free disk space or fix the "
+                                 "directory's permissions, then run the same call again") from exc
+            raise
+
+    def _keys_path(self, local: str) -> Path:
+        return self.directory / f"{local}.keys"
 
     def _path(self, local: str) -> Path:
         return self.directory / f"{local}.json"
 
+
+def _skipped(path: Path, error: Exception) -> None:
+    warnings.warn(f"{path} is not a batch record ({error}): it was skipped; if it recorded a batch still running, its "
+                  "requests would be submitted again: move the file away if it is not dataformer_nb's",
+                  DataformerWarning, stacklevel=4)

@@ -242,12 +242,12 @@ class BatchRunner:
                     batch.failed(unit, outcome)
                 continue
             response, parsed = outcome
+            data, usage = dumpb(response), response.get("usage")
             if unit is None:
-                theirs.append(NewResponse.with_usage(line.custom_id, dumpb(response), response.get("usage")))
-            else:
-                cost = batch.fresh(unit, response, response.get("usage"), parsed)
-                ours.append(NewResponse.with_usage(line.custom_id, dumpb(response), response.get("usage"),
-                                                   prompt_text(unit.request), cost))
+                theirs.append(NewResponse.with_usage(line.custom_id, data, usage))
+            else:  # the result keeps the JSON bytes, as online: 10^5 decoded responses weigh ~200 MB
+                cost = batch.fresh(unit, data, usage, parsed)
+                ours.append(NewResponse.with_usage(line.custom_id, data, usage, prompt_text(unit.request), cost))
         for key in own_keys - answered:
             if key in by_key:
                 batch.failed(by_key[key], RequestFailedError(
@@ -260,8 +260,7 @@ class BatchRunner:
         except CacheError as exc:
             raise CacheError(f"{exc}; batch {record.id} stays recorded as not collected: free disk space or fix "
                              "the cache, then re-run the same call to download its results again") from exc
-        record.collected, record.keys = time.time(), []
-        self.ledger.save(record)
+        self.ledger.collected(record)
 
     def _read(self, style: str, record: BatchRecord, line: LineResult
               ) -> tuple[dict[str, Any], Any] | RequestFailedError:

@@ -199,17 +199,18 @@ def test_a_record_survives_a_write_that_fails_midway(fake: FakeBatchServer, cach
     monkeypatch.undo()
     [kept] = ledger.records()
     assert kept.status == "submitted" and kept.id == record.id
-    assert [p.name for p in (cache_dir / "batches").iterdir()] == [f"{record.local}.json"]  # no temporary left
+    assert sorted(p.name for p in (cache_dir / "batches").iterdir()) == [f"{record.local}.json",
+                                                                          f"{record.local}.keys"]  # no temporary left
 
 
 def test_a_submission_stopped_before_its_upload_is_submitted_again(fake: FakeBatchServer, cache_dir: Path) -> None:
     llm = batch_llm(fake, cache_dir)
     llm.generate(questions(3), batch=True, wait=False)
     ledger = BatchLedger(cache_dir)
-    [record] = ledger.records()
+    [record] = ledger.pending()
     ledger.forget(record)
-    record.local, record.id, record.input_file_id, record.status = "0" * 32, None, None, "submitting"
-    ledger.save(record)  # an intent whose file never reached the service: nothing can have been created
+    names = ("protocol", "api", "provider", "key", "model", "gen_type", "project", "created", "keys")
+    ledger.new(**{name: getattr(record, name) for name in names})  # an intent whose upload never happened
     fake.jobs.clear()
     llm.generate(questions(3), batch=True)
     assert fake.creations == 2 and len(fake.jobs) == 1
