@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("dataformer_nb")
 DEFAULT_POLL_INTERVAL = 30.0
+GONE = (404, 410)  # what a service answers for a batch (or results file) it no longer has
 MAX_POLL_FAILURES = 10  # polls in a row that may fail (network, 5xx) before the wait gives up
 _READ_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
 
@@ -43,9 +44,10 @@ class BatchRunner:
     """Sends the units of one call through provider batches (or waits for those that hold them)."""
 
     def __init__(self, cache: ResponseCache, project: str, *, gen_type: GenType, poll_interval: float,
-                 batch_size: int | None, transport: TransportChoice, timeout: float, progress: bool,
-                 progress_label: str, body_of: Callable[[Unit], dict[str, Any]],
+                 batch_size: int | None, transport: TransportChoice, timeout: float, progress: bool = False,
+                 progress_label: str = "generate", body_of: Callable[[Unit], dict[str, Any]] | None = None,
                  schema: OutputSchema | None = None, say: Callable[[str], None] = _log.info) -> None:
+        """``body_of`` builds a unit's body; without it the runner only reads and cancels batches."""
         self.ledger = BatchLedger(cache.directory)
         self._cache, self._project, self._gen_type = cache, project, gen_type
         self._poll_interval, self._batch_size = poll_interval, batch_size
@@ -53,7 +55,7 @@ class BatchRunner:
         self._progress, self._label = progress, progress_label
         self._body_of, self._schema, self._say = body_of, schema, say
         self.records: list[BatchRecord] = []  # the batches this run submitted or awaits
-        self._apis: dict[int, BatchAPI] = {}
+        self._apis: dict[tuple[int, int], BatchAPI] = {}  # by (client, route)
 
     async def run(self, units: list[Unit], batch: Batch, wait: bool = True) -> list[BatchRecord]:
         """Have every unit answered by a batch; with ``wait=False``, return once they are submitted."""
@@ -153,6 +155,7 @@ class BatchRunner:
         chunk: list[Unit] = []
         lines: list[bytes] = []
         size = api.batch_bytes([])
+        assert self._body_of is not None, "a runner that submits needs body_of"
         for unit in units:
             line = api.line(unit.cache_key, self._body_of(unit))
             if api.batch_bytes([line]) > api.max_bytes:
@@ -207,6 +210,10 @@ class BatchRunner:
                     try:
                         status = await api.status(record.id)  # type: ignore[arg-type]
                     except BatchError as exc:
+                        if exc.status in GONE:
+                            self._gone(record, exc, by_key, batch)
+                            active.remove(record)
+                            continue
                         failures += 1
                         if not exc.transient or failures >= MAX_POLL_FAILURES:
                             raise BatchError(f"{exc}: the batches stay recorded; re-run the same call to resume "
@@ -231,9 +238,17 @@ class BatchRunner:
         answered = set()
         own_keys = set(record.keys)
         style = "anthropic" if record.protocol == "anthropic" else "openai"
-        for line in await api.results(record.id, status):  # type: ignore[arg-type]
-            if line.custom_id not in own_keys:
-                continue  # not a request of this batch: nothing a reply may add to the cache
+        try:
+            lines = await api.results(record.id, status)  # type: ignore[arg-type]
+        except BatchError as exc:
+            if exc.status not in GONE:
+                raise BatchError(f"{exc}: the batch stays recorded; re-run the same call to download its results "
+                                 "again", status=exc.status, transient=exc.transient) from None
+            self._gone(record, exc, by_key, batch)
+            return
+        for line in lines:
+            if line.custom_id not in own_keys or line.custom_id in answered:
+                continue  # not a request of this batch (or said twice): nothing a reply may add to the cache
             answered.add(line.custom_id)
             unit = by_key.get(line.custom_id)
             outcome = self._read(style, record, line)
@@ -283,6 +298,18 @@ class BatchRunner:
             return RequestFailedError(f"{where}: the reply does not follow schema {self._schema.name}: "
                                       f"{one_line(exc)}", cause="invalid output")
 
+    def _gone(self, record: BatchRecord, error: BatchError, by_key: Mapping[str, Unit], batch: Batch) -> None:
+        """The service no longer has ``record``'s batch, or its results (a 404: deleted, or past the
+        days it keeps them): its requests fail, and the record is closed so that a re-run submits
+        them again rather than asking for it forever."""
+        failure = RequestFailedError(f"{error}: the service no longer has this batch or its results; {AGAIN}",
+                                     cause="batch gone")
+        for key in record.keys:
+            if key in by_key:
+                batch.failed(by_key[key], failure)
+        record.status, record.note = "gone", str(error)
+        self.ledger.collected(record)
+
     def _leave_pending(self, by_key: Mapping[str, Unit], batch: Batch) -> None:
         for record in self.records:
             error = RequestFailedError(f"waiting in batch {record.id} ({record.status}): call generate with the "
@@ -306,10 +333,11 @@ class BatchRunner:
         return httpx.AsyncClient(transport=transport, timeout=self._timeout)
 
     def _api(self, client: httpx.AsyncClient, route: Route) -> BatchAPI:
-        if id(route) not in self._apis:
-            self._apis[id(route)] = batch_api(route.style, route.provider.name, route.endpoint, self._gen_type, client,
-                                              route.headers, route.name, lambda text: hide_key(text, route))
-        return self._apis[id(route)]
+        key = (id(client), id(route))
+        if key not in self._apis:
+            self._apis[key] = batch_api(route.style, route.provider.name, route.endpoint, self._gen_type, client,
+                                        route.headers, route.name, lambda text: hide_key(text, route))
+        return self._apis[key]
 
     @staticmethod
     def _check_reachable(api: BatchAPI, route: Route, record: BatchRecord) -> None:

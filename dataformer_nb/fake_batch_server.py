@@ -79,6 +79,7 @@ class FakeBatchServer:
         self.jobs: dict[str, _Job] = {}
         self.polled = threading.Event()  # set at each poll of a batch's status
         self.lose_create_reply = False  # the next batch is created, but its reply is a 502 (a lost reply)
+        self.lose_files = False  # output files are gone (404), as they are after the days a service keeps them
         self._held = hold
         self._released_at: float | None = None
         self._ids: dict[str, Iterator[int]] = defaultdict(lambda: itertools.count(1))  # one count per kind
@@ -214,7 +215,7 @@ class FakeBatchServer:
                 return self._upload(headers, body)
             if method == "GET" and parts[0] == "files" and parts[-1] == "content" and len(parts) == 3:
                 self.downloads += 1
-                data = self.files.get(parts[1])
+                data = None if self.lose_files else self.files.get(parts[1])
                 return (200, data) if data is not None else _not_found(parts[1])
             if route == "/batches":
                 return self._create_openai(body) if method == "POST" else self._list(path)

@@ -370,8 +370,7 @@ class AsyncLLM:
 
     def _runner(self, project: str) -> BatchRunner:
         return BatchRunner(self.cache, project, gen_type=self.gen_type, poll_interval=self.batch_poll_interval,
-                           batch_size=self.batch_size, transport=self.transport, timeout=self.timeout,
-                           progress=False, progress_label="batches", body_of=lambda unit: {}, say=self._say)
+                           batch_size=self.batch_size, transport=self.transport, timeout=self.timeout, say=self._say)
 
     def _default_route(self) -> Route:
         """Where this client's own requests go (its provider, url, key), for calls about batches."""

@@ -275,6 +275,23 @@ def test_cancel_finds_the_batch_at_this_clients_service(held: FakeBatchServer, c
     assert held.cancels == 1 and other.cancels == 0
 
 
+@pytest.mark.parametrize("lost", ["batch", "results"])
+def test_a_batch_the_service_no_longer_has_fails_its_requests_and_a_re_run_submits_them(
+        fake: FakeBatchServer, cache_dir: Path, lost: str) -> None:
+    llm = batch_llm(fake, cache_dir)
+    llm.generate(questions(3), batch=True, wait=False)
+    if lost == "batch":
+        fake.jobs.clear()  # deleted at the service (or never known to this account)
+    else:
+        fake.lose_files = True  # its output file expired
+    results = llm.generate(questions(3), batch=True)
+    assert results.summary.failures == {"batch gone": 3} and "HTTP 404" in str(results[0].error)
+    assert [job.status for job in llm.batches()] == ["gone"]
+    fake.lose_files = False
+    again = llm.generate(questions(3), batch=True)
+    assert fake.creations == 2 and [r.text for r in again] == [f"Answer: question {i}" for i in range(3)]
+
+
 def test_responses_for_another_call_are_cached_with_the_project_that_submitted_them(
         held: FakeBatchServer, cache_dir: Path) -> None:
     llm = batch_llm(held, cache_dir)
