@@ -408,10 +408,11 @@ class AsyncLLM:
     def _interrupted(self) -> str:
         """What an interrupt of the last run leaves: what is saved, what a re-run will send."""
         runner = self._batch_runner
-        if runner is not None and runner.records:
-            ids = ", ".join(r.id or r.local for r in runner.records)
-            stay = "stays" if len(runner.records) == 1 else "stay"
-            return (f"interrupted: {batches(len(runner.records))} ({ids}) {stay} submitted, recorded in "
+        pending = [r for r in runner.records if r.pending] if runner is not None else []
+        if runner is not None and pending:
+            ids = ", ".join(r.id or r.local for r in pending)
+            stay = "stays" if len(pending) == 1 else "stay"
+            return (f"interrupted: {batches(len(pending))} ({ids}) {stay} submitted, recorded in "
                     f"{runner.ledger.directory}; run the same call again (batch=True) to collect them: "
                     "nothing is submitted twice")
         results = self.last_results
