@@ -25,7 +25,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +35,8 @@ from ._format import table_bundle, when
 from .errors import CacheError, DataformerWarning
 
 LEDGER_DIR = "batches"
+LOCK_FILE = ".submit.lock"
+LOCK_POLL_SECONDS = 0.1
 SUBMITTING = "submitting"  # recorded, not (yet known to be) created
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
@@ -146,6 +148,41 @@ class BatchLedger:
 
     def __init__(self, cache_directory: str | os.PathLike[str]) -> None:
         self.directory = Path(cache_directory) / LEDGER_DIR
+
+    @contextlib.asynccontextmanager
+    async def submitting(self, waiting: Callable[[], None]) -> AsyncIterator[None]:
+        """Held while a run looks for recorded batches and submits new ones: two runs of one call at
+        once (two kernels on one cache) would otherwise both submit. An OS lock on a file (flock), so
+        a killed process never leaves it held; ``waiting()`` is called once if another run holds it.
+        Where there is no flock (Windows), runs are not serialised."""
+        import asyncio
+
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            lock = open(self.directory / LOCK_FILE, "a+b")  # noqa: SIM115 - held across the awaits below
+        except OSError as exc:
+            raise CacheError(f"{self.directory / LOCK_FILE} cannot be opened ({exc}): fix the cache directory's "
+                             "permissions or pass another cache_dir=") from exc
+        with lock:
+            told = False
+            while True:
+                try:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not told:
+                        waiting()
+                        told = True
+                    await asyncio.sleep(LOCK_POLL_SECONDS)  # flock cannot be awaited: ask again
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def new(self, **values: Any) -> BatchRecord:
         """A record for a batch about to be submitted, saved at once (its keys first)."""

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("dataformer_nb")
 DEFAULT_POLL_INTERVAL = 30.0
+WAITING_FOR_ANOTHER_RUN = "waiting for another run that is submitting batches to this cache directory"
 GONE = (404, 410)  # what a service answers for a batch (or results file) it no longer has
 MAX_POLL_FAILURES = 10  # polls in a row that may fail (network, 5xx) before the wait gives up
 _READ_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
@@ -63,9 +64,10 @@ class BatchRunner:
             by_key = {unit.cache_key: unit for unit in units}
             for unit in units:  # every route must have a batch API before anything is submitted
                 self._api(client, unit.route)
-            self.records = await self._resume(client, by_key)
-            covered = {key for record in self.records for key in record.keys}
-            self.records += await self._submit(client, [u for u in units if u.cache_key not in covered])
+            async with self.ledger.submitting(lambda: self._say(WAITING_FOR_ANOTHER_RUN)):
+                self.records = await self._resume(client, by_key)
+                covered = {key for record in self.records for key in record.keys}
+                self.records += await self._submit(client, [u for u in units if u.cache_key not in covered])
             batch.summary.batches = tuple(r.id or r.local for r in self.records)
             if not wait:
                 self._leave_pending(by_key, batch)

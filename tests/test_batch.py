@@ -151,6 +151,42 @@ def test_a_run_killed_while_waiting_is_resumed_without_a_second_batch(held: Fake
     assert (held.creations, held.polls) == (1, polls)  # all cache: the service is not even asked
 
 
+def test_two_runs_of_one_call_at_once_submit_one_batch(held: FakeBatchServer, cache_dir: Path) -> None:
+    import fcntl
+    import logging
+
+    waiting = threading.Semaphore(0)
+
+    class Waiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for another run" in record.getMessage():
+                waiting.release()
+
+    logger = logging.getLogger("dataformer_nb")
+    handler, level = Waiting(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    results: list[Any] = []
+    (cache_dir / "batches").mkdir(parents=True)
+    try:
+        with open(cache_dir / "batches" / ".submit.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # as a third run submitting would
+            runs = [threading.Thread(target=lambda: results.append(batch_llm(held, cache_dir).generate(
+                questions(4), batch=True))) for _ in range(2)]
+            for run in runs:
+                run.start()
+            assert waiting.acquire(timeout=60) and waiting.acquire(timeout=60), "a run did not wait for the lock"
+            assert held.uploads == 0
+        held.release()
+        for run in runs:
+            run.join(60)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert held.creations == 1 and len(results) == 2
+    assert all([r.text for r in result] == [f"Answer: question {i}" for i in range(4)] for result in results)
+
+
 def test_a_submission_stopped_before_its_id_came_back_finds_its_batch(fake: FakeBatchServer,
                                                                       cache_dir: Path) -> None:
     llm = batch_llm(fake, cache_dir)
@@ -199,8 +235,8 @@ def test_a_record_survives_a_write_that_fails_midway(fake: FakeBatchServer, cach
     monkeypatch.undo()
     [kept] = ledger.records()
     assert kept.status == "submitted" and kept.id == record.id
-    assert sorted(p.name for p in (cache_dir / "batches").iterdir()) == [f"{record.local}.json",
-                                                                          f"{record.local}.keys"]  # no temporary left
+    assert sorted(p.name for p in (cache_dir / "batches").iterdir()) == [
+        ".submit.lock", f"{record.local}.json", f"{record.local}.keys"]  # no temporary left
 
 
 def test_a_submission_stopped_before_its_upload_is_submitted_again(fake: FakeBatchServer, cache_dir: Path) -> None:
