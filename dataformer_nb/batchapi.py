@@ -26,6 +26,7 @@ import httpx
 from .batchledger import BatchRecord, is_batch_id
 from .errors import BatchError
 from .providers import PROVIDERS, Style
+from .transport import ReplyTooLargeError
 
 DOWNLOAD_MAX_BYTES = 2**31  # an output file of 50,000 long answers passes the 64 MiB cap on replies
 LIST_PAGES = 10  # pages of the batch list searched for a batch whose creation was not heard back
@@ -104,9 +105,11 @@ class BatchAPI:
         headers = kwargs.pop("headers", self._headers)
         try:
             response = await self._client.request(method, url, headers=headers, extensions=extensions, **kwargs)
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # the transport's errors, and a body httpx cannot decode
             raise BatchError(self._redact(f"{self._name} at {url}: {doing} failed ({exc!r})"), transient=True) \
                 from None
+        except ReplyTooLargeError as exc:
+            raise BatchError(f"{self._name} at {url}: {doing} failed: {exc}") from None
         status = response.status_code
         if status >= 300:
             raise BatchError(

@@ -310,7 +310,8 @@ class AsyncLLM:
             raise
         except BaseException as exc:  # an interrupt (or a batch API's refusal): what arrived stays reachable
             if isinstance(exc, Exception):
-                slots.not_sent(RequestFailedError(f"not sent: {exc}", cause="not sent"))
+                cause = "not collected" if batch else "not sent"
+                slots.not_sent(RequestFailedError(f"{cause}: {exc}", cause=cause))
             else:
                 slots.not_sent(RequestFailedError("not sent: the run was interrupted", cause="interrupted"))
             self.last_results = slots.results()

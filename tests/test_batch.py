@@ -373,6 +373,16 @@ def test_a_server_without_batch_endpoints_says_so(fake: FakeBatchServer, cache_d
     assert BatchLedger(cache_dir).records() == []  # a refusal created nothing to wait for
 
 
+def test_a_service_gone_while_waiting_ends_the_wait_and_keeps_the_batches_recorded(cache_dir: Path) -> None:
+    with FakeBatchServer(hold=True, key=KEY) as service:
+        llm = batch_llm(service, cache_dir)
+        [job] = llm.generate(questions(2), batch=True, wait=False).batches
+    with pytest.raises(BatchError, match=r"failed \(ConnectError.*the batches stay recorded; re-run"):
+        llm.generate(questions(2), batch=True)  # 10 polls in a row fail: the wait gives up, nothing is lost
+    assert [(j.id, j.collected) for j in llm.batches()] == [(job.id, False)]
+    assert all(r.error.cause == "not collected" for r in llm.last_results)
+
+
 def test_the_key_is_never_written_to_the_ledger(fake: FakeBatchServer, cache_dir: Path) -> None:
     batch_llm(fake, cache_dir).generate(questions(2), batch=True, wait=False)
     files = list((cache_dir / "batches").iterdir())
