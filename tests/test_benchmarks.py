@@ -59,3 +59,12 @@ def test_dataformer_nb_recovers_from_every_fault_the_server_injects(faulty_serve
     assert stats["statuses"]["ok"] == 80 and stats["requests"] == sum(stats["statuses"].values())
     assert {"429", "500", "drop", "malformed"} <= set(stats["statuses"])
     assert stats["peak_concurrency"] <= 64
+
+
+def test_the_batch_benchmark_runs_and_every_client_gets_every_answer() -> None:
+    if importlib.util.find_spec("openai") is None:
+        pytest.skip('openai is not installed (pip install -e ".[bench]")')
+    done = subprocess.run([sys.executable, str(BENCH / "batch.py"), "-n", "30", "--runs", "1"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("correct 30") == 3, done.stdout
