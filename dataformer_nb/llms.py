@@ -324,7 +324,8 @@ class AsyncLLM:
         self.last_summary = slots.summary
         if summary:
             self._say(str(slots.summary))
-        self.last_results = Results(slots.results(), slots.summary, batch_jobs)
+        self.last_results = slots.results()
+        self.last_results.batches = batch_jobs or []
         if task_id_generator is not None:
             return _threaded(task_id_generator, self.last_results, use_cache)
         return self.last_results
