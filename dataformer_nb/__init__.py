@@ -1,6 +1,5 @@
 """dataformer_nb: generate LLM data from notebooks, concurrently, under rate limits, with a cache."""
 
-from .batchledger import BatchJob
 from .cache import ClearReport, ProjectInfo, ResponseCache
 from .errors import (
     AuthenticationError,
@@ -26,6 +25,10 @@ def __getattr__(name: str) -> object:
         from .widget import CachePanel
 
         return CachePanel
+    if name == "BatchJob":  # imported with batch mode, not with the package
+        from .batchledger import BatchJob
+
+        return BatchJob
     raise AttributeError(f"module 'dataformer_nb' has no attribute {name!r}")
 
 

@@ -15,14 +15,12 @@ import numbers
 import os
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ._format import batches, one_line
 from ._sync import gc_paused, run_sync
-from .batchledger import BatchJob, BatchLedger, BatchList, is_batch_id
-from .batchrun import DEFAULT_POLL_INTERVAL, BatchRunner
 from .cache import FULL, ClearReport, ResponseCache, clear_names, normalize_project
 from .dispatch import DEFAULT_MAX_WAIT, Batch, CacheWriter, Dispatcher, TransportChoice
 from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError
@@ -49,7 +47,12 @@ from .settings import (
 )
 from .transport import DEFAULT_MAX_REPLY_BYTES
 
+if TYPE_CHECKING:  # imported where batches are used: together ~30 ms of an ~90 ms import
+    from .batchledger import BatchJob, BatchList
+    from .batchrun import BatchRunner
+
 DEFAULT_MAX_CONCURRENT_REQUESTS = 64
+DEFAULT_BATCH_POLL_INTERVAL = 30.0  # seconds between two reads of a batch's status
 _log = logging.getLogger("dataformer_nb")
 MIN_RPM = 1 / 60  # one request an hour
 MIN_TPM = 1.0
@@ -89,7 +92,7 @@ class AsyncLLM:
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
         max_wait: float = DEFAULT_MAX_WAIT,
         prices: Mapping[str, tuple[float, float]] | None = None,
-        batch_poll_interval: float = DEFAULT_POLL_INTERVAL,
+        batch_poll_interval: float = DEFAULT_BATCH_POLL_INTERVAL,
         batch_size: int | None = None,
     ) -> None:
         # The positional order is dataformer 0.0.2's, so its code runs unchanged (README, "Coming from dataformer").
@@ -183,8 +186,9 @@ class AsyncLLM:
         """The provider batches recorded in this client's cache directory (id, provider, status,
         counts, project, created), oldest first. ``refresh=True`` first reads the status of the
         pending ones this client's provider and key can reach."""
-        ledger = BatchLedger(self.cache_dir)
-        records = ledger.records()
+        from .batchledger import BatchLedger, BatchList
+
+        records = BatchLedger(self.cache_dir).records()
         if refresh and any(r.pending for r in records):
             run_sync(self._runner(self.project_name).refresh(self._default_route(), records))
         return BatchList(r.job() for r in records)
@@ -193,6 +197,8 @@ class AsyncLLM:
         """Ask the provider to cancel a batch (its id, from :meth:`batches`). What it finished is
         still collected by the next ``generate(..., batch=True)`` of its requests; the rest are
         then submitted again."""
+        from .batchledger import is_batch_id
+
         if not is_batch_id(batch_id):
             raise ConfigurationError(f"batch_id={batch_id!r} is not a batch id: llm.batches() lists them")
         return run_sync(self._runner(self.project_name).cancel(self._default_route(), batch_id)).job()
@@ -290,6 +296,9 @@ class AsyncLLM:
         batch_jobs = None
         try:
             if batch:
+                from .batchledger import BatchList
+                from .batchrun import BatchRunner
+
                 self._batch_runner = BatchRunner(
                     self.cache, project, gen_type=self.gen_type, poll_interval=self.batch_poll_interval,
                     batch_size=self.batch_size, transport=self.transport, timeout=self.timeout, progress=self.progress,
@@ -371,6 +380,8 @@ class AsyncLLM:
         return self.cache.users(keys)
 
     def _runner(self, project: str) -> BatchRunner:
+        from .batchrun import BatchRunner
+
         return BatchRunner(self.cache, project, gen_type=self.gen_type, poll_interval=self.batch_poll_interval,
                            batch_size=self.batch_size, transport=self.transport, timeout=self.timeout, say=self._say)
 

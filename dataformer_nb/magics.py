@@ -24,7 +24,6 @@ from IPython.display import display
 from traitlets import Bool, Dict, Enum, Float, Int, TraitError, Unicode, default, validate
 
 from ._format import projects_table, table_bundle
-from .batchledger import BatchLedger, BatchList
 from .cache import FULL, ResponseCache
 from .errors import ConfigurationError, DataformerError, DataformerWarning
 from .llms import AsyncLLM
@@ -305,6 +304,8 @@ class Dataformer(Magics):
         display(projects_table(projects), raw=True)
 
     def _cmd_batches(self, rest: str) -> None:
+        from .batchledger import BatchLedger, BatchList
+
         jobs = BatchList(r.job() for r in BatchLedger(self.cache_dir).records())
         if not jobs:
             return print(f"No provider batches are recorded in {self.cache_dir}.")

@@ -497,3 +497,9 @@ def test_dataformer_batches_lists_the_recorded_batches(held: FakeBatchServer, ca
         assert job.id in out and "1 pending" in out
     finally:
         shell.run_line_magic("reload_ext", "dataformer_nb")
+
+
+def test_importing_the_package_leaves_batch_mode_unimported() -> None:
+    code = "import sys, dataformer_nb; print(sorted(m for m in sys.modules if 'batch' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # ~30 ms of an ~90 ms import, paid only by batch=True
