@@ -499,7 +499,14 @@ def _json_option(text: str | None) -> dict[str, Any]:
 
 
 def _answer(result: GenerationResult) -> str:
-    return f"**failed**: {result.error}" if result.error is not None else (result.text or "")
+    return f"**{_state(result)}**: {result.error}" if result.error is not None else (result.text or "")
+
+
+def _state(result: GenerationResult) -> str:
+    """new, cached, failed, or pending (waiting in a provider batch: --batch --no-wait)."""
+    if result.error is not None:
+        return "pending" if result.error.cause == "batch pending" else "failed"
+    return "cached" if result.cached else "new"
 
 
 def _prompt(result: GenerationResult) -> str:
@@ -507,14 +514,11 @@ def _prompt(result: GenerationResult) -> str:
 
 
 def _results_table(results: Results, shown: list[int | None], hidden: int, where: str) -> dict[str, str]:
-    def mark(r: GenerationResult) -> str:
-        return "failed" if r.error is not None else ("cached" if r.cached else "new")
-
     def answer(r: GenerationResult) -> str:  # plain text: a table cell does not render Markdown
-        return f"failed: {r.error}" if r.error is not None else (r.text or "")
+        return f"{_state(r)}: {r.error}" if r.error is not None else (r.text or "")
 
     rows = [["…", f"… {hidden:,} more …", "", ""] if i is None else
-            [str(i), _clip(_prompt(results[i])), _clip(answer(results[i]), 200), mark(results[i])] for i in shown]
+            [str(i), _clip(_prompt(results[i])), _clip(answer(results[i]), 200), _state(results[i])] for i in shown]
     caption = str(results.summary) + (f" · all {len(results):,} results are in {where}" if hidden else "")
     return table_bundle(["#", "prompt", "answer", "status"], rows, caption=caption)
 

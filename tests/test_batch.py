@@ -471,6 +471,10 @@ def test_generate_magic_batch_and_no_wait(held: FakeBatchServer, cache_dir: Path
         cell = "One fact about {item}."
         pending = shell.run_cell_magic("generate", "--llm llm --over topics --batch --no-wait -o first", cell)
         assert pending.summary.pending == 2 and held.creations == 1 and len(pending.batches) == 1
+        capsys.readouterr()
+        pending._ipython_display_()
+        table = capsys.readouterr().out
+        assert "pending: waiting in batch" in table and "failed" not in table.replace("0 failed", "")
         held.release()
         done = shell.run_cell_magic("generate", "--llm llm --over topics --batch", cell)
         assert [r.text for r in done] == ["Answer: One fact about owls.", "Answer: One fact about bees."]
