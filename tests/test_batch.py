@@ -507,3 +507,18 @@ def test_importing_the_package_leaves_batch_mode_unimported() -> None:
     code = "import sys, dataformer_nb; print(sorted(m for m in sys.modules if 'batch' in m))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"  # ~30 ms of an ~90 ms import, paid only by batch=True
+
+
+@pytest.mark.parametrize(("gen_type", "request_of", "read"), [
+    ("text", lambda i: {"prompt": f"question {i}"}, lambda r: r.text),
+    ("embedding", lambda i: {"input": f"question {i}"}, lambda r: len(r.embedding or [])),
+])
+def test_text_and_embedding_requests_go_through_batches(fake: FakeBatchServer, cache_dir: Path, gen_type: str,
+                                                        request_of: Any, read: Any) -> None:
+    llm = batch_llm(fake, cache_dir, gen_type=gen_type)
+    results = llm.generate([request_of(i) for i in range(3)], batch=True)
+    expected = [f"Answer: question {i}" for i in range(3)] if gen_type == "text" else [2, 2, 2]
+    assert [read(r) for r in results] == expected
+    assert {line["url"] for job in fake.jobs.values() for line in job.lines} == {
+        "/v1/completions" if gen_type == "text" else "/v1/embeddings"}
+    assert llm.generate([request_of(i) for i in range(3)], batch=True).summary.cached == 3
