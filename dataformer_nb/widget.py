@@ -102,7 +102,10 @@ class CachePanel:
             self.rows.children = [w.HTML("The cache holds no projects yet: run <code>generate</code> to fill it.")]
         self.delete_all_button.disabled = not projects
         pending = self._pending_table()
-        self.pending_batches.value = pending.get("text/html", "")
+        # Spaced like the project rows above it: a bare HTML table runs its columns together.
+        self.pending_batches.value = (f"<style>.dfnb-batches th, .dfnb-batches td {{padding: 0.2em 1.5em 0.2em 0}}"
+                                      f"</style><div class='dfnb-batches'>{pending['text/html']}</div>"
+                                      if pending else "")
 
     def _pending_table(self) -> dict[str, str]:
         """The provider batches still to collect, by project, as last seen: the panel holds no key,

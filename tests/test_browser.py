@@ -1,5 +1,6 @@
 """JupyterLab in a real browser: run the caching notebook and delete a project from the panel;
-run the quick start; interrupt a large batch from the toolbar and re-run it.
+run the quick start; interrupt a large batch from the toolbar and re-run it; run the batch jobs
+notebook and see its pending batch in the panel.
 
 Needs Debian's Chromium at /usr/bin/chromium (``.ci/run`` installs it when missing); without
 it the test is skipped with that reason.
@@ -41,7 +42,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-NOTEBOOKS = ("caching_projects", "quickstart", "large_batch")
+NOTEBOOKS = ("caching_projects", "quickstart", "large_batch", "batch_jobs")
 
 
 @pytest.fixture
@@ -191,3 +192,18 @@ def test_the_quick_start_and_an_interrupted_large_batch_in_jupyterlab(lab: str) 
         summary = f"2000 requests: {unsent} sent, {saved} cached, 0 failed · project large_batch"
         expect(cell.get_by_text(summary)).to_be_visible(timeout=120_000)
         cell.screenshot(path=ARTIFACTS / "large_batch_rerun.png")
+
+
+def test_batch_jobs_and_the_pending_batch_in_the_panel_in_jupyterlab(lab: str) -> None:
+    from playwright.sync_api import expect
+
+    with browser_page() as page:
+        pending = page.get_by_text("1 batch pending: run the same generate(..., batch=True) to collect")
+        run_all(page, lab.format(name="batch_jobs"), pending, "batch_jobs")
+        panel = page.locator(".jp-OutputArea-output", has=pending)
+        expect(panel.get_by_text("cancelled_demo", exact=True)).to_be_visible(timeout=30_000)
+        expect(panel.get_by_text("batch_demo", exact=True).first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text(re.compile(r"300 requests: 299 sent, 0 cached, 1 failed \(http 400: 1\)"))
+               ).to_be_visible(timeout=30_000)
+        panel.screenshot(path=ARTIFACTS / "batch_panel.png")
+
