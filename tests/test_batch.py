@@ -522,3 +522,8 @@ def test_text_and_embedding_requests_go_through_batches(fake: FakeBatchServer, c
     assert {line["url"] for job in fake.jobs.values() for line in job.lines} == {
         "/v1/completions" if gen_type == "text" else "/v1/embeddings"}
     assert llm.generate([request_of(i) for i in range(3)], batch=True).summary.cached == 3
+
+
+def test_batches_go_over_httpx_own_transport_too(fake: FakeBatchServer, cache_dir: Path) -> None:
+    results = batch_llm(fake, cache_dir, transport="httpx").generate(questions(3), batch=True)
+    assert [r.text for r in results] == [f"Answer: question {i}" for i in range(3)] and fake.uploads == 1
