@@ -139,10 +139,13 @@ class BatchRunner:
         by_route: dict[int, list[Unit]] = {}
         for unit in units:
             by_route.setdefault(id(unit.route), []).append(unit)
+        # Every batch is built before the first is submitted: a request too large for any batch is
+        # refused before anything is paid for.
+        planned = [(own[0].route, chunk, lines) for own in by_route.values()
+                   for chunk, lines in self._chunks(self._api(client, own[0].route), own)]
         try:
-            for own in by_route.values():
-                for chunk, lines in self._chunks(self._api(client, own[0].route), own):
-                    submitted.append(await self._create(self._api(client, own[0].route), own[0].route, chunk, lines))
+            for route, chunk, lines in planned:
+                submitted.append(await self._create(self._api(client, route), route, chunk, lines))
         except BatchError as exc:
             if submitted:
                 exc.args = (f"{exc.args[0]}. The {batches(len(submitted))} submitted before "

@@ -113,8 +113,9 @@ def test_a_request_too_large_for_any_batch_says_so_before_anything_is_submitted(
     from dataformer_nb.batchapi import OpenAIBatches
 
     monkeypatch.setattr(OpenAIBatches, "max_bytes", 300)
-    with pytest.raises(BatchError, match=r"request_list\[1\] alone takes .* send it without batch=True"):
-        batch_llm(fake, cache_dir).generate([chat("short"), chat("x" * 400)], batch=True)
+    requests = [*questions(4), chat("x" * 400)]  # the short ones make batches of their own first
+    with pytest.raises(BatchError, match=r"request_list\[4\] alone takes .* send it without batch=True"):
+        batch_llm(fake, cache_dir, batch_size=2).generate(requests, batch=True)
     assert fake.creations == 0 and BatchLedger(cache_dir).records() == []
 
 
