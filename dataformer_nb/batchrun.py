@@ -97,13 +97,16 @@ class BatchRunner:
         return record
 
     async def refresh(self, route: Route, records: Iterable[BatchRecord]) -> None:
-        """Read the status of each pending record that ``route``'s service and key can reach."""
+        """Read the status of each pending record at ``route``'s service (one that cannot be read keeps
+        its last status)."""
         async with self._client() as client:
             api = self._api(client, route)
             for record in records:
-                if record.pending and record.id is not None and record.api == api.base \
-                        and record.key == fingerprint(route):
-                    self._update(record, await api.status(record.id))
+                if record.pending and record.id is not None and record.api == api.base:
+                    try:
+                        self._update(record, await api.status(record.id))
+                    except BatchError as exc:  # one batch another key cannot see does not hide the others
+                        record.note = str(exc)
 
     # Resume, submit
 
@@ -346,13 +349,15 @@ class BatchRunner:
 
     @staticmethod
     def _check_reachable(api: BatchAPI, route: Route, record: BatchRecord) -> None:
-        """A recorded batch is reached at the service and with the key it was submitted with."""
+        """A recorded batch is reached at the service it was submitted to. Another key is tried, with a
+        warning: a rotated key of the same account reaches it; another account's is refused (401) or
+        does not know it (404: the batch is then taken as gone and its requests submitted again)."""
         if record.api != api.base:
             raise BatchError(f"batch {record.id or record.local} was submitted to {record.api}, not to {api.base}: "
                              "collect it with an AsyncLLM for that server")
         if record.key != fingerprint(route):
-            raise BatchError(f"batch {record.id or record.local} was submitted to {record.api} with another API key: "
-                             "set that key again (the batch belongs to its account) to collect it")
+            _log.warning("batch %s was submitted to %s with another API key: asking with this one (a batch belongs "
+                         "to the account that submitted it)", record.id or record.local, record.api)
 
 
 def fingerprint(route: Route) -> str:

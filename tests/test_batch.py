@@ -528,3 +528,15 @@ def test_text_and_embedding_requests_go_through_batches(fake: FakeBatchServer, c
 def test_batches_go_over_httpx_own_transport_too(fake: FakeBatchServer, cache_dir: Path) -> None:
     results = batch_llm(fake, cache_dir, transport="httpx").generate(questions(3), batch=True)
     assert [r.text for r in results] == [f"Answer: question {i}" for i in range(3)] and fake.uploads == 1
+
+
+def test_a_batch_submitted_with_another_key_is_asked_for_with_this_one(held: FakeBatchServer, cache_dir: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    held.key = None  # the service takes any key: a rotated key of the same account
+    batch_llm(held, cache_dir, api_key="sk-old-key-1").generate(questions(2), batch=True, wait=False)
+    held.release()
+    with caplog.at_level("WARNING", logger="dataformer_nb"):
+        results = batch_llm(held, cache_dir, api_key="sk-new-key-2").generate(questions(2), batch=True)
+    assert held.creations == 1 and all(r.ok for r in results)
+    assert "with another API key" in caplog.text and "sk-" not in caplog.text
+
