@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Iterable
 from datetime import datetime
@@ -25,6 +26,19 @@ def batches(n: int) -> str:
 def one_line(error: Exception, limit: int = 300) -> str:
     """An error's message on one line, at most ``limit`` characters (pydantic's docs link dropped)."""
     text = " ".join(_DOCS_LINK.sub("", str(error)).split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def server_message(content: bytes, limit: int = 300) -> str:
+    """What a server's error reply says: its ``error.message`` (OpenAI's and Anthropic's shape), else
+    its text, at most ``limit`` characters."""
+    try:
+        data = json.loads(content)
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message", error) if isinstance(error, dict) else error
+    except (ValueError, RecursionError):
+        message = content.decode("utf-8", errors="replace")
+    text = str(message).strip()
     return text[:limit] + ("..." if len(text) > limit else "")
 
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import httpx
 
+from ._format import server_message
 from .batchledger import BatchRecord, is_batch_id
 from .errors import BatchError
 from .providers import PROVIDERS, Style
@@ -112,9 +113,9 @@ class BatchAPI:
             raise BatchError(f"{self._name} at {url}: {doing} failed: {exc}") from None
         status = response.status_code
         if status >= 300:
-            raise BatchError(
-                self._redact(f"{self._name} at {url}: {doing} was refused (HTTP {status}: {_message(response)})"),
-                status=status, transient=status in (408, 409, 429) or status >= 500)
+            said = server_message(response.content)
+            raise BatchError(self._redact(f"{self._name} at {url}: {doing} was refused (HTTP {status}: {said})"),
+                             status=status, transient=status in (408, 409, 429) or status >= 500)
         return response
 
     async def _json(self, method: str, path: str, doing: str, **kwargs: Any) -> dict[str, Any]:
@@ -344,14 +345,3 @@ def _plain_id(value: Any, what: str, name: str) -> str:
 
 def _count(value: Any) -> int:
     return value if type(value) is int and value >= 0 else 0
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        data = response.json()
-        error = data.get("error", data) if isinstance(data, dict) else data
-        message = error.get("message", error) if isinstance(error, dict) else error
-    except ValueError:
-        message = response.text
-    text = " ".join(str(message).split())
-    return text[:300] + ("..." if len(text) > 300 else "")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import httpx
 
-from ._format import one_line
+from ._format import one_line, server_message
 from ._json import dumpb
 from .cache import NewResponse, ResponseCache, usage_tokens
 from .echo import EchoTransport
@@ -388,17 +388,17 @@ class Dispatcher:
         if status in (401, 403):
             route.stopped = AuthenticationError(
                 hide_key(f"{route.name} at {route.endpoint} refused the request (HTTP {status}: "
-                        f"{_server_message(reply)}): {_key_advice(route)}; the rest of its requests were not sent",
-                        route),
+                         f"{server_message(reply.content)}): {_key_advice(route)}; the rest of its requests were "
+                         "not sent", route),
                 cause=f"http {status}", status=status,
             )
             return route.stopped
         if status == 429 and _error_code(reply) in _QUOTA_SPENT_CODES:
-            route.stopped = _failure(route, "quota spent", f"HTTP 429: {_server_message(reply)}: the account's "
+            route.stopped = _failure(route, "quota spent", f"HTTP 429: {server_message(reply.content)}: the account's "
                                      "quota or credit is spent, so waiting will not help: top it up, then re-run "
                                      "(the rest of its requests were not sent)", status)
             return route.stopped
-        error = _failure(route, f"http {status}", f"HTTP {status}: {_server_message(reply)}", status)
+        error = _failure(route, f"http {status}", f"HTTP {status}: {server_message(reply.content)}", status)
         if status not in _RETRYABLE_STATUSES and status < 500:
             return error
         retry_after = _retry_after(reply.headers)
@@ -550,14 +550,3 @@ def _error_code(reply: Reply) -> str | None:
         return str(error.get("code") or error.get("type")) if isinstance(error, dict) else None
     except (ValueError, AttributeError):
         return None
-
-
-def _server_message(reply: Reply) -> str:
-    try:
-        data = json.loads(reply.content)
-        error = data.get("error", data) if isinstance(data, dict) else data
-        message = error.get("message", error) if isinstance(error, dict) else error
-    except ValueError:
-        message = reply.content.decode("utf-8", errors="replace")
-    text = str(message).strip()
-    return text[:300] + ("..." if len(text) > 300 else "")
