@@ -112,7 +112,8 @@ class CachePanel:
         so it does not ask the provider (``llm.batches(refresh=True)`` does)."""
         if self._cache is None:
             return {}
-        jobs = sorted((r.job() for r in BatchLedger(self._cache.directory).pending()), key=lambda j: j.project)
+        records = BatchLedger(self._cache.directory).records()  # without their keys: not needed here
+        jobs = sorted((r.job() for r in records if r.pending), key=lambda j: j.project)
         if not jobs:
             return {}
         rows = [[job.project, job.id, job.status, f"{job.done:,} / {job.requests:,}", when(job.created)]
