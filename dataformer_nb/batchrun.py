@@ -27,7 +27,7 @@ from .cache import NewResponse, ResponseCache
 from .dispatch import Batch, TransportChoice, hide_key, open_transport, prompt_text
 from .errors import BatchError, CacheError, RequestFailedError
 from .prepare import Route, Unit
-from .providers import GenType, check_reply, response_text, to_openai
+from .providers import UNREADABLE_REPLY, GenType, check_reply, response_text, to_openai
 from .schema import OutputSchema
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ DEFAULT_POLL_INTERVAL = 30.0
 WAITING_FOR_ANOTHER_RUN = "waiting for another run that is submitting batches to this cache directory"
 GONE = (404, 410)  # what a service answers for a batch (or results file) it no longer has
 MAX_POLL_FAILURES = 10  # polls in a row that may fail (network, 5xx) before the wait gives up
-_READ_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
 
 
 class BatchRunner:
@@ -295,7 +294,7 @@ class BatchRunner:
         try:
             response = to_openai(style, gen_type, line.body)  # type: ignore[arg-type]
             check_reply(gen_type, response)
-        except _READ_ERRORS as exc:
+        except UNREADABLE_REPLY as exc:
             return RequestFailedError(f"{where}: unreadable reply ({type(exc).__name__}: {exc})",
                                       cause="malformed json")
         if self._schema is None:

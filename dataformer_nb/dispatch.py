@@ -29,7 +29,7 @@ from .echo import EchoTransport
 from .errors import AuthenticationError, CacheError, RequestFailedError
 from .limits import WAIT_SHOWN_SECONDS, RateBucket, estimate_request_tokens
 from .prepare import Route, Unit
-from .providers import GenType, check_reply, response_text, to_openai
+from .providers import UNREADABLE_REPLY, GenType, check_reply, response_text, to_openai
 from .results import GenerationResult, GenerationSummary, Results, cost_of, prompt_of
 from .schema import OutputSchema
 from .serverlimits import read as read_server_limits
@@ -368,7 +368,7 @@ class Dispatcher:
                 data = _STRICT_JSON.decode(reply.content.decode())
                 response = to_openai(route.style, self._gen_type, data)
                 check_reply(self._gen_type, response)
-            except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+            except UNREADABLE_REPLY as exc:
                 # Retried like any malformed reply, and never cached.
                 return Retry(_failure(route, "malformed json", f"unreadable reply ({type(exc).__name__}: {exc})"))
             usage = response.get("usage") or {}

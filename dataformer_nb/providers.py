@@ -278,6 +278,11 @@ def _ollama_body(gen_type: GenType, payload: Mapping[str, Any], model: str) -> d
     return {**body, "model": model, "stream": False}
 
 
+# What reading a reply that is not of its promised shape raises (to_openai, check_reply, the JSON
+# decoder on deep nesting): such a reply is a malformed one, online or in a batch's results.
+UNREADABLE_REPLY = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
+
+
 def to_openai(style: Style, gen_type: GenType, data: Any) -> dict[str, Any]:
     """The reply in OpenAI's chat.completion (or text_completion) shape.
 
