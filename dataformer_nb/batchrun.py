@@ -66,7 +66,10 @@ class BatchRunner:
             async with self.ledger.submitting(lambda: self._say(WAITING_FOR_ANOTHER_RUN)):
                 self.records = await self._resume(client, by_key)
                 covered = {key for record in self.records for key in record.keys}
-                self.records += await self._submit(client, [u for u in units if u.cache_key not in covered])
+                submitting = [u for u in units if u.cache_key not in covered]
+                self.records += await self._submit(client, submitting)
+                batch.summary.requests_sent += len(submitting)  # a batch's line is one attempt
+                batch.summary.attempts += len(submitting)
             batch.summary.batches = tuple(r.id or r.local for r in self.records)
             if not wait:
                 self._leave_pending(by_key, batch)
@@ -262,6 +265,7 @@ class BatchRunner:
             if isinstance(outcome, RequestFailedError):
                 if unit is not None:
                     batch.failed(unit, outcome)
+                    batch.summary.invalid_replies += outcome.cause == "invalid output"
                 continue
             response, parsed = outcome
             data, usage = dumpb(response), response.get("usage")

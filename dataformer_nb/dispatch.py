@@ -27,7 +27,7 @@ from ._json import dumpb
 from .cache import NewResponse, ResponseCache, usage_tokens
 from .echo import EchoTransport
 from .errors import AuthenticationError, CacheError, RequestFailedError
-from .limits import WAIT_SHOWN_SECONDS, RateBucket, estimate_request_tokens
+from .limits import WAIT_SHOWN_SECONDS, RateBucket, Ticket, estimate_request_tokens
 from .prepare import Route, Unit
 from .providers import UNREADABLE_REPLY, GenType, check_reply, response_text, to_openai
 from .results import GenerationResult, GenerationSummary, Results, cost_of, prompt_of
@@ -220,6 +220,7 @@ class Dispatcher:
         self._max_wait = max_wait
         self._schema = schema
         self._waiting: Callable[[float], None] | None = None  # set by run: shows a wait on the progress bar
+        self._summary = GenerationSummary("")  # set by run: counts what goes over the wire
 
     async def run(self, units: list[Unit], batch: Batch, writer: CacheWriter | None) -> None:
         import asyncio
@@ -228,7 +229,7 @@ class Dispatcher:
 
         buckets = {id(u.route.bucket): u.route.bucket for u in units}
         slots = {key: asyncio.Semaphore(b.max_concurrent_requests) for key, b in buckets.items()}
-        summary = batch.summary
+        summary = self._summary = batch.summary
         bar = tqdm(total=batch.size, initial=summary.cached, desc=self._progress_label, unit="req",
                    disable=not self._progress or not units, dynamic_ncols=True)
         _show_counts(bar, summary)  # a re-run's cached count shows from the start
@@ -315,11 +316,14 @@ class Dispatcher:
         tokens = estimate_request_tokens(body)
         failures = waits = 0
         deadline = None
+        summary = self._summary
         while True:
             async with slot:
                 if route.stopped is not None:
                     return route.stopped
                 ticket = await bucket.wait_turn(tokens, self._waiting)
+                summary.requests_sent += not (failures or waits)
+                summary.attempts += 1
                 try:
                     reply = await post(transport, route.url, content, route.headers, self._timeout,
                                        self._max_reply_bytes)
@@ -331,10 +335,10 @@ class Dispatcher:
                     outcome = Retry(_failure(route, "connection", f"connection failed ({exc!r})"))
                 else:
                     bucket.observe(ticket, read_server_limits(reply.headers, route.provider.name))
-                    outcome = self._interpret(reply, route, tokens)
+                    outcome = self._interpret(reply, route, ticket)
                     if isinstance(outcome, Fresh):
                         route.failures_in_a_row = 0
-                        bucket.succeeded()
+                        bucket.succeeded(ticket)
                     if not isinstance(outcome, Retry):
                         return outcome
             if outcome.told_to_wait:
@@ -360,7 +364,7 @@ class Dispatcher:
                       self._max_attempts)
             await asyncio.sleep(delay)
 
-    def _interpret(self, reply: Reply, route: Route, tokens: int) -> Fresh | RequestFailedError | Retry:
+    def _interpret(self, reply: Reply, route: Route, ticket: Ticket) -> Fresh | RequestFailedError | Retry:
         """A response, a final error, or one worth retrying (perhaps after the wait the server asked)."""
         status = reply.status
         if 200 <= status < 300:
@@ -372,12 +376,13 @@ class Dispatcher:
                 # Retried like any malformed reply, and never cached.
                 return Retry(_failure(route, "malformed json", f"unreadable reply ({type(exc).__name__}: {exc})"))
             usage = response.get("usage") or {}
-            route.bucket.settle(tokens, usage.get("total_tokens"))
+            route.bucket.settle(ticket.tokens, usage.get("total_tokens"))
             parsed = None
             if self._schema is not None:
                 try:
                     parsed = self._schema.parse(response_text(response))
                 except ValueError as exc:  # retried like a malformed reply, and never cached
+                    self._summary.invalid_replies += 1
                     return Retry(_failure(route, "invalid output", f"the reply does not follow schema "
                                           f"{self._schema.name}: {one_line(exc)}"))
             return Fresh(reply.content if response is data else response, usage, parsed)
@@ -403,7 +408,7 @@ class Dispatcher:
             return error
         retry_after = _retry_after(reply.headers)
         if status == 429 or (status == 503 and retry_after is not None):
-            route.bucket.told_to_wait(rate_limited=status == 429)
+            route.bucket.told_to_wait(rate_limited=status == 429, ticket=ticket)
             return Retry(error, told_to_wait=True, seconds=retry_after)
         return Retry(error)
 
@@ -524,7 +529,8 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """The wait a 429/503 asked for (``retry-after-ms`` or ``Retry-After``), capped."""
+    """The wait a 429/503 asked for (``retry-after-ms`` or ``Retry-After``), capped; None if it
+    stated none (absent, garbled, zero or negative)."""
     try:
         if "retry-after-ms" in headers:
             seconds = float(headers["retry-after-ms"]) / 1000
@@ -538,9 +544,11 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
             return None
     except (TypeError, ValueError, OverflowError):
         return None
-    if not math.isfinite(seconds):  # "nan" parses as a float; a garbled value is ignored
+    if not math.isfinite(seconds) or seconds <= 0:
+        # "nan" parses as a float; zero or less states no wait: the request backs off as for any
+        # retry, so no reply can make the client send faster than its backoff schedule.
         return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)
 
 
 def _error_code(reply: Reply) -> str | None:

@@ -31,7 +31,12 @@ WAIT_SHOWN_SECONDS = 1.0  # a wait shorter than this is pacing, not worth a word
 MIN_LEARNED_RATE = 1 / 60  # requests a second: a 429-only server is still asked once a minute
 _DECREASE_EVERY = 0.25  # seconds: the 429s of one wave in flight are one signal, not 64
 _INCREASE = 0.1  # the learned rate grows by this share of itself a second while requests succeed
-_RECENT_REPLIES = 32  # the replies whose share of 429s decides whether to slow down
+_RECENT_REPLIES = 48  # the replies whose share of 429s decides whether to slow down
+# Random 429s at 30 % fill 60 % of 24-48 replies, or come ten in a row, about once in 10^4-10^5 draws.
+_CROWDED_SHARE = 0.6
+_IN_A_ROW = 10
+_TRIAL_REPLIES = 16  # replies to requests sent under a cut, and seconds, that decide whether it stays
+_TRIAL_SECONDS = 2.0
 
 
 def estimate_tokens(text: str) -> int:
@@ -151,36 +156,95 @@ class _ServerQuota(_TokenBucket):
         self.reset_at = None if quota.reset is None else sent_at + quota.reset
 
 
-class _LearnedRate:
-    """A request rate learned from 429s alone: cut to what the server let through when 429s
-    crowd the recent replies, then grown with each success.
+@dataclass
+class _Trial:
+    """A cut on probation: the replies to requests sent since ``since`` tell whether it lowered
+    the share of 429s (a limit) or not (noise, which no pace of ours changes)."""
 
-    A few 429s among successes (a busy server, random refusals) are waits, not a signal to
-    slow down: only 429s crowding the last replies (a third of them, or six in a row) cut the rate.
+    since: float  # the latest cut of this trial
+    after: float  # replies to requests reserved after this many reservations (the cut's) count
+    share_before: float  # the 429 share of the replies in the seconds before the first cut
+    rate_before: float | None  # what the rate goes back to if the cut is undone
+    replies: int = 0
+    limited: int = 0
+
+
+class _LearnedRate:
+    """A request rate learned from 429s alone, only when they depend on how fast we send.
+
+    Random 429s (a busy server refusing a share of requests whatever the pace) are waits, not
+    a limit: cutting the rate for them only slows the run. So the rate is cut only when 429s
+    crowd the replies as no random share up to 30 % does (60 % of the last 48, or ten in a
+    row), and each cut is then tried: if the replies to requests sent under it, over at least
+    :data:`_TRIAL_SECONDS` and :data:`_TRIAL_REPLIES`, show no more than a third of the share
+    of 429s seen before it, the server limits our pace and the cut stays; otherwise the cut is
+    undone, and crowding must be twice as long to count again (429s in bursts of that size
+    were seen not to depend on the pace). Once a cut has stayed, the server is known to limit
+    the pace, and a third of the recent replies (or six in a row) is enough for the next cut,
+    itself tried the same way. A rate on trial holds; a rate that stayed grows with each success.
     """
 
     def __init__(self) -> None:
         self.rate: float | None = None
         self._recent: deque[bool] = deque(maxlen=_RECENT_REPLIES)  # True: rate-limited
+        self._timeline: deque[tuple[float, bool]] = deque(maxlen=10_000)  # (reply time, rate-limited)
         self._successes: deque[float] = deque(maxlen=10_000)
         self._last_cut = float("-inf")
         self._in_a_row = 0
+        self._in_a_row_needed = _IN_A_ROW
+        self._trial: _Trial | None = None
+        self._confirmed = False  # a cut lowered the 429s: this server limits our pace
+        self.undone = 0  # cuts undone: 429s that did not depend on the pace
 
-    def succeeded(self, now: float) -> None:
-        self._recent.append(False)
+    def succeeded(self, now: float, order: float) -> None:
+        """A success; ``order`` counts the reservations made up to the request's own."""
+        self._reply(False, now, order)
         self._in_a_row = 0
         self._successes.append(now)
-        if self.rate is not None:
+        if self.rate is not None and self._trial is None:  # a cut on trial holds until judged
             self.rate *= 1 + _INCREASE / max(self.rate, 1.0)
 
-    def rate_limited(self, now: float) -> bool:
-        """Count a 429; cut the rate if 429s crowd the recent replies (once a wave). True if cut."""
-        self._recent.append(True)
+    def rate_limited(self, now: float, order: float, reserved: float) -> bool:
+        """Count a 429 (``order`` as for :meth:`succeeded`; ``reserved``: all reservations made so
+        far); cut the rate if 429s crowd the recent replies (once a wave). True if the rate
+        changed (cut, or a cut undone)."""
+        changed = self._reply(True, now, order)
+        if self._trial is not None and order <= self._trial.after:
+            return changed  # reserved before the latest cut: says nothing of the pace it set
         self._in_a_row += 1
-        crowded = self._in_a_row >= 6 or (len(self._recent) >= _RECENT_REPLIES // 2
-                                          and sum(self._recent) * 3 >= len(self._recent))
+        recent = self._recent
+        if self._confirmed:  # a limit is known: the first signs of crowding are worth a (tried) cut
+            crowded = self._in_a_row >= 6 or (len(recent) >= 16 and sum(recent) * 3 >= len(recent))
+        else:
+            crowded = self._in_a_row >= self._in_a_row_needed or (
+                len(recent) >= _RECENT_REPLIES // 2 and sum(recent) >= _CROWDED_SHARE * len(recent))
         if now - self._last_cut < _DECREASE_EVERY or not crowded:
+            return changed
+        return self._cut(now, reserved) or changed
+
+    def _reply(self, limited: bool, now: float, order: float) -> bool:
+        """Record a reply; settle the trial if it has seen enough. True if a cut was undone."""
+        self._recent.append(limited)
+        self._timeline.append((now, limited))
+        trial = self._trial
+        if trial is None or order <= trial.after:  # reserved before the cut: not paced by it
             return False
+        trial.replies += 1
+        trial.limited += limited
+        if trial.replies < _TRIAL_REPLIES or now - trial.since < _TRIAL_SECONDS:
+            return False
+        self._trial = None
+        if trial.limited / trial.replies <= trial.share_before / 3:
+            self._confirmed = True  # the cut lowered the 429s: the server limits our pace; it stays
+            return False
+        self.rate = trial.rate_before
+        self._confirmed = self.rate is not None
+        self.undone += 1
+        self._in_a_row_needed = min(2 * self._in_a_row_needed, 1_000)
+        self._recent.clear()
+        return True
+
+    def _cut(self, now: float, reserved: float) -> bool:
         # Measured over the last second, or since the last cut if sooner: a burst the server
         # let through long ago says nothing of its rate now.
         since = max(self._last_cut, now - 1.0)
@@ -192,10 +256,18 @@ class _LearnedRate:
             cut = 0.9 * let_through
         else:
             cut = min(0.9 * self.rate, 0.95 * let_through) if let_through else 0.5 * self.rate
+        if self._trial is None:
+            self._trial = _Trial(now, reserved, self._share_since(now - _TRIAL_SECONDS), self.rate)
+        else:  # a deeper cut while on trial: judged from now, against the share before the first
+            self._trial.since, self._trial.after, self._trial.replies, self._trial.limited = now, reserved, 0, 0
         self.rate = max(cut, MIN_LEARNED_RATE)
         self._last_cut = now
         self._recent.clear()
         return True
+
+    def _share_since(self, start: float) -> float:
+        replies = list(itertools.takewhile(lambda reply: reply[0] >= start, reversed(self._timeline)))
+        return sum(limited for _, limited in replies) / len(replies) if replies else 1.0
 
 
 class Ticket(NamedTuple):
@@ -285,21 +357,38 @@ class RateBucket:
         if self._tokens and actual is not None:
             self._tokens.refund(estimated - actual)
 
-    def succeeded(self) -> None:
-        self._learned.succeeded(self._clock())
-        if self._learned_bucket is not None and self._learned.rate is not None:
-            self._learned_bucket.rate = self._learned.rate
+    def succeeded(self, ticket: Ticket | None = None) -> None:
+        """A reply came back: the learned rate (if any) grows; ``ticket`` is its reservation."""
+        now = self._clock()
+        self._learned.succeeded(now, self._order(ticket))
+        self._sync_learned(now, cut=False)
 
-    def told_to_wait(self, rate_limited: bool) -> None:
+    def told_to_wait(self, rate_limited: bool, ticket: Ticket | None = None) -> None:
         """A 429 (``rate_limited``) or a 503 asked to come back later. The request itself waits
-        as asked; the bucket slows down only when 429s crowd its replies and the server states
-        no limit (one that does is paced by what it states)."""
+        as asked; the bucket slows down only when 429s depend on its pace (see
+        :class:`_LearnedRate`) and the server states no limit (one that does is paced by what it states)."""
         self.rate_limited += 1
-        if rate_limited and self._server_requests.stated is None and self._learned.rate_limited(self._clock()):
-            rate = self._learned.rate
-            assert rate is not None
+        if rate_limited and self._server_requests.stated is None:
+            now = self._clock()
+            if self._learned.rate_limited(now, self._order(ticket), self._server_requests.spent):
+                self._sync_learned(now, cut=True)
+
+    def _order(self, ticket: Ticket | None) -> float:
+        """Where a request's reservation stands among all made (the latest, without a ticket)."""
+        return self._server_requests.spent if ticket is None else ticket.spent_requests
+
+    def _sync_learned(self, now: float, cut: bool) -> None:
+        rate = self._learned.rate
+        if rate is None or self._server_requests.stated is not None:
+            self._learned_bucket = None  # never learned, the cut undone, or the server states its limit
+        elif cut or self._learned_bucket is None:
+            # After the reservations already made: forgetting them would send them and the new
+            # pace's at once.
+            queued = now if self._learned_bucket is None else max(now, self._learned_bucket.at)
             self._learned_bucket = _TokenBucket(1.0, rate, 0.0)
-            self._learned_bucket.at = self._clock()
+            self._learned_bucket.at = queued
+        else:
+            self._learned_bucket.rate = rate
 
     def seconds_to_send(self, requests: int, tokens: int) -> float | None:
         """About how long ``requests`` costing ``tokens`` take to be let through from now, under

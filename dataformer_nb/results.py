@@ -116,7 +116,9 @@ class GenerationResult:
 
 @dataclass
 class GenerationSummary:
-    """How a ``generate`` call went: ``sent`` (fresh responses), ``cached``, ``failed`` by cause."""
+    """How a ``generate`` call went: ``sent`` (fresh responses), ``cached``, ``failed`` by cause;
+    ``requests_sent`` and ``attempts`` count what went over the wire (retries included), and
+    ``invalid_replies`` the replies that failed the schema."""
 
     project: str
     sent: int = 0
@@ -129,6 +131,11 @@ class GenerationSummary:
     cost: float | None = None  # of the responses received, where every model used has a price
     pending: int = 0  # waiting in provider batches (generate(batch=True, wait=False))
     batches: tuple[str, ...] = ()  # the provider batches this run submitted or collected
+    # What went over the wire, paid for or not: the requests sent at least once, every attempt
+    # (retries included), and the replies that came back but failed the schema.
+    requests_sent: int = 0
+    attempts: int = 0
+    invalid_replies: int = 0
 
     @property
     def failed(self) -> int:
@@ -148,6 +155,9 @@ class GenerationSummary:
             more = len(self.batches) - 3
             shown = ", ".join(self.batches[:3]) + (f" and {more} more" if more > 0 else "")
             text += f" · {'batch' if len(self.batches) == 1 else 'batches'} {shown}"
+        if self.attempts > self.sent:  # retries, failures or invalid replies: say what was really sent
+            text += f" · over the wire: {plural(self.requests_sent, 'request')}, {plural(self.attempts, 'attempt')}"
+            text += f", {self.invalid_replies} failed the schema" if self.invalid_replies else ""
         limits = f" · server limits: {self.server_limits}" if self.server_limits else ""
         used = ""
         if self.prompt_tokens or self.completion_tokens or self.saved_tokens:

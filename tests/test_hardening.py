@@ -130,11 +130,20 @@ def test_a_reply_past_max_reply_bytes_fails_that_request_clearly(server, make_ll
 # Hangs and slow ends
 
 
-@pytest.mark.parametrize("header", ["nan", "inf", "-5", "soon"])
+@pytest.mark.parametrize("header", ["nan", "inf", "-5", "0", "-100", "soon"])
 def test_a_garbled_retry_after_is_ignored(header: str) -> None:
-    expected = 0.0 if header == "-5" else None
-    assert _retry_after({"retry-after": header}) == expected
-    assert _retry_after({"retry-after-ms": header}) == expected
+    # zero or negative states no wait: the request backs off as for any retry (issue 24, item 12)
+    assert _retry_after({"retry-after": header}) is None
+    assert _retry_after({"retry-after-ms": header}) is None
+
+
+def test_a_negative_retry_after_cannot_make_the_client_exceed_its_backoff(server, make_llm) -> None:
+    server.raw["negative"] = (429, {"Retry-After": "-100"}, b'{"error": {"message": "slow down"}}')
+    server.script("a", *["raw:negative"] * 10_000)
+    results = make_llm(max_wait=0.5, retry_base_delay=0.05).generate([chat("a"), chat("b")])
+    assert results[0].error.cause == "rate limited" and results[1].text == "Answer: b"
+    # backing off 0.025-0.05, 0.05-0.1, 0.1-0.2, ... s: a handful of sends fit in half a second
+    assert server.asked["a"] <= 8, server.asked["a"]
 
 
 @pytest.mark.parametrize(("option", "value"), [

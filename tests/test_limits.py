@@ -116,8 +116,9 @@ def test_429s_alone_teach_the_rate_the_server_lets_through() -> None:
     assert learned is not None and 4 <= learned <= 5
     times = starts(bucket, 3)
     assert times[1] - times[0] == pytest.approx(1 / learned) and times[2] - times[1] == pytest.approx(1 / learned)
-    for _ in range(20):
-        bucket.succeeded()
+    for _ in range(20):  # requests sent under the cut succeed: it is kept (2 s, 16 replies), then grows
+        clock.now += 0.25
+        bucket.succeeded(bucket.reserve(1))
     assert bucket.describe().learned_requests_per_second > learned  # successes speed it back up
 
 
@@ -165,3 +166,95 @@ def test_the_report_shows_every_bucket_without_its_key() -> None:
     text = str(bucket.describe())
     assert text == "yours: 60 req/min, 8 at once · server: 300 req/min (299 left)"
     assert all(a <= b for a, b in itertools.pairwise(starts(bucket, 5)))
+
+
+# Workers on a fake clock against a model of a server: what the learned rate does under noise
+# (429s that do not depend on the pace) and under a real, undisclosed token bucket.
+
+class Simulation:
+    """``workers`` clients sending through one bucket, each reply ``latency`` after its send;
+    ``refuse(t)`` says whether the server answers 429 to a request arriving at ``t``. A refused
+    request waits ``wait`` seconds (the server's retry-after) and is sent again."""
+
+    def __init__(self, refuse, workers: int = 32, latency: float = 0.02, wait: float = 1.0) -> None:
+        self.clock = Clock()
+        self.bucket = RateBucket(None, None, workers, clock=self.clock)
+        self.refuse, self.workers, self.latency, self.wait = refuse, workers, latency, wait
+        self.replies: list[tuple[float, bool]] = []  # (time, refused)
+        self.rates: list[float | None] = []  # the learned rate after each reply
+
+    def run(self, requests: int) -> None:
+        import heapq
+
+        events = [(self.clock.now, i, "send") for i in range(self.workers)]
+        done = 0
+        ticket = {}
+        while events and done < requests:
+            at, worker, what = heapq.heappop(events)
+            self.clock.now = max(self.clock.now, at)
+            if what == "send":
+                ticket[worker] = self.bucket.reserve(1)
+                heapq.heappush(events, (max(ticket[worker].start, self.clock.now) + self.latency, worker, "reply"))
+                continue
+            refused = self.refuse(at - self.latency)
+            self.replies.append((at, refused))
+            if refused:
+                self.bucket.told_to_wait(rate_limited=True, ticket=ticket[worker])
+                heapq.heappush(events, (at + self.wait, worker, "send"))
+            else:
+                self.bucket.succeeded(ticket[worker])
+                done += 1
+                heapq.heappush(events, (at, worker, "send"))
+            self.rates.append(self.bucket.describe().learned_requests_per_second)
+
+
+@pytest.mark.parametrize("share", [0.15, 0.30])
+@pytest.mark.parametrize("seed", range(5))
+def test_random_429s_never_lower_the_rate(share: float, seed: int) -> None:
+    import random
+
+    draw = random.Random(seed)
+    simulation = Simulation(lambda t: draw.random() < share)
+    simulation.run(5_000)
+    refused = sum(r for _, r in simulation.replies)
+    assert refused / len(simulation.replies) == pytest.approx(share, abs=0.03)  # the noise was there
+    assert set(simulation.rates) == {None}
+
+
+class TokenBucketServer:
+    """An undisclosed limit: ``per_second`` refilled into a bucket of ``burst`` (no headers)."""
+
+    def __init__(self, per_second: float, burst: float) -> None:
+        self.rate, self.capacity = per_second, burst
+        self.level, self.at = burst, 100.0
+
+    def __call__(self, t: float) -> bool:
+        self.level = min(self.capacity, self.level + (t - self.at) * self.rate)
+        self.at = t
+        if self.level >= 1:
+            self.level -= 1
+            return False
+        return True
+
+
+@pytest.mark.parametrize(("per_minute", "burst"), [(120, 2), (120, 120), (300, 5), (300, 300)])
+def test_a_real_token_bucket_is_learned_within_30_replies_of_its_first_429s(per_minute: int, burst: int) -> None:
+    simulation = Simulation(TokenBucketServer(per_minute / 60, burst), wait=0.5)
+    simulation.run(burst + per_minute // 2)  # the burst, then half a minute at the rate
+    first_429 = next(i for i, (_, refused) in enumerate(simulation.replies) if refused)
+    learned_at = next(i for i, rate in enumerate(simulation.rates) if rate is not None)
+    assert learned_at - first_429 < 30
+    # and it stays learned (no cut undone): paced near the server's rate, the 429s stop crowding
+    assert simulation.bucket._learned.undone == 0 and simulation.rates[-1] is not None
+    late = [refused for t, refused in simulation.replies if t > simulation.clock.now - 10]
+    assert sum(late) <= len(late) / 4
+    assert simulation.clock.now - 100 <= 1.25 * (per_minute // 2) / (per_minute / 60)  # the ideal: 30 s
+
+
+def test_a_cut_made_for_a_burst_of_429s_that_does_not_depend_on_the_pace_is_undone() -> None:
+    # Every request arriving in the first 0.3 s of each second is refused (a server's hiccups),
+    # whatever the pace: crowded enough to cut, but a slower pace refuses as large a share.
+    simulation = Simulation(lambda t: (t % 1.0) < 0.3, wait=0.2)
+    simulation.run(3_000)
+    assert simulation.bucket._learned.undone >= 1  # a cut was tried, and undone
+    assert simulation.rates[-1] is None

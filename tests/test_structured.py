@@ -109,3 +109,17 @@ def test_importing_dataformer_nb_does_not_import_pydantic_or_jsonschema() -> Non
     code = "import sys, dataformer_nb; print('pydantic' in sys.modules, 'jsonschema' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.split() == ["False", "False"]
+
+
+def test_the_summary_counts_every_attempt_of_replies_that_fail_validation(echo_json: FakeLLMServer,
+                                                                          make_llm, capsys) -> None:
+    llm = make_llm(max_attempts=4)
+    results = llm.generate([chat(BAD), chat(f"{BAD} ") , chat(GOOD)], schema=Person)
+    summary = results.summary
+    assert echo_json.count == 9  # 4 + 4 + 1 went over the wire
+    assert (summary.sent, summary.failed) == (1, 2)
+    assert (summary.requests_sent, summary.attempts, summary.invalid_replies) == (3, 9, 8)
+    assert llm.last_results.summary.attempts == 9
+    assert "over the wire: 3 requests, 9 attempts, 8 failed the schema" in str(summary)
+    again = llm.generate([chat(BAD)], schema=Person)  # a re-run pays again, and says so
+    assert (again.summary.sent, again.summary.attempts, again.summary.invalid_replies) == (0, 4, 4)
