@@ -184,12 +184,14 @@ def main() -> None:
     parser.add_argument("--transport", default="aiohttp", help="dataformer_nb's transport: aiohttp or httpx")
     parser.add_argument("--progress", action="store_true", help="show dataformer_nb's progress bar")
     parser.add_argument("--max-attempts", type=int, default=5, help="dataformer_nb's max_attempts")
+    parser.add_argument("--expect", default="Echo: ", help="what a right reply puts before the prompt "
+                        "(llmock's echo style: 'Hello! You said: ')")
     args = parser.parse_args()
 
     for module in IMPORTS[args.client]:
         importlib.import_module(module)
     body = requests(args.n)
-    expected = [f"Echo: {p}" for p in prompts(args.n)]
+    expected = [f"{args.expect}{p}" for p in prompts(args.n)]
     given = [dict(b) for b in body]  # dataformer 0.0.2 adds keys to the requests it is given
     global _started
     _started = _clock()

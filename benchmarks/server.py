@@ -8,7 +8,8 @@ add latency, faults and rate limits::
     python benchmarks/server.py --rpm 300 --dialect openai
 
 Faults are drawn per request from a seeded generator: 429 with ``Retry-After``, 503 with
-``Retry-After``, 500, a dropped connection and a 200 whose body is not JSON. Rate limits are
+``Retry-After`` (none with ``--retry-after 0``), 500, a dropped connection and a 200 whose body
+is not JSON; ``--burst429 N`` makes 429s come in runs of N requests on average, the same share. Rate limits are
 what real providers run: a token bucket per key (``--rpm`` requests or ``--tpm`` tokens a
 minute; a minute's quota may go at once), 429 with ``retry-after`` past it, and the
 provider's rate-limit headers on every reply (``--dialect``; ``none`` sends no header at all,
@@ -37,15 +38,31 @@ class Faults:
     pmalformed: float = 0.0
     retry_after: float = 0.0
     seed: int = 0
+    burst: float = 1.0  # mean length of a run of 429s, in requests (1: each drawn on its own)
     rng: random.Random = field(init=False)
+    in_burst: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
     def draw(self) -> str:
+        if self.burst > 1 and self.p429:
+            # A two-state chain: a burst starts with a probability that keeps the share of 429s
+            # at p429, and ends with 1/burst per request, whatever the pace of the requests.
+            if self.in_burst:
+                self.in_burst = self.rng.random() >= 1 / self.burst
+            else:
+                self.in_burst = self.rng.random() < self.p429 / (self.burst * (1 - self.p429))
+            if self.in_burst:
+                return "429"
+            return self._draw_other(("503", self.p503), ("500", self.p500), ("drop", self.pdrop),
+                                    ("malformed", self.pmalformed))
+        return self._draw_other(("429", self.p429), ("503", self.p503), ("500", self.p500), ("drop", self.pdrop),
+                                ("malformed", self.pmalformed))
+
+    def _draw_other(self, *shares: tuple[str, float]) -> str:
         x = self.rng.random()
-        for name, p in (("429", self.p429), ("503", self.p503), ("500", self.p500), ("drop", self.pdrop),
-                        ("malformed", self.pmalformed)):
+        for name, p in shares:
             if x < p:
                 return name
             x -= p
@@ -162,8 +179,8 @@ def make_app(latency: float, faults: Faults, limit: Limit | None = None) -> web.
             fault = faults.draw()
             stats.statuses[fault] += 1
             if fault in ("429", "503"):
-                return web.json_response({"error": {"message": "busy"}}, status=int(fault),
-                                         headers={"Retry-After": f"{faults.retry_after:g}"})
+                wait = {"Retry-After": f"{faults.retry_after:g}"} if faults.retry_after > 0 else {}
+                return web.json_response({"error": {"message": "busy"}}, status=int(fault), headers=wait)
             if fault == "500":
                 return web.json_response({"error": {"message": "server error"}}, status=500)
             if fault == "drop":
@@ -224,7 +241,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
     parser.add_argument("--p429", type=float, default=0.0, help="share of requests answered 429")
-    parser.add_argument("--retry-after", type=float, default=0.0, help="Retry-After seconds sent with a 429")
+    parser.add_argument("--retry-after", type=float, default=0.0,
+                        help="Retry-After seconds sent with a 429 or 503 (0: no Retry-After)")
+    parser.add_argument("--burst429", type=float, default=1.0,
+                        help="mean length of a run of 429s in requests (1: each request drawn on its own)")
     parser.add_argument("--p503", type=float, default=0.0, help="share answered 503 (with Retry-After)")
     parser.add_argument("--p500", type=float, default=0.0, help="share answered 500")
     parser.add_argument("--pdrop", type=float, default=0.0, help="share whose connection is dropped")
@@ -236,7 +256,8 @@ def main() -> None:
     parser.add_argument("--dialect", choices=["openai", "anthropic", "together", "none"], default="openai",
                         help="the rate-limit headers sent (none: no header, not even retry-after)")
     args = parser.parse_args()
-    faults = Faults(args.p429, args.p503, args.p500, args.pdrop, args.pmalformed, args.retry_after, args.seed)
+    faults = Faults(args.p429, args.p503, args.p500, args.pdrop, args.pmalformed, args.retry_after, args.seed,
+                    args.burst429)
     limit = None
     if args.rpm or args.tpm:
         limit = Limit(args.rpm or args.tpm, "requests" if args.rpm else "tokens", args.burst, args.dialect)

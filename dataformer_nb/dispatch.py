@@ -19,6 +19,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from urllib.parse import quote, quote_plus
 
 import httpx
 
@@ -343,7 +344,12 @@ class Dispatcher:
                         return outcome
             if outcome.told_to_wait:
                 waits += 1
-                seconds = outcome.seconds if outcome.seconds is not None else self._backoff(min(waits, 6))
+                # No wait stated. While refusals are sparse (random, a busy server) a request retries
+                # after retry_base_delay: waiting longer and longer would only stretch the run, and a
+                # limit that depends on our pace is the bucket's to learn and pace. Once refusals
+                # dominate the bucket's replies, the backoff grows as for any failure.
+                steps = min(waits, 6) if bucket.refusing() else 1
+                seconds = outcome.seconds if outcome.seconds is not None else self._backoff(steps)
                 now = time.monotonic()
                 deadline = deadline or now + self._max_wait
                 if now + seconds > deadline:
@@ -368,6 +374,9 @@ class Dispatcher:
         """A response, a final error, or one worth retrying (perhaps after the wait the server asked)."""
         status = reply.status
         if 200 <= status < 300:
+            if _holds_a_secret(reply.content, route):
+                return _failure(route, "key in reply", "the reply holds the request's API key or password, so it is "
+                                "not cached nor shown: ask the server's operator why it echoes credentials")
             try:
                 data = _STRICT_JSON.decode(reply.content.decode())
                 response = to_openai(route.style, self._gen_type, data)
@@ -491,16 +500,35 @@ def _failure(route: Route, cause: str, what: str, status: int | None = None) -> 
 
 
 def hide_key(message: str, route: Route) -> str:
-    """``message`` with the route's key, wherever it stands whole, as ``***`` (a server may echo
-    it back): never inside a word, so a one-letter test key leaves "Expecting" alone."""
-    if route.key is None:
-        return message
-    key = re.escape(route.key.reveal())
-    return re.sub(rf"(?<![\w-]){key}(?![\w-])", "***", message)
+    """``message`` with the route's key and URL password as ``***``, wherever a server may have
+    echoed them: as sent, URL-encoded (``%20``, ``+``) or inside a longer token (``{key}_x``). A
+    secret shorter than 8 characters (a test key) is hidden only where it stands as a word, so
+    a one-letter key leaves "Expecting" alone."""
+    for secret in (route.key, route.password):
+        if secret is not None:
+            message = _hide(message, secret.reveal())
+    return message
+
+
+def _hide(message: str, secret: str) -> str:
+    for form in {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}:
+        if len(form) >= 8:
+            message = message.replace(form, "***")
+        else:
+            message = re.sub(rf"(?<![\w-]){re.escape(form)}(?![\w-])", "***", message)
+    return message
+
+
+def _holds_a_secret(content: bytes, route: Route) -> bool:
+    """Whether a reply holds the route's key or URL password verbatim (8 characters or more)."""
+    return any(secret is not None and len(value := secret.reveal()) >= 8 and value.encode() in content
+               for secret in (route.key, route.password))
 
 
 def _key_advice(route: Route) -> str:
     if route.key is None:
+        if route.password is not None:
+            return "check the user and password in url="
         return "it sent no key; pass api_key= if the server needs one"
     if route.key_source == "the api_key argument":
         return "check the api_key passed to AsyncLLM (or in the request)"

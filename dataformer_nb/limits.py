@@ -222,6 +222,12 @@ class _LearnedRate:
             return changed
         return self._cut(now, reserved) or changed
 
+    def refusing(self) -> bool:
+        """Whether 429s are half or more of the last 16 replies (at least 8): a server refusing most
+        requests, not a few at random."""
+        last = list(itertools.islice(reversed(self._timeline), 16))
+        return len(last) >= 8 and 2 * sum(limited for _, limited in last) >= len(last)
+
     def _reply(self, limited: bool, now: float, order: float) -> bool:
         """Record a reply; settle the trial if it has seen enough. True if a cut was undone."""
         self._recent.append(limited)
@@ -376,6 +382,10 @@ class RateBucket:
     def _order(self, ticket: Ticket | None) -> float:
         """Where a request's reservation stands among all made (the latest, without a ticket)."""
         return self._server_requests.spent if ticket is None else ticket.spent_requests
+
+    def refusing(self) -> bool:
+        """Whether most recent replies were 429s (see :meth:`_LearnedRate.refusing`)."""
+        return self._learned.refusing()
 
     def _sync_learned(self, now: float, cut: bool) -> None:
         rate = self._learned.rate

@@ -36,7 +36,7 @@ from .providers import (
     wire_style,
 )
 from .schema import OutputSchema
-from .settings import Secret, environment
+from .settings import Secret, SecretHeaders, check_secret, environment
 
 ROUTING_KEYS = frozenset({"api_provider", "url", "api_key", "model", "metadata"})
 _MISSING = object()
@@ -68,6 +68,7 @@ class Route:
     key_error: MissingAPIKeyError | None
     bucket: RateBucket
     keys: KeyMaker = field(repr=False)
+    password: Secret | None = None  # of a user:password@ in the URL, sent as Basic auth
     # Why nothing more is sent on this route in this run: the key was refused, or the server
     # failed every one of a long run of attempts (dispatch's circuit breaker).
     stopped: RequestFailedError | None = None
@@ -183,7 +184,7 @@ class Preparer:
         except MissingAPIKeyError as exc:
             key, source, error = None, provider.key_env or "api_key=", exc
         style = wire_style(provider, endpoint)
-        headers = {"Content-Type": "application/json", **auth_headers(provider, style, key)}
+        headers = SecretHeaders({"Content-Type": "application/json", **auth_headers(provider, style, key)})
         if credentials is not None:
             if key:
                 raise ConfigurationError(
@@ -195,8 +196,9 @@ class Preparer:
         fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else ""
         bucket = self._limiter.bucket(endpoint, fingerprint)
         name = provider.name if url is None else urlsplit(endpoint).netloc
+        password = credentials.partition(":")[2] if credentials else ""
         return Route(provider, style, endpoint, model, name, headers, Secret(key) if key else None, source, error,
-                     bucket, KeyMaker(given, model, self._cache_vars))
+                     bucket, KeyMaker(given, model, self._cache_vars), Secret(password) if password else None)
 
 
 def by_key(units: list[Unit], preparer: Preparer) -> dict[str, Unit]:
@@ -270,12 +272,7 @@ def check_cache_vars(cache_vars: Any) -> Mapping[str, Any] | None:
 def check_key(value: Any, name: str) -> str | None:
     """An API key as given, or a ConfigurationError that does not show it."""
     key = optional_str(value, name)
-    if key is not None and (not key or any(c.isspace() or not c.isprintable() for c in key)):
-        raise ConfigurationError(
-            f"{name} is empty or holds a space, newline or control character (often pasted with the key): "
-            "pass the key alone"
-        )
-    return key
+    return None if key is None else check_secret(key, name)
 
 
 def optional_str(value: Any, name: str) -> str | None:

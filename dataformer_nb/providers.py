@@ -16,6 +16,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigurationError, MissingAPIKeyError, UnknownProviderError
+from .settings import bad_secret, valid_secret
 
 GenType = Literal["chat", "text", "embedding"]
 Style = Literal["openai", "anthropic", "ollama"]
@@ -190,6 +191,10 @@ def resolve_api_key(
     own_hosts = {urlsplit(provider.base_url).netloc, urlsplit(provider.base(env)).netloc}
     if urlsplit(endpoint).netloc not in own_hosts:
         return None, source
+    # Checked as api_key= is (a newline in a header fails deep in the transport, showing it), and
+    # before it is bound to a local: a verbose traceback shows the locals of this frame.
+    if provider.key_env and env.get(provider.key_env) and not valid_secret(env[provider.key_env]):
+        raise bad_secret(f"{provider.key_env} (in .env or the environment)")
     key = env.get(provider.key_env) if provider.key_env else None
     if not key and provider.key_required:
         raise MissingAPIKeyError(
