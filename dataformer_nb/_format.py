@@ -29,17 +29,29 @@ def one_line(error: Exception, limit: int = 300) -> str:
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
+# Terminal escapes (colours, OSC 52 clipboard writes, titles) and other control characters: a
+# server's text is shown in terminals and notebooks, where they would act, not read.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, limit: int = 300) -> str:
+    """A server's ``text`` as it may be shown: escapes and control characters dropped (tabs and
+    newlines kept), stripped, at most ``limit`` characters."""
+    text = _CONTROLS.sub("", _ESCAPES.sub("", text[:4 * limit])).strip()
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
 def server_message(content: bytes, limit: int = 300) -> str:
     """What a server's error reply says: its ``error.message`` (OpenAI's and Anthropic's shape), else
-    its text, at most ``limit`` characters."""
+    its text, at most ``limit`` characters, printable."""
     try:
         data = json.loads(content)
         error = data.get("error", data) if isinstance(data, dict) else data
         message = error.get("message", error) if isinstance(error, dict) else error
     except (ValueError, RecursionError):
-        message = content.decode("utf-8", errors="replace")
-    text = str(message).strip()
-    return text[:limit] + ("..." if len(text) > limit else "")
+        message = content[:4 * limit].decode("utf-8", errors="replace")
+    return printable(message if isinstance(message, str) else repr(message)[:4 * limit], limit)
 
 
 def human_size(n: float) -> str:

@@ -23,11 +23,11 @@ from typing import Any, ClassVar, NamedTuple
 
 import httpx
 
-from ._format import server_message
+from ._format import printable, server_message
 from .batchledger import BatchRecord, is_batch_id
 from .errors import BatchError
 from .providers import PROVIDERS, Style
-from .transport import ReplyTooLargeError
+from .transport import DEFAULT_MAX_REPLY_BYTES, ReplyTooLargeError, read_capped
 
 DOWNLOAD_MAX_BYTES = 2**31  # an output file of 50,000 long answers passes the 64 MiB cap on replies
 LIST_PAGES = 10  # pages of the batch list searched for a batch whose creation was not heard back
@@ -98,32 +98,31 @@ class BatchAPI:
     async def cancel(self, batch_id: str) -> BatchStatus:
         raise NotImplementedError
 
-    async def _call(self, method: str, path: str, doing: str, *, max_bytes: int | None = None,
-                    **kwargs: Any) -> httpx.Response:
-        """The service's reply, or a BatchError saying what failed (``transient`` when worth retrying)."""
+    async def _call(self, method: str, path: str, doing: str, *, max_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+                    **kwargs: Any) -> bytes:
+        """The body of the service's reply, decoded and at most ``max_bytes`` (a gzip bomb stops at
+        the cap, whatever the transport), or a BatchError saying what failed (``transient`` when
+        worth retrying)."""
         url = self.base + path
-        extensions = {"max_reply_bytes": max_bytes} if max_bytes else None
         headers = kwargs.pop("headers", self._headers)
         try:
-            response = await self._client.request(method, url, headers=headers, extensions=extensions, **kwargs)
+            async with self._client.stream(method, url, headers=headers, extensions={"max_reply_bytes": max_bytes},
+                                           **kwargs) as response:
+                status = response.status_code
+                content = await read_capped(response.aiter_bytes(), max_bytes)
         except httpx.RequestError as exc:  # the transport's errors, and a body httpx cannot decode
             raise BatchError(self._redact(f"{self._name} at {url}: {doing} failed ({exc!r})"), transient=True) \
                 from None
         except ReplyTooLargeError as exc:
             raise BatchError(f"{self._name} at {url}: {doing} failed: {exc}") from None
-        status = response.status_code
         if status >= 300:
-            said = server_message(response.content)
+            said = server_message(content)
             raise BatchError(self._redact(f"{self._name} at {url}: {doing} was refused (HTTP {status}: {said})"),
                              status=status, transient=status in (408, 409, 429) or status >= 500)
-        return response
+        return content
 
     async def _json(self, method: str, path: str, doing: str, **kwargs: Any) -> dict[str, Any]:
-        response = await self._call(method, path, doing, **kwargs)
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
+        data = _loads(await self._call(method, path, doing, **kwargs))
         if not isinstance(data, dict):
             raise BatchError(f"{self._name} at {self.base + path}: {doing} got a reply that is not a JSON object",
                              transient=True)
@@ -165,21 +164,19 @@ class OpenAIBatches(BatchAPI):
             return None
         after = None
         for _ in range(LIST_PAGES):
-            page = await self._call("GET", "/batches", "listing batches",
-                                    params={"limit": 100, **({"after": after} if after else {})})
-            try:
-                data = page.json()
-            except ValueError:
-                return None
+            data = _loads(await self._call("GET", "/batches", "listing batches",
+                                           params={"limit": 100, **({"after": after} if after else {})}))
             items = data if isinstance(data, list) else data.get("data") if isinstance(data, dict) else None
-            batches = [self._batch(b) for b in items or [] if isinstance(b, dict)]
+            batches = [self._batch(b) for b in (items if isinstance(items, list) else []) if isinstance(b, dict)]
             for batch in batches:
-                metadata = batch.get("metadata") or {}
+                metadata = _object(batch.get("metadata"))
                 if metadata.get("dataformer_nb") == record.local or batch.get("input_file_id") == record.input_file_id:
                     return _plain_id(batch.get("id"), "batch id", self._name)
             if not isinstance(data, dict) or not data.get("has_more") or not batches:
                 return None
             after = batches[-1].get("id")
+            if not is_batch_id(after):
+                return None
         return None
 
     async def status(self, batch_id: str) -> BatchStatus:
@@ -193,28 +190,27 @@ class OpenAIBatches(BatchAPI):
         lines: list[bytes] = []
         for file_id in (status.output_file_id, status.error_file_id):
             if file_id:
-                response = await self._call("GET", f"/files/{_plain_id(file_id, 'file id', self._name)}/content",
-                                            f"downloading the results of batch {batch_id}",
-                                            max_bytes=DOWNLOAD_MAX_BYTES)
-                lines += response.content.splitlines()
+                content = await self._call("GET", f"/files/{_plain_id(file_id, 'file id', self._name)}/content",
+                                           f"downloading the results of batch {batch_id}", max_bytes=DOWNLOAD_MAX_BYTES)
+                lines += content.splitlines()
         return (_openai_line(line) for line in lines if line.strip())
 
     def _status(self, data: dict[str, Any]) -> BatchStatus:
-        state = str(data.get("status", "unknown")).lower()  # Together's are upper case
+        state = _word(data.get("status")).lower()  # Together's are upper case
         counts = data.get("request_counts")
-        errors = data.get("errors")
-        errors = errors.get("data") or [] if isinstance(errors, dict) else []
-        note = "; ".join(str(e.get("message", e)) for e in errors[:3] if isinstance(e, dict))
-        note = note or str(data.get("error") or "")
+        errors = _object(data.get("errors")).get("data")
+        errors = errors if isinstance(errors, list) else []
+        note = "; ".join(_text(e.get("message", e)) for e in errors[:3] if isinstance(e, dict))
+        note = note or (_text(data.get("error")) if data.get("error") else "")
         ended = state in self.ENDED
+        output, error_file = _file_id(data.get("output_file_id")), _file_id(data.get("error_file_id"))
         if not isinstance(counts, dict):  # Together gives a percentage
             progress = data.get("progress")
-            fraction = 1.0 if ended else progress / 100 if isinstance(progress, (int, float)) else 0.0
-            return BatchStatus(state, ended, 0, 0, 0, data.get("output_file_id"), data.get("error_file_id"), note,
-                               fraction=max(0.0, min(1.0, fraction)))
+            fraction = 1.0 if ended else progress / 100 if _finite(progress) else 0.0
+            return BatchStatus(state, ended, 0, 0, 0, output, error_file, note, fraction=max(0.0, min(1.0, fraction)))
         completed, failed = _count(counts.get("completed")), _count(counts.get("failed"))
-        return BatchStatus(state, ended, _count(counts.get("total")), completed + failed, failed,
-                           data.get("output_file_id"), data.get("error_file_id"), note)
+        return BatchStatus(state, ended, _count(counts.get("total")), completed + failed, failed, output, error_file,
+                           note)
 
 
 class GroqBatches(OpenAIBatches):
@@ -269,13 +265,13 @@ class AnthropicBatches(BatchAPI):
 
     async def results(self, batch_id: str, status: BatchStatus) -> Iterator[LineResult]:
         # From our base URL, not the reply's results_url: a reply must not choose where the key is sent.
-        response = await self._call("GET", f"/messages/batches/{batch_id}/results",
-                                    f"downloading the results of batch {batch_id}", max_bytes=DOWNLOAD_MAX_BYTES)
-        return (_anthropic_line(line) for line in response.content.splitlines() if line.strip())
+        content = await self._call("GET", f"/messages/batches/{batch_id}/results",
+                                   f"downloading the results of batch {batch_id}", max_bytes=DOWNLOAD_MAX_BYTES)
+        return (_anthropic_line(line) for line in content.splitlines() if line.strip())
 
     def _status(self, data: dict[str, Any]) -> BatchStatus:
-        state = str(data.get("processing_status", "unknown"))
-        counts = data.get("request_counts") or {}
+        state = _word(data.get("processing_status"))
+        counts = _object(data.get("request_counts"))
         values = {name: _count(counts.get(name)) for name in ("processing", "succeeded", "errored", "canceled",
                                                                "expired")}
         total = sum(values.values())
@@ -301,39 +297,83 @@ def batch_api(style: Style, provider: str, endpoint: str, gen_type: str, client:
     return kind(client, base, "/v1" + suffix, headers, name, redact)
 
 
+# The readers of a batch's result lines: each line is the service's word about one request, so
+# whatever its shape, it fails only that request (never the batch's other, paid lines).
+
+_UNREADABLE_LINE = "the service's result line for this request holds no reply or error that can be read"
+
+
 def _openai_line(line: bytes) -> LineResult:
-    try:
-        data = json.loads(line)
-        custom_id = str(data["custom_id"])
-    except (ValueError, KeyError, TypeError):
+    data = _loads(line)
+    custom_id = data.get("custom_id") if isinstance(data, dict) else None
+    if not isinstance(custom_id, str):
         return LineResult("", None, "a line of the results is not JSON with a custom_id", "malformed json")
-    response = data.get("response") or {}
-    error = data.get("error")
+    response, error = data.get("response"), data.get("error")
     status = response.get("status_code") if isinstance(response, dict) else None
-    if error is None and status == 200:
+    if error is None and status == 200 and isinstance(response, dict):
         return LineResult(custom_id, response.get("body"), None)
     if isinstance(error, dict):  # the batch could not run it (expired, cancelled, ...)
-        code = str(error.get("code") or "error")
-        return LineResult(custom_id, None, f"{code}: {error.get('message', '')}: {AGAIN}", f"batch {code}")
+        code = _word(error.get("code"), "error")
+        return LineResult(custom_id, None, f"{code}: {_text(error.get('message', ''))}: {AGAIN}", f"batch {code}")
+    if type(status) is not int:
+        said = f": {_text(error)}" if error is not None else ""
+        return LineResult(custom_id, None, f"{_UNREADABLE_LINE}{said}: {AGAIN}", "malformed json")
     body = response.get("body") if isinstance(response, dict) else None
-    message = (body.get("error") or {}).get("message", body) if isinstance(body, dict) else body
-    return LineResult(custom_id, None, f"HTTP {status}: {message}", f"http {status}")
+    message = _object(_object(body).get("error")).get("message", body)
+    return LineResult(custom_id, None, f"HTTP {status}: {_text(message)}", f"http {status}")
 
 
 def _anthropic_line(line: bytes) -> LineResult:
-    try:
-        data = json.loads(line)
-        custom_id, result = str(data["custom_id"]), data["result"]
-        kind = result["type"]
-    except (ValueError, KeyError, TypeError):
+    data = _loads(line)
+    custom_id = data.get("custom_id") if isinstance(data, dict) else None
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(custom_id, str) or not isinstance(result, dict):
         return LineResult("", None, "a line of the results is not JSON with a custom_id and result", "malformed json")
+    kind = _word(result.get("type"))
     if kind == "succeeded":
         return LineResult(custom_id, result.get("message"), None)
     if kind == "errored":
-        error = (result.get("error") or {}).get("error") or {}
-        return LineResult(custom_id, None, f"{error.get('type', 'error')}: {error.get('message', '')}",
-                          "batch errored")
+        error = _object(_object(result.get("error")).get("error"))
+        said = error or result.get("error")
+        return LineResult(custom_id, None, f"{_word(error.get('type'), 'error')}: "
+                                           f"{_text(error.get('message', '') if error else said)}", "batch errored")
     return LineResult(custom_id, None, f"the batch ended without running it ({kind}): {AGAIN}", f"batch {kind}")
+
+
+def _loads(content: bytes) -> Any:
+    """JSON from a service, or None: a reply nested past Python's recursion is not JSON we read."""
+    try:
+        return json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _word(value: Any, default: str = "unknown") -> str:
+    """A short word from a reply (a state, a code): printable, at most 40 characters."""
+    return printable(value, 40) or default if isinstance(value, str) else default
+
+
+def _text(value: Any) -> str:
+    """What a service says, as it may be shown: printable, at most 300 characters."""
+    if isinstance(value, str):
+        return printable(value)
+    try:
+        return printable(json.dumps(value)[:1200])
+    except (TypeError, ValueError, RecursionError):
+        return "(unreadable)"
+
+
+def _file_id(value: Any) -> str | None:
+    """A file id as the service gave it (checked by ``_plain_id`` before it goes into a URL)."""
+    return value if isinstance(value, str) and value else None
+
+
+def _finite(value: Any) -> bool:
+    return type(value) in (int, float) and value == value and abs(value) < 1e300
 
 
 def _plain_id(value: Any, what: str, name: str) -> str:

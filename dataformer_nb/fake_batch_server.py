@@ -30,7 +30,7 @@ import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -80,6 +80,10 @@ class FakeBatchServer:
         self.polled = threading.Event()  # set at each poll of a batch's status
         self.lose_create_reply = False  # the next batch is created, but its reply is a 502 (a lost reply)
         self.lose_files = False  # output files are gone (404), as they are after the days a service keeps them
+        # (custom_id, result line) -> the line written instead: a hostile or broken service's results
+        self.rewrite_line: Callable[[str, str], str] | None = None
+        # (method, path, status, reply) -> (status, headers, body) sent instead, or None to send the reply
+        self.rewrite_reply: Callable[[str, str, int, Any], tuple[int, dict[str, str], bytes] | None] | None = None
         self._held = hold
         self._released_at: float | None = None
         self._ids: dict[str, Iterator[int]] = defaultdict(lambda: itertools.count(1))  # one count per kind
@@ -156,11 +160,14 @@ class FakeBatchServer:
         for custom_id, status, body in self._answers(job):
             line = {"id": f"batch_req_{next(self._ids['line'])}", "custom_id": custom_id, "error": None,
                     "response": {"status_code": status, "request_id": f"req_{custom_id[:8]}", "body": body}}
-            (ok if status == 200 else failed).append(json.dumps(line))
+            (ok if status == 200 else failed).append(self._rewritten(custom_id, json.dumps(line)))
         if ok:
             job.output_file_id = self._store_file("\n".join(ok) + "\n")
         if failed:
             job.error_file_id = self._store_file("\n".join(failed) + "\n")
+
+    def _rewritten(self, custom_id: str, line: str) -> str:
+        return line if self.rewrite_line is None else self.rewrite_line(custom_id, line)
 
     def _store_file(self, text: str) -> str:
         file_id = f"file-{next(self._ids['file'])}"
@@ -321,7 +328,7 @@ class FakeBatchServer:
             answered.add(custom_id)
             result = ({"type": "succeeded", "message": body} if status == 200 else
                       {"type": "errored", "error": {"type": "error", "error": body["error"]}})
-            lines.append(json.dumps({"custom_id": custom_id, "result": result}))
+            lines.append(self._rewritten(custom_id, json.dumps({"custom_id": custom_id, "result": result})))
         lines += [json.dumps({"custom_id": line["custom_id"], "result": {"type": "canceled"}})
                   for line in job.lines if line["custom_id"] not in answered]
         return ("\n".join(lines) + "\n").encode()
@@ -389,8 +396,14 @@ def _handler(server: FakeBatchServer) -> type[BaseHTTPRequestHandler]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, reply = server.handle(method, self.path, headers, body)
             data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+            extra: dict[str, str] = {}
+            rewritten = server.rewrite_reply and server.rewrite_reply(method, self.path, status, reply)
+            if rewritten:
+                status, extra, data = rewritten
             self.send_response(status)
             self.send_header("Content-Type", "application/jsonl" if isinstance(reply, bytes) else "application/json")
+            for name, value in extra.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

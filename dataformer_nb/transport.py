@@ -56,13 +56,14 @@ async def _post_httpx(transport: httpx.AsyncBaseTransport, url: httpx.URL, conte
                             extensions={"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)})
     response = await transport.handle_async_request(request)
     try:
-        body = await _read_capped(response.aiter_bytes(), max_bytes)
+        body = await read_capped(response.aiter_bytes(), max_bytes)
     finally:
         await response.aclose()
     return Reply(response.status_code, response.headers, body)
 
 
-async def _read_capped(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
+async def read_capped(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
+    """The chunks joined, or ReplyTooLargeError once they pass ``max_bytes``."""
     body = bytearray()
     async for chunk in chunks:
         body += chunk
@@ -137,4 +138,4 @@ async def _read_reply(reply: aiohttp.ClientResponse, decompress: bool, max_bytes
         if length > max_bytes:
             raise ReplyTooLargeError(f"the reply announced {length} bytes, more than {max_bytes}")
         return await reply.read()
-    return await _read_capped(reply.content.iter_chunked(2**16), max_bytes)
+    return await read_capped(reply.content.iter_chunked(2**16), max_bytes)

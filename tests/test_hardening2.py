@@ -138,3 +138,162 @@ def test_a_reply_holding_the_key_is_neither_cached_nor_shown(server: FakeLLMServ
     result = llm.generate([chat("p")])[0]
     assert result.error is not None and result.error.cause == "key in reply" and SECRET not in str(result.error)
     assert llm.cache_key(chat("p")) not in llm.cache
+
+
+# 1. A batch result line of the wrong shape fails only its own request
+
+from dataformer_nb.fake_batch_server import FakeBatchServer  # noqa: E402
+
+BATCH_KEY = "sk-batch-hardening-SECRET-1"
+
+
+def batch_llm(server: FakeBatchServer, tmp_path: Path, protocol: str) -> AsyncLLM:
+    server.dialect = "openai"
+    return AsyncLLM(api_provider=protocol, url=server.url, api_key=BATCH_KEY, model="m", cache_dir=tmp_path / "c",
+                    batch_poll_interval=0.01, progress=False, verbose=False)
+
+
+HOSTILE_LINES = {
+    "openai": [
+        '{{"custom_id": "{id}", "response": {{"status_code": 500, "body": {{"error": "boom"}}}}, "error": null}}',
+        '{{"custom_id": "{id}", "response": "oops", "error": "x"}}',
+        '{{"custom_id": "{id}", "response": {{"status_code": 200, "body": 7}}, "error": null}}',
+        '{{"custom_id": "{id}", "error": 5}}',
+        "[" * 100_000 + "]" * 100_000,
+        '{{"custom_id": "{id}", "response": {{"status_code": 500, "body": {{"error": {{"message": '
+        '"\\u001b]52;c;ZXZpbA==\\u0007\\u001b[31mred"}}}}}}, "error": null}}',
+    ],
+    "anthropic": [
+        '{{"custom_id": "{id}", "result": {{"type": "errored", "error": "x"}}}}',
+        '{{"custom_id": "{id}", "result": {{"type": "succeeded", "message": [1]}}}}',
+        '{{"custom_id": "{id}", "result": {{"type": 7}}}}',
+        '{{"custom_id": {{"a": 1}}, "result": {{}}}}',
+        "[" * 100_000 + "]" * 100_000,
+    ],
+}
+
+
+@pytest.mark.parametrize(("protocol", "hostile"), [(p, line) for p, lines in HOSTILE_LINES.items() for line in lines])
+def test_one_hostile_result_line_fails_only_its_request(tmp_path: Path, protocol: str, hostile: str) -> None:
+    with FakeBatchServer(process_seconds=0, key=BATCH_KEY) as server:
+        llm = batch_llm(server, tmp_path, protocol)
+        requests = [chat(f"question {i}") for i in range(4)]
+        victim = llm.cache_key(requests[1])
+        server.rewrite_line = lambda custom_id, line: hostile.format(id=custom_id) if custom_id == victim else line
+        results = llm.generate(requests, batch=True)
+        assert [r.text for r in results if r.error is None] == [f"Answer: question {i}" for i in (0, 2, 3)]
+        if results[1].error is not None:  # a line it cannot read, or an error the service reported
+            assert "\x1b" not in str(results[1].error) and "\x07" not in str(results[1].error)
+            assert "None" not in str(results[1].error).replace("null", "")
+        assert all(llm.cache_key(requests[i]) in llm.cache for i in (0, 2, 3))  # the paid lines are kept
+        server.rewrite_line = None
+        again = llm.generate(requests, batch=True)
+        assert all(r.error is None for r in again) and again.summary.cached == 3
+
+
+# 13, 14. Batch service replies: capped whatever the transport, any shape a BatchError
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_a_gzip_bomb_status_reply_is_capped(tmp_path: Path, transport: str) -> None:
+    import gzip
+
+    from dataformer_nb import BatchError
+
+    bomb = gzip.compress(b" " * 80 * 2**20)  # 80 MiB of spaces, ~80 KB on the wire
+    with FakeBatchServer(process_seconds=0, key=BATCH_KEY, hold=True) as server:
+        server.rewrite_reply = lambda method, path, status, reply: (
+            (200, {"Content-Encoding": "gzip"}, bomb) if method == "GET" and "/batches/" in path else None)
+        llm = batch_llm(server, tmp_path, "openai")
+        llm.transport = transport
+        with pytest.raises(BatchError, match="passed"):
+            llm.generate([chat("a")], batch=True)
+        assert len(llm.batches()) == 1  # the batch stays recorded: a re-run collects it
+
+
+STATUS_REPLIES = [
+    {"id": "batch_1", "status": "completed", "errors": {"data": {"x": 1}}, "request_counts": {"total": 1}},
+    {"id": "batch_1", "status": "completed", "errors": 5, "request_counts": [1]},
+    {"id": "batch_1", "status": ["x"], "request_counts": {"total": "many", "completed": 1e300}, "progress": "x"},
+    {"id": "batch_1", "status": "in_progress", "progress": float("inf")},
+]
+
+
+@pytest.mark.parametrize("reply", STATUS_REPLIES)
+def test_a_status_reply_of_any_shape_is_read_or_refused_with_a_batch_error(reply: dict) -> None:
+    from dataformer_nb.batchapi import AnthropicBatches, BatchStatus, OpenAIBatches
+
+    for kind in (OpenAIBatches, AnthropicBatches):
+        status = kind(None, "", "", {}, "", str)._status(reply)  # type: ignore[arg-type]
+        assert isinstance(status, BatchStatus) and status.total >= 0 and 0 <= (status.fraction or 0) <= 1
+
+
+def test_a_deep_status_reply_is_not_json_we_read(tmp_path: Path) -> None:
+    from dataformer_nb import BatchError
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with FakeBatchServer(process_seconds=0, key=BATCH_KEY) as server:
+        server.rewrite_reply = lambda method, path, status, reply: (
+            (200, {}, deep) if method == "GET" and "/batches/" in path else None)
+        with pytest.raises(BatchError, match=r"ended the wait|not a JSON object"):
+            batch_llm(server, tmp_path, "openai").generate([chat("a")], batch=True)
+
+
+def test_a_batch_list_with_garbled_metadata_does_not_stop_the_look_up(tmp_path: Path) -> None:
+    with FakeBatchServer(process_seconds=0, key=BATCH_KEY) as server:
+        llm = batch_llm(server, tmp_path, "openai")
+        server.lose_create_reply = True  # created, but the reply is lost: the next run looks it up
+        with pytest.raises(Exception):  # noqa: B017 - the lost reply's error, whatever it is
+            llm.generate([chat("a")], batch=True)
+
+        def garble(method: str, path: str, status: int, reply: object):
+            if method == "GET" and path.split("?")[0].rstrip("/").endswith("/batches") and isinstance(reply, dict):
+                items = [{**b, "metadata": "oops"} for b in reply.get("data", [])]
+                return 200, {}, json.dumps({**reply, "data": [{"metadata": "oops", "id": 5}, *items]}).encode()
+            return None
+
+        server.rewrite_reply = garble
+        results = llm.generate([chat("a")], batch=True)  # found by its input file, not created again
+        assert results[0].text == "Answer: a" and server.creations == 1
+
+
+# Property tests: every reader of a batch service's words gives a result or the library's error
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10**40), max_value=10**40)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["custom_id", "response", "error", "status_code", "body", "result", "type", "message",
+                         "code", "status", "request_counts", "total", "completed", "failed", "errors", "data",
+                         "progress", "output_file_id", "processing_status", "succeeded", "x"]) | st.text(max_size=8),
+        children, max_size=5),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(JSON, st.sampled_from(["openai", "anthropic"]))
+def test_any_json_result_line_gives_a_line_result(value: object, protocol: str) -> None:
+    from dataformer_nb.batchapi import LineResult, _anthropic_line, _openai_line
+
+    try:
+        line = json.dumps(value).encode()
+    except ValueError:
+        return
+    read = (_openai_line if protocol == "openai" else _anthropic_line)(line)
+    assert isinstance(read, LineResult) and isinstance(read.custom_id, str)
+    assert (read.body is None) != (read.error is None) or read.error is not None
+    if read.error is not None:
+        assert read.error.isprintable() or "\n" in read.error
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["status", "request_counts", "errors", "error", "progress", "output_file_id",
+                                        "error_file_id", "processing_status", "id"]), JSON, max_size=6))
+def test_any_json_status_gives_a_status(reply: dict) -> None:
+    from dataformer_nb.batchapi import AnthropicBatches, OpenAIBatches
+
+    for kind in (OpenAIBatches, AnthropicBatches):
+        status = kind(None, "", "", {}, "", str)._status(reply)  # type: ignore[arg-type]
+        assert status.total >= 0 and status.done >= 0 and status.failed >= 0 and isinstance(status.state, str)
