@@ -54,6 +54,7 @@ import diskcache
 from ._format import human_size, plural
 from ._json import dumpb, dumps
 from ._rows import RowReader, refused_row
+from ._usage import usage_tokens
 from .errors import CacheError, ConfigurationError, DataformerWarning, UnknownProjectWarning
 from .migrations import MIGRATIONS
 from .settings import DEFAULT_CACHE_DIR
@@ -670,18 +671,6 @@ def _text_or_none(response_text: Callable[[Any], str | None], response: Any) -> 
 def _decode_records(texts: list[str]) -> list[dict[str, Any]]:
     """JSON records, decoded as one array: one json.loads per record costs three times as much."""
     return json.loads("[" + ",".join(texts) + "]") if texts else []  # type: ignore[no-any-return]
-
-
-def usage_tokens(usage: Any) -> tuple[int, int]:
-    """The prompt and completion tokens of a reply's ``usage`` (OpenAI's shape); a count that is
-    not a whole number counts 0."""
-    if not isinstance(usage, Mapping):
-        return 0, 0
-    return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
-
-
-def _count(value: Any) -> int:
-    return value if type(value) is int and value >= 0 else 0
 
 
 def clear_names(projects: object) -> list[str]:

@@ -25,7 +25,8 @@ import httpx
 
 from ._format import one_line, server_message
 from ._json import dumpb
-from .cache import NewResponse, ResponseCache, usage_tokens
+from ._usage import token_count, usage_tokens
+from .cache import NewResponse, ResponseCache
 from .echo import EchoTransport
 from .errors import AuthenticationError, CacheError, RequestFailedError
 from .limits import WAIT_SHOWN_SECONDS, RateBucket, Ticket, estimate_request_tokens
@@ -322,7 +323,10 @@ class Dispatcher:
             async with slot:
                 if route.stopped is not None:
                     return route.stopped
-                ticket = await bucket.wait_turn(tokens, self._waiting)
+                now = time.monotonic()
+                ticket = await bucket.wait_turn(tokens, self._waiting, (deadline or now + self._max_wait) - now)
+                if ticket is None:  # the limits known now would hold it past max_wait
+                    return _held_too_long(route, self._max_wait)
                 summary.requests_sent += not (failures or waits)
                 summary.attempts += 1
                 try:
@@ -385,7 +389,7 @@ class Dispatcher:
                 # Retried like any malformed reply, and never cached.
                 return Retry(_failure(route, "malformed json", f"unreadable reply ({type(exc).__name__}: {exc})"))
             usage = response.get("usage") or {}
-            route.bucket.settle(ticket.tokens, usage.get("total_tokens"))
+            route.bucket.settle(ticket.tokens, token_count(usage.get("total_tokens"), "total_tokens"))
             parsed = None
             if self._schema is not None:
                 try:
@@ -460,6 +464,12 @@ def _learned_limits(buckets: Iterable[RateBucket]) -> str:
     if waited:
         parts.append(f"{waited} {'reply' if waited == 1 else 'replies'} said to wait (429, 503)")
     return "; ".join(parts)
+
+
+def _held_too_long(route: Route, max_wait: float) -> RequestFailedError:
+    return _failure(route, "rate limited", f"the rate limits known now would hold this request past max_wait="
+                    f"{max_wait:g} s ({route.bucket.describe()}); re-run later (what was received is cached), or pass "
+                    "a larger max_wait=")
 
 
 def _waited_too_long(route: Route, retry: Retry, seconds: float, max_wait: float) -> RequestFailedError:

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 from .serverlimits import Quota, ServerLimits
 
+MAX_RESET_SECONDS = 86400.0  # a stated reset is clamped to a day
 WAIT_SHOWN_SECONDS = 1.0  # a wait shorter than this is pacing, not worth a word on the progress bar
 MIN_LEARNED_RATE = 1 / 60  # requests a second: a 429-only server is still asked once a minute
 _DECREASE_EVERY = 0.25  # seconds: the 429s of one wave in flight are one signal, not 64
@@ -123,6 +124,12 @@ class _TokenBucket:
         self.spent += cost
         return t
 
+    def state(self) -> tuple[float | None, float, float | None, float]:
+        return self.level, self.at, self.reset_at, self.spent
+
+    def restore(self, state: tuple[float | None, float, float | None, float]) -> None:
+        self.level, self.at, self.reset_at, self.spent = state
+
     def refund(self, cost: float) -> None:
         if self.level is not None:
             self.level += cost
@@ -153,7 +160,8 @@ class _ServerQuota(_TokenBucket):
         self.capacity, self.rate = quota.limit, quota.rate
         self.level = quota.remaining - (self.spent - spent_before)
         self.at = sent_at
-        self.reset_at = None if quota.reset is None else sent_at + quota.reset
+        # A reset past a day is garbled (1000000000 s held a client for decades): a day at most.
+        self.reset_at = None if quota.reset is None else sent_at + min(max(quota.reset, 0.0), MAX_RESET_SECONDS)
 
 
 @dataclass
@@ -332,11 +340,20 @@ class RateBucket:
             start = max(start, self._learned_bucket.reserve(1, now))
         return Ticket(start, tokens, server_requests.spent, server_tokens.spent)
 
-    async def wait_turn(self, tokens: int, on_wait: Callable[[float], None] | None = None) -> Ticket:
-        """Sleep until a request of ``tokens`` may go; ``on_wait(seconds)`` is told of a wait
-        long enough to mention."""
+    async def wait_turn(self, tokens: int, on_wait: Callable[[float], None] | None = None,
+                        max_wait: float = float("inf")) -> Ticket | None:
+        """Sleep until a request of ``tokens`` may go, and return its ticket; None at once if that
+        is more than ``max_wait`` seconds away. ``on_wait(seconds)`` is told of a wait long
+        enough to mention."""
+        buckets = [b for b in (self._requests, self._tokens, self._server_requests, self._server_tokens,
+                               self._learned_bucket) if b is not None]
+        before = [b.state() for b in buckets]
         ticket = self.reserve(tokens)
         delay = ticket.start - self._clock()
+        if delay > max_wait:  # not sent: the buckets stay as they were
+            for bucket, state in zip(buckets, before, strict=True):
+                bucket.restore(state)
+            return None
         if delay > 0:
             import asyncio
 
@@ -359,7 +376,8 @@ class RateBucket:
             self._server_tokens.observe(limits.tokens, sent_at, ticket.spent_tokens)
 
     def settle(self, estimated: int, actual: int | None) -> None:
-        """Correct the user's token budget by the real usage of a reply."""
+        """Correct the user's token budget by the real usage of a reply (``actual``: a plausible
+        count, as :func:`dataformer_nb._usage.token_count` reads it, or None)."""
         if self._tokens and actual is not None:
             self._tokens.refund(estimated - actual)
 
@@ -409,6 +427,8 @@ class RateBucket:
                              (self._server_tokens, tokens), (self._learned_bucket, requests)):
             if bucket is not None and bucket.rate:
                 waits.append(max(cost - bucket.level_at(now), 0.0) / bucket.rate)
+            elif bucket is not None and bucket.reset_at is not None and bucket.level_at(now) < cost:
+                waits.append(bucket.reset_at - now)  # a window of unknown length: whole again at its reset
         return max(waits) if waits else None
 
     # Telling

@@ -297,3 +297,59 @@ def test_any_json_status_gives_a_status(reply: dict) -> None:
     for kind in (OpenAIBatches, AnthropicBatches):
         status = kind(None, "", "", {}, "", str)._status(reply)  # type: ignore[arg-type]
         assert status.total >= 0 and status.done >= 0 and status.failed >= 0 and isinstance(status.state, str)
+
+
+# 11. Rate-limit headers that lie never hold a request past max_wait
+
+def _ok_reply(text: str = "fine", usage: object = None) -> bytes:
+    return json.dumps({"id": "x", "object": "chat.completion", "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        **({"usage": usage} if usage is not None else {})}).encode()
+
+
+def _within(seconds: float, call):
+    """``call()`` on a thread, which must end within ``seconds`` (a hang guard, not a speed claim)."""
+    import threading
+
+    out: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: out.setdefault("value", call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "still waiting: a lying header held the request"
+    return out["value"]
+
+
+# No limit stated, so no refill rate: the quota is whole again only at the (absurd) reset.
+LYING_HEADERS = [
+    ("openai", {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1000000000s"}),
+    ("together", {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "999999999"}),
+]
+
+
+@pytest.mark.parametrize(("provider", "headers"), LYING_HEADERS)
+def test_lying_rate_limit_headers_never_hold_a_request_past_max_wait(server, make_llm, provider: str,
+                                                                     headers: dict) -> None:
+    server.raw["liar"] = (200, headers, _ok_reply())
+    server.script("first", "raw:liar")
+    llm = make_llm(api_provider=provider, api_key="sk-test-lying-headers", max_wait=5, max_concurrent_requests=1)
+    results = _within(60, lambda: llm.generate([chat("first"), chat("second")]))
+    assert results[0].text == "fine"
+    error = results[1].error
+    assert error is not None and error.cause == "rate limited" and "max_wait=5" in str(error)
+    assert "0 left" in str(error)  # the absurd limit is named
+    later = _within(60, lambda: llm.generate([chat("third")]))  # the same AsyncLLM fails fast, never hangs
+    assert later[0].error is not None and later[0].error.cause == "rate limited"
+    plan = llm.plan([chat("fourth")])
+    assert plan.seconds is not None and 0 < plan.seconds <= 86400  # clamped to a day, and said
+
+
+def test_an_absurd_usage_neither_overflows_the_cost_nor_holds_the_tpm_bucket(server, make_llm) -> None:
+    server.raw["huge"] = (200, {}, _ok_reply(usage={"prompt_tokens": 10**400, "completion_tokens": 5,
+                                                    "total_tokens": 10**31}))
+    server.script("first", "raw:huge")
+    llm = make_llm(max_tokens_per_minute=6000, prices={"m": (1.0, 2.0)}, model="m", max_wait=5)
+    with pytest.warns(DataformerWarning, match="usage says"):
+        results = _within(60, lambda: llm.generate([chat("first"), chat("second")]))
+    assert [r.error for r in results] == [None, None]
+    assert results.summary.prompt_tokens < 10**9 and results.summary.cost is not None
+    assert llm.cache_key(chat("first")) in llm.cache  # the response itself is kept
