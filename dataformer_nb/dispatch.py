@@ -351,7 +351,7 @@ class Dispatcher:
                 # No wait stated. While refusals are sparse (random, a busy server) a request retries
                 # after retry_base_delay: waiting longer and longer would only stretch the run, and a
                 # limit that depends on our pace is the bucket's to learn and pace. Once refusals
-                # dominate the bucket's replies, the backoff grows as for any failure.
+                # are most of the bucket's replies, the backoff grows as for any failure.
                 steps = min(waits, 6) if bucket.refusing() else 1
                 seconds = outcome.seconds if outcome.seconds is not None else self._backoff(steps)
                 now = time.monotonic()

@@ -231,10 +231,10 @@ class _LearnedRate:
         return self._cut(now, reserved) or changed
 
     def refusing(self) -> bool:
-        """Whether 429s are half or more of the last 16 replies (at least 8): a server refusing most
-        requests, not a few at random."""
-        last = list(itertools.islice(reversed(self._timeline), 16))
-        return len(last) >= 8 and 2 * sum(limited for _, limited in last) >= len(last)
+        """Whether 429s are three quarters or more of the last 32 replies (at least 16): a server
+        refusing most requests. Random 429s at 30 % come so crowded about once in 10^7 windows."""
+        last = list(itertools.islice(reversed(self._timeline), 32))
+        return len(last) >= 16 and 4 * sum(limited for _, limited in last) >= 3 * len(last)
 
     def _reply(self, limited: bool, now: float, order: float) -> bool:
         """Record a reply; settle the trial if it has seen enough. True if a cut was undone."""

@@ -182,6 +182,7 @@ class Simulation:
         self.refuse, self.workers, self.latency, self.wait = refuse, workers, latency, wait
         self.replies: list[tuple[float, bool]] = []  # (time, refused)
         self.rates: list[float | None] = []  # the learned rate after each reply
+        self.refusing: list[bool] = []  # whether the bucket took the server to be refusing most requests
 
     def run(self, requests: int) -> None:
         import heapq
@@ -206,6 +207,7 @@ class Simulation:
                 done += 1
                 heapq.heappush(events, (at, worker, "send"))
             self.rates.append(self.bucket.describe().learned_requests_per_second)
+            self.refusing.append(self.bucket.refusing())
 
 
 @pytest.mark.parametrize("share", [0.15, 0.30])
@@ -219,6 +221,16 @@ def test_random_429s_never_lower_the_rate(share: float, seed: int) -> None:
     refused = sum(r for _, r in simulation.replies)
     assert refused / len(simulation.replies) == pytest.approx(share, abs=0.03)  # the noise was there
     assert set(simulation.rates) == {None}
+    assert not any(simulation.refusing)  # so a 429 without Retry-After is retried soon, not backed off
+
+
+def test_a_server_refusing_nearly_everything_is_backed_off_from() -> None:
+    import random
+
+    draw = random.Random(0)
+    simulation = Simulation(lambda t: draw.random() < 0.95)
+    simulation.run(50)
+    assert any(simulation.refusing) and simulation.refusing[-1]
 
 
 class TokenBucketServer:
