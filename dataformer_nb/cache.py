@@ -41,6 +41,7 @@ import json
 import os
 import sqlite3
 import stat
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -328,14 +329,41 @@ class ResponseCache:
                 return
             offset += page
 
-    def export(self, project: str, path: str | os.PathLike[str]) -> int:
+    def export(self, project: str, path: str | os.PathLike[str], overwrite: bool = False) -> int:
         """Write ``project``'s responses to ``path`` as JSONL (one :meth:`Entry.to_dict` a line);
-        the number written."""
+        the number written.
+
+        An existing file is replaced only with ``overwrite=True``, and never through a symbolic
+        link; the lines go to a temporary file beside it, renamed over ``path`` once complete,
+        so a failure (an unknown project, a full disk) leaves ``path`` as it was.
+        """
+        project = normalize_project(project)
+        if project not in self._meta()["projects"]:
+            raise CacheError(f"no project named {project!r} in the cache in {self.directory}: "
+                             "llm.cache.projects() lists them")
+        target = Path(path)
+        if target.is_symlink():
+            raise CacheError(f"{target} is a symbolic link: export writes only to a plain path; pass another path")
+        if target.exists() and not (overwrite and target.is_file()):
+            raise CacheError(f"{target} exists: pass overwrite=True to replace it, or another path"
+                             if target.is_file() else f"{target} exists and is not a file: pass another path")
         count = 0
-        with open(path, "w", encoding="utf-8") as f:
-            for entry in self.iter_entries(project):
-                f.write(json.dumps(entry.to_dict(), ensure_ascii=False) + "\n")
-                count += 1
+        try:
+            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
+                                             suffix=".tmp", delete=False) as f:
+                temporary = Path(f.name)
+                try:
+                    for entry in self.iter_entries(project):
+                        f.write(json.dumps(entry.to_dict(), ensure_ascii=False) + "\n")
+                        count += 1
+                except BaseException:
+                    f.close()
+                    temporary.unlink(missing_ok=True)
+                    raise
+            os.replace(temporary, target)
+        except OSError as exc:
+            raise CacheError(f"{project} could not be exported to {target} ({exc.strerror or exc}): "
+                             "check that its folder exists and can be written") from exc
         return count
 
     def to_pandas(self, project: str) -> Any:

@@ -264,8 +264,10 @@ class EntriesView:
         self._status.value = html.escape(f"Removed one response from {self.project}.")
 
     def export(self, path: str | os.PathLike[str] | None = None) -> str:
-        """Write the project to ``path`` (default ``<project>.jsonl`` here) as JSONL; the path."""
-        target = os.fspath(path or f"{self.project}.jsonl")
+        """Write the project to ``path`` as JSONL; the path. Without one, to ``<project>.jsonl`` in
+        the working directory, or ``<project>-2.jsonl`` (and so on) if that exists: nothing is
+        overwritten."""
+        target = os.fspath(path or _free_name(self.project))
         try:
             count = self._cache.export(self.project, target)
         except (DataformerError, OSError) as exc:
@@ -274,6 +276,17 @@ class EntriesView:
         self._status.value = html.escape(f"Exported {plural(count, 'response')} of {self.project} to "
                                          f"{os.path.abspath(target)}.")
         return target
+
+
+def _free_name(project: str) -> str:
+    """``<project>.jsonl``, or the first ``<project>-N.jsonl`` that does not exist, in the working
+    directory (a name with a path in it, from a tampered cache, keeps only its last part)."""
+    stem = os.path.basename(project.replace("\\", "/")) or "project"
+    for n in range(1, 10_000):
+        name = f"{stem}.jsonl" if n == 1 else f"{stem}-{n}.jsonl"
+        if not os.path.lexists(name):
+            return name
+    raise DataformerError(f"every name {stem}-N.jsonl is taken here: pass a path to export()")
 
 
 def _error_line(message: str) -> str:

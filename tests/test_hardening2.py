@@ -353,3 +353,56 @@ def test_an_absurd_usage_neither_overflows_the_cost_nor_holds_the_tpm_bucket(ser
     assert [r.error for r in results] == [None, None]
     assert results.summary.prompt_tokens < 10**9 and results.summary.cost is not None
     assert llm.cache_key(chat("first")) in llm.cache  # the response itself is kept
+
+
+# 2. Export never overwrites, truncates or follows a link
+
+def _cache_with_project(tmp_path: Path):
+    from dataformer_nb import ResponseCache
+    from dataformer_nb.cache import NewResponse
+
+    cache = ResponseCache(tmp_path / "cache")
+    cache.put_many([NewResponse.with_usage("k" * 64, b'{"choices": []}', None, "a prompt")], "questions")
+    return cache
+
+
+def test_export_never_overwrites_or_truncates_unless_asked(tmp_path: Path) -> None:
+    from dataformer_nb import CacheError
+
+    cache = _cache_with_project(tmp_path)
+    mine = tmp_path / "questions.jsonl"
+    mine.write_text("my own 30 KB of questions\n" * 1000)
+    before = mine.read_bytes()
+    with pytest.raises(CacheError, match="exists: pass overwrite=True"):
+        cache.export("questions", mine)
+    for project in ("unknown", "no/such"):
+        with pytest.raises((CacheError, ConfigurationError)):
+            cache.export(project, mine, overwrite=True)
+    assert mine.read_bytes() == before  # a failed export leaves the file as it was
+    assert cache.export("questions", mine, overwrite=True) == 1 and mine.read_text().count("\n") == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_export_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    from dataformer_nb import CacheError
+
+    cache = _cache_with_project(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "link.jsonl").symlink_to(victim)
+    with pytest.raises(CacheError, match="symbolic link"):
+        cache.export("questions", tmp_path / "link.jsonl", overwrite=True)
+    assert victim.read_text() == "keep me"
+
+
+def test_the_panels_export_picks_a_new_name(tmp_path: Path, monkeypatch) -> None:
+    from dataformer_nb.widget import CachePanel
+
+    cache = _cache_with_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "questions.jsonl").write_text("mine\n")
+    panel = CachePanel(cache)
+    browser = panel.browse("questions")
+    assert browser.export() == "questions-2.jsonl"
+    assert (tmp_path / "questions.jsonl").read_text() == "mine\n"
+    assert (tmp_path / "questions-2.jsonl").read_text().count("\n") == 1
