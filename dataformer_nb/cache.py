@@ -58,16 +58,15 @@ from ._rows import RowReader, refused_row
 from ._usage import usage_tokens
 from .errors import CacheError, ConfigurationError, DataformerWarning, UnknownProjectWarning
 from .migrations import MIGRATIONS
+from .names import FULL, normalize_project, stored_name
 from .settings import DEFAULT_CACHE_DIR
 
 FORMAT = 2
 READ_BATCH = 500
 PROMPT_KEPT = 1000  # characters of a prompt kept in its response's record, for browsing
 T = TypeVar("T")
-FULL = "full"
 META = "meta"
 RESPONSE, PROJECT = "response:", "project:"
-_FORBIDDEN_IN_NAMES = set("/\\\x00")
 # Listeners by directory: every ResponseCache on one directory in this process shares them,
 # so a panel hears the generate of any AsyncLLM that writes there.
 _LISTENERS: dict[Path, list[Callable[[], None]]] = {}
@@ -190,22 +189,6 @@ class ClearReport:
         return text
 
 
-def normalize_project(name: object, source: str = "project_name") -> str:
-    """The canonical (lower-case) form of a project name; a clear error for a bad one."""
-    if not isinstance(name, str):
-        raise ConfigurationError(f"{source}={name!r} is not a string: pass a project name such as 'questions'")
-    canonical = name.strip().lower()
-    bad_chars = any(c in _FORBIDDEN_IN_NAMES or not c.isprintable() for c in canonical)
-    if not canonical or bad_chars or canonical in (".", "..") or len(canonical) > 200:
-        raise ConfigurationError(
-            f"{source}={name!r} is not a valid project name: use 1-200 printable characters "
-            "without '/', '\\' or control characters"
-        )
-    if canonical == FULL:
-        raise ConfigurationError(f"{source}={name!r} is reserved (clear_project_cache='full' clears everything)")
-    return canonical
-
-
 class ResponseCache:
     """Responses on disk under ``directory``, each tagged with the projects that used it."""
 
@@ -280,7 +263,9 @@ class ResponseCache:
         for rows in _batched(self._rows.read(list(keys), RESPONSE), READ_BATCH):
             # Entries are decoded a batch at a time: 10^5 decoded at once weigh 40 MB.
             rows = [row for row in rows if isinstance(row[1], bytes) and isinstance(row[2], str)]
-            for (row_key, response, _), record in zip(rows, _decode_records([r[2] for r in rows]), strict=True):
+            for (row_key, response, _), record in zip(rows, self._records([r[2] for r in rows]), strict=True):
+                if record is None:
+                    continue  # damaged: a miss, sent again, and the new response replaces it
                 key = row_key[len(RESPONSE):]
                 found[key] = response
                 saved += record["prompt_tokens"] + record["completion_tokens"]
@@ -304,8 +289,9 @@ class ResponseCache:
         found: dict[str, frozenset[str]] = {}
         for rows in _batched(self._rows.read(list(keys), RESPONSE), READ_BATCH):
             rows = [row for row in rows if isinstance(row[2], str)]
-            for (row_key, _, _), record in zip(rows, _decode_records([r[2] for r in rows]), strict=True):
-                found[row_key[len(RESPONSE):]] = frozenset(record["projects"])
+            for (row_key, _, _), record in zip(rows, self._records([r[2] for r in rows]), strict=True):
+                if record is not None:
+                    found[row_key[len(RESPONSE):]] = frozenset(record["projects"])
         return found
 
     # Browsing a project
@@ -315,9 +301,14 @@ class ResponseCache:
         after ``offset``, only those whose prompt or response holds ``contains`` (any case) if given.
         Reads only the page (and the rows an offset skips), whatever the cache's size."""
         project = normalize_project(project)
-        rows = self._rows.page(RESPONSE, project, contains, limit, offset)
-        return [_entry(key[len(RESPONSE):], value, json.loads(tag)) for key, value, tag in rows
-                if isinstance(value, bytes)]
+        if not isinstance(contains, str):
+            raise ConfigurationError(f"contains={contains!r} must be a string (\"\" for every response)")
+        rows = [row for row in self._rows.page(RESPONSE, project, contains, limit, offset) if isinstance(row[1], bytes)]
+        records = self._records([tag for _, _, tag in rows])
+        entries = [_entry(key[len(RESPONSE):], value, record) for (key, value, _), record in zip(rows, records,
+                                                                                                strict=True)
+                   if record is not None]
+        return [entry for entry in entries if entry is not None]
 
     def iter_entries(self, project: str, contains: str = "", page: int = 500) -> Iterator[Entry]:
         """Every response ``project`` uses (see :meth:`entries`), a page at a time."""
@@ -394,10 +385,10 @@ class ResponseCache:
             else:
                 self._delete(RESPONSE + key)
                 self._add_to_totals(-1, -int(record["size"]))
-            own = self._read(PROJECT + project)
-            if isinstance(own, dict):
-                self._write(PROJECT + project, {**own, "entries": own["entries"] - 1,
-                                                "bytes": own["bytes"] - int(record["size"])})
+            own = self._project_record(project)
+            if own is not None:
+                self._write(PROJECT + project, {**own, "entries": max(own["entries"] - 1, 0),
+                                                "bytes": max(own["bytes"] - record["size"], 0)})
         self.notify()
         return True
 
@@ -422,7 +413,7 @@ class ResponseCache:
             for item in new:
                 prompt, completion = prompt + item.prompt_tokens, completion + item.completion_tokens
                 cost, unpriced = (cost, unpriced + 1) if item.cost is None else (cost + item.cost, unpriced)
-                if self._add_response(item, project):
+                if self._add_response(item, project) or self._replace_damaged(item, project):
                     size = len(item.data)
                     stored.append(size)
                 elif (size := self._join(item.key, project)) is None:
@@ -443,7 +434,7 @@ class ResponseCache:
         """Every project, most recently used first."""
         infos = []
         for name in self._meta()["projects"]:
-            record = self._read(PROJECT + name)
+            record = self._project_record(name)
             if record is not None:
                 infos.append(ProjectInfo(
                     name, record["entries"], record["bytes"],
@@ -482,9 +473,9 @@ class ResponseCache:
             # Under the write lock and before any write here, the reader sees exactly this
             # transaction's starting state.
             rows = list(self._rows.read([k for k in self._cache.iterkeys() if k.startswith(RESPONSE)]))
-            records = _decode_records([entry for _, _, entry in rows])
+            records = self._records([entry for _, _, entry in rows])
             for (key, response, _), record in zip(rows, records, strict=True):
-                if names.isdisjoint(record["projects"]):
+                if record is None or names.isdisjoint(record["projects"]):
                     continue
                 remaining = [p for p in record["projects"] if p not in names]
                 if remaining:
@@ -558,11 +549,23 @@ class ResponseCache:
             self._write(META, meta)
 
     def _meta(self) -> dict[str, Any]:
+        """The meta record, checked: project names read from it are valid names (a tampered
+        ``../../victim`` never reaches the panel or a file name), totals whole numbers."""
         meta = self._read(META)
-        if not isinstance(meta, dict):
+        if not isinstance(meta, dict) or type(meta.get("format")) is not int:
             raise CacheError(f"the cache in {self.directory} has lost its meta record: "
                              "it was not written by dataformer_nb; pass another cache_dir=")
-        return meta
+        names = meta.get("projects")
+        valid = sorted({n for n in names if stored_name(n) is not None}) if isinstance(names, list) else []
+        if not isinstance(names, list) or len(valid) != len(names):
+            what = "project names that are not valid" if isinstance(names, list) else "no list of projects"
+            warnings.warn(f"the cache in {self.directory} lists {what}: they are left out (the cache was changed "
+                          "by something other than dataformer_nb)", DataformerWarning, stacklevel=3)
+        migrations = meta.get("migrations")
+        return {**meta, "projects": valid,
+                "migrations": [m for m in migrations if isinstance(m, str)] if isinstance(migrations, list) else [],
+                "responses": meta["responses"] if _whole(meta.get("responses")) else 0,
+                "bytes": meta["bytes"] if _whole(meta.get("bytes")) else 0}
 
     @contextlib.contextmanager
     def _sqlite_errors(self, doing: str) -> Iterator[None]:
@@ -609,7 +612,8 @@ class ResponseCache:
             response, tag = self._cache.get(RESPONSE + key, tag=True, retry=True)
         if not isinstance(response, bytes) or not isinstance(tag, str):
             return None
-        return response, json.loads(tag)
+        record = self._records([tag])[0]
+        return None if record is None else (response, record)
 
     def _join(self, key: str, project: str) -> int | None:
         """Add ``project`` to the entry of ``key``: the response's size if it was added, else None."""
@@ -618,15 +622,53 @@ class ResponseCache:
             return None
         response, record = found
         self._write(RESPONSE + key, response, {**record, "projects": [*record["projects"], project]})
-        return int(record["size"])
+        return record["size"]
+
+    def _replace_damaged(self, item: NewResponse, project: str) -> bool:
+        """Store ``item`` over a damaged row under its key (one whose record cannot be read); whether
+        there was one. Without this, a damaged row would be a miss that every run pays for again."""
+        with self._sqlite_errors("read"):
+            taken = self._cache.get(RESPONSE + item.key, tag=True, retry=True)
+        if isinstance(taken[0], bytes) and isinstance(taken[1], str) and self._records([taken[1]])[0] is not None:
+            return False
+        self._delete(RESPONSE + item.key)
+        return self._add_response(item, project)
+
+    def _records(self, tags: list[str]) -> list[dict[str, Any] | None]:
+        """The entry records of response rows (their tags), each checked: None for one that is not
+        JSON of the shape written, counted in one warning per call."""
+        records = [_entry_record(r) for r in _decode_records(tags)]
+        damaged = records.count(None)
+        if damaged:
+            warnings.warn(f"{plural(damaged, 'response')} in the cache in {self.directory} "
+                          f"{'has' if damaged == 1 else 'have'} a damaged record: read as not cached (a new "
+                          "response replaces each); the cache was changed by something other than dataformer_nb",
+                          DataformerWarning, stacklevel=3)
+        return records
+
+    def _project_record(self, name: str) -> dict[str, Any] | None:
+        """A project's record, checked; None (with a warning) if it is missing or damaged."""
+        record = self._read(PROJECT + name)
+        if record is None:
+            return None
+        fields = ("entries", "bytes", "prompt_tokens", "completion_tokens", "saved_tokens")
+        ok = (isinstance(record, dict) and all(_whole(record.get(f, 0)) for f in fields)
+              and _moment(record.get("last_used", 0)) and _finite(record.get("cost", 0.0))
+              and _whole(record.get("unpriced", 0)))
+        if not ok:
+            warnings.warn(f"the record of project {name!r} in the cache in {self.directory} is damaged: its counts "
+                          "start again from zero (its responses are kept)", DataformerWarning, stacklevel=3)
+            return None
+        return {"last_used": 0, "cost": 0.0, "unpriced": 0, **{f: 0 for f in fields}, **record}
 
     def _add_to_project(self, project: str, entries: int, size: int, *, prompt_tokens: int = 0,
                         completion_tokens: int = 0, saved_tokens: int = 0, cost: float = 0.0,
                         unpriced: int = 0) -> None:
-        record = self._read(PROJECT + project)
-        if record is None:
-            record = {"entries": 0, "bytes": 0, "prompt_tokens": 0, "completion_tokens": 0, "saved_tokens": 0}
-            meta = self._meta()
+        record = self._project_record(project)
+        meta = self._meta()
+        if record is None or project not in meta["projects"]:
+            record = record or {"entries": 0, "bytes": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                "saved_tokens": 0}
             meta["projects"] = sorted({*meta["projects"], project})
             self._write(META, meta)
         self._write(PROJECT + project, {
@@ -683,10 +725,16 @@ def _batched(rows: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def _entry(key: str, value: bytes, record: dict[str, Any]) -> Entry:
-    return Entry(key, str(record.get("prompt", "")), json.loads(value), int(record.get("prompt_tokens", 0)),
-                 int(record.get("completion_tokens", 0)),
-                 datetime.fromtimestamp(record.get("created", 0), timezone.utc), tuple(record["projects"]))
+def _entry(key: str, value: bytes, record: dict[str, Any]) -> Entry | None:
+    """A browsed response, or None if its bytes are not a JSON object."""
+    try:
+        response = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(response, dict):
+        return None
+    return Entry(key, record.get("prompt", ""), response, record["prompt_tokens"], record["completion_tokens"],
+                 datetime.fromtimestamp(record["created"], timezone.utc), tuple(record["projects"]))
 
 
 def _text_or_none(response_text: Callable[[Any], str | None], response: Any) -> str | None:
@@ -696,9 +744,55 @@ def _text_or_none(response_text: Callable[[Any], str | None], response: Any) -> 
         return None
 
 
-def _decode_records(texts: list[str]) -> list[dict[str, Any]]:
-    """JSON records, decoded as one array: one json.loads per record costs three times as much."""
-    return json.loads("[" + ",".join(texts) + "]") if texts else []  # type: ignore[no-any-return]
+def _decode_records(texts: list[str]) -> list[Any]:
+    """JSON records, decoded as one array: one json.loads per record costs three times as much.
+    If that fails, or a tag held more than one record, each is decoded alone (None if it is not JSON)."""
+    if not texts:
+        return []
+    try:
+        records = json.loads("[" + ",".join(texts) + "]")
+        if len(records) == len(texts):
+            return records  # type: ignore[no-any-return]
+    except (ValueError, RecursionError):
+        pass
+    return [_loads_or_none(text) for text in texts]
+
+
+def _loads_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _entry_record(record: Any) -> dict[str, Any] | None:
+    """A response's record as it was written (projects, size, tokens, created, prompt), or None:
+    checked on every read, warm re-runs included, so only type tests."""
+    if type(record) is not dict:
+        return None
+    projects, created, prompt = record.get("projects"), record.get("created", 0), record.get("prompt", "")
+    if (type(projects) is not list or not all(type(p) is str for p in projects)
+            or not (_whole(record.get("size")) and _whole(record.get("prompt_tokens", 0))
+                    and _whole(record.get("completion_tokens", 0)))
+            or not _moment(created) or type(prompt) is not str):
+        return None
+    if "prompt_tokens" not in record or "completion_tokens" not in record or "created" not in record:
+        return {"prompt_tokens": 0, "completion_tokens": 0, "created": 0, **record}
+    return record
+
+
+def _whole(value: Any) -> bool:
+    """A stored count: a whole number from 0 to 10^15."""
+    return type(value) is int and 0 <= value <= 10**15
+
+
+def _moment(value: Any) -> bool:
+    """A stored time: seconds since 1970, before the year 5000."""
+    return type(value) in (int, float) and 0 <= value < 1e11
+
+
+def _finite(value: Any) -> bool:
+    return type(value) in (int, float) and -1e15 < value < 1e15
 
 
 def clear_names(projects: object) -> list[str]:

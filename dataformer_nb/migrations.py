@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import diskcache
 
 from ._json import dumpb, dumps
+from .errors import DataformerWarning
+from .names import stored_name
 
 Migration = Callable[[diskcache.Cache, dict[str, Any]], None]
 
@@ -30,7 +33,12 @@ def m001_responses_apart_from_their_projects(cache: diskcache.Cache, meta: dict[
     for key in old_keys:
         stored = cache.get(key)
         data = stored if isinstance(stored, bytes) else dumpb(stored)
-        record = json.loads(data)
+        record = _v1_record(key, data)
+        if record is None:  # not what 0.1.0 wrote: left out, as a read of it would be refused
+            warnings.warn(f"the 0.1 cache row {key[:40]!r} is not of the shape 0.1.0 wrote (or names a project "
+                          "that is not valid): it is dropped", DataformerWarning, stacklevel=2)
+            cache.delete(key)
+            continue
         if key.startswith("r:"):
             response = _v1_response(data, record)
             usage = record["response"].get("usage") or {}
@@ -50,6 +58,25 @@ def m001_responses_apart_from_their_projects(cache: diskcache.Cache, meta: dict[
             meta["projects"].append(key[2:])
         cache.delete(key)
     meta["projects"].sort()
+
+
+def _v1_record(key: str, data: bytes) -> dict[str, Any] | None:
+    """A 0.1.0 row's record if it has the shape 0.1.0 wrote, with valid project names; else None.
+    (Added after 0.2.0 shipped this migration: rows 0.1.0 wrote migrate exactly as before.)"""
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    if key.startswith("p:"):
+        counts = ("entries", "bytes", "last_used")
+        ok = stored_name(key[2:]) is not None and all(type(record.get(c)) in (int, float) for c in counts)
+        return record if ok else None
+    projects = record.get("projects")
+    ok = (isinstance(record.get("response"), dict) and type(record.get("size")) is int and isinstance(projects, list)
+          and all(stored_name(p) is not None for p in projects))
+    return record if ok else None
 
 
 def _v1_response(data: bytes, record: dict[str, Any]) -> bytes:

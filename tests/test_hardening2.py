@@ -406,3 +406,88 @@ def test_the_panels_export_picks_a_new_name(tmp_path: Path, monkeypatch) -> None
     assert browser.export() == "questions-2.jsonl"
     assert (tmp_path / "questions.jsonl").read_text() == "mine\n"
     assert (tmp_path / "questions-2.jsonl").read_text().count("\n") == 1
+
+
+# 7, 16. A tampered cache: a bad row is a miss (with one warning), a bad name never a name
+
+import sqlite3  # noqa: E402
+
+
+def _tamper(directory: Path, key: str, *, tag: str | None = None, value: bytes | None = None) -> None:
+    with sqlite3.connect(directory / "cache.db") as db:
+        if tag is not None:
+            db.execute("UPDATE Cache SET tag = ? WHERE key = ?", (tag, key))
+        if value is not None:
+            db.execute("UPDATE Cache SET value = ? WHERE key = ?", (value, key))
+
+
+BAD_TAGS = ['{"projects":["dataformer"],"size":5},{"projects":["x"],"size":1}', '{"projects":5,"size":5}',
+            "not json", '{"projects":["dataformer"],"size":"5"}',
+            '{"projects":["dataformer"],"size":5,"created":1e300}', "[" * 50_000 + "]" * 50_000]
+
+
+@pytest.mark.parametrize("tag", BAD_TAGS)
+def test_a_damaged_response_record_is_a_miss_then_replaced(tmp_path: Path, tag: str) -> None:
+    llm = AsyncLLM(api_provider="echo", cache_dir=tmp_path / "c", progress=False, verbose=False)
+    llm.generate([chat("a"), chat("b")])
+    _tamper(llm.cache.directory, "response:" + llm.cache_key(chat("a")), tag=tag)
+    with pytest.warns(DataformerWarning, match="damaged record"):
+        again = llm.generate([chat("a"), chat("b")])
+    assert [r.cached for r in again] == [False, True] and again[0].text == again[1].text.replace("b", "a")
+    third = llm.generate([chat("a"), chat("b")])  # the new response replaced the damaged row
+    assert all(r.cached for r in third)
+    with pytest.warns(DataformerWarning, match="damaged"):
+        _tamper(llm.cache.directory, "response:" + llm.cache_key(chat("a")), tag=tag)
+        assert len(llm.cache.entries("dataformer")) == 1  # browsing skips it
+        llm.cache.clear("dataformer")
+
+
+def test_a_missing_token_count_in_a_record_reads_as_zero(tmp_path: Path) -> None:
+    llm = AsyncLLM(api_provider="echo", cache_dir=tmp_path / "c", progress=False, verbose=False)
+    llm.generate([chat("a")])
+    _tamper(llm.cache.directory, "response:" + llm.cache_key(chat("a")), tag='{"projects":["dataformer"],"size":5}')
+    assert llm.generate([chat("a")])[0].cached
+    assert llm.cache.entries("dataformer")[0].prompt_tokens == 0
+
+
+@pytest.mark.parametrize("projects", [7, ["../../victim", "dataformer"], "x"])
+def test_project_names_read_from_the_cache_are_checked(tmp_path: Path, projects: object) -> None:
+    llm = AsyncLLM(api_provider="echo", cache_dir=tmp_path / "c", progress=False, verbose=False)
+    llm.generate([chat("a")])
+    with sqlite3.connect(llm.cache.directory / "cache.db") as db:
+        (meta,) = db.execute("SELECT value FROM Cache WHERE key = 'meta'").fetchone()
+        meta = json.loads(meta)
+        meta["projects"] = projects
+        db.execute("UPDATE Cache SET value = ? WHERE key = 'meta'", (json.dumps(meta),))
+    with pytest.warns(DataformerWarning, match="left out"):
+        names = [p.name for p in llm.cache.projects()]
+        assert "../../victim" not in names
+        assert llm.generate([chat("a")])[0].cached  # and the cache still serves
+
+
+@pytest.mark.parametrize("record", [b'{"entries":"x"}', b"[1]", b'{"entries":1,"bytes":2,"last_used":1e300}'])
+def test_a_damaged_project_record_starts_again_from_zero(tmp_path: Path, record: bytes) -> None:
+    llm = AsyncLLM(api_provider="echo", cache_dir=tmp_path / "c", progress=False, verbose=False)
+    llm.generate([chat("a")])
+    _tamper(llm.cache.directory, "project:dataformer", value=record)
+    with pytest.warns(DataformerWarning, match="is damaged"):
+        assert llm.cache.projects() == []
+        llm.generate([chat("b")])
+    assert [p.responses for p in llm.cache.projects()] == [1]
+
+
+def test_0_1_rows_of_the_wrong_shape_or_with_bad_names_are_dropped_by_the_migration(tmp_path: Path) -> None:
+    import diskcache
+
+    directory = tmp_path / "old"
+    old = diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**62, disk_min_file_size=2**30)
+    old.set("r:" + "a" * 64, b'{"response":"a string","projects":["q"],"size":3}')
+    old.set("r:" + "b" * 64, b'{"response":{"choices":[]},"projects":["../../evil"],"size":3}')
+    old.set("p:../../evil", b'{"entries":1,"bytes":3,"last_used":1}')
+    old.set("p:q", b'{"entries":1,"bytes":3,"last_used":1}')
+    old.close()
+    from dataformer_nb import ResponseCache
+
+    with pytest.warns(DataformerWarning, match="dropped"):
+        cache = ResponseCache(directory)
+    assert [p.name for p in cache.projects()] == ["q"] and len(cache) == 0
