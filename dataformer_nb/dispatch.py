@@ -421,7 +421,7 @@ class Dispatcher:
             return error
         retry_after = _retry_after(reply.headers)
         if status == 429 or (status == 503 and retry_after is not None):
-            route.bucket.told_to_wait(rate_limited=status == 429, ticket=ticket)
+            route.bucket.told_to_wait(rate_limited=status == 429, ticket=ticket, stated_wait=retry_after is not None)
             return Retry(error, told_to_wait=True, seconds=retry_after)
         return Retry(error)
 

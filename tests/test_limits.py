@@ -270,3 +270,18 @@ def test_a_cut_made_for_a_burst_of_429s_that_does_not_depend_on_the_pace_is_undo
     simulation.run(3_000)
     assert simulation.bucket._learned.undone >= 1  # a cut was tried, and undone
     assert simulation.rates[-1] is None
+
+
+def test_429s_that_state_their_wait_teach_no_rate() -> None:
+    # Obeyed, never learned from: bursts of them (a server's hiccups) would otherwise cut the pace
+    clock = Clock()
+    bucket = RateBucket(None, None, 16, clock=clock)
+    for i in range(300):
+        clock.now += 0.01
+        ticket = bucket.reserve(1)
+        if i % 40 < 12:  # runs of 12 refusals, each saying Retry-After
+            bucket.told_to_wait(rate_limited=True, ticket=ticket, stated_wait=True)
+        else:
+            bucket.succeeded(ticket)
+    assert bucket.describe().learned_requests_per_second is None
+    assert bucket.describe().rate_limited_replies == 96  # still counted and shown
