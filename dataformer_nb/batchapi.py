@@ -376,10 +376,15 @@ def _finite(value: Any) -> bool:
     return type(value) in (int, float) and value == value and abs(value) < 1e300
 
 
+class UnusableIdError(BatchError):
+    """A service answered with an id that is not a plain identifier: what it names may exist (and
+    be paid for), but the id is never put into a URL or a file name."""
+
+
 def _plain_id(value: Any, what: str, name: str) -> str:
     """An id from a service's reply, checked before it goes into a URL or a file name."""
     if not is_batch_id(value):
-        raise BatchError(f"{name} answered with a {what} {value!r} that is not a plain identifier")
+        raise UnusableIdError(f"{name} answered with a {what} {str(value)[:60]!r} that is not a plain identifier")
     return value  # type: ignore[no-any-return]
 
 

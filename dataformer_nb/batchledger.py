@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 import tempfile
 import time
 import uuid
@@ -33,11 +34,17 @@ from typing import Any
 
 from ._format import table_bundle, when
 from .errors import CacheError, DataformerWarning
+from .names import stored_name
 
 LEDGER_DIR = "batches"
 LOCK_FILE = ".submit.lock"
 LOCK_POLL_SECONDS = 0.1
 SUBMITTING = "submitting"  # recorded, not (yet known to be) created
+HELD = "held"  # created, perhaps, under an id we refuse to use: its requests wait for llm.forget_batch
+MAX_RECORD_BYTES = 1_000_000
+MAX_KEYS_BYTES = 100_000 * 70  # 100,000 keys of 64 hex digits, quoted, comma-separated
+_TEXT_FIELDS = ("protocol", "api", "provider", "key", "model", "gen_type", "project", "status", "note")
+_COUNT_FIELDS = ("requests", "done", "failed")
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 
@@ -74,7 +81,8 @@ class BatchRecord:
         return self.collected is None
 
     def job(self) -> BatchJob:
-        return BatchJob(self.id or f"(submitting {self.local[:8]})", self.provider, self.status, self.requests,
+        shown = self.id or f"({'held' if self.status == HELD else 'submitting'} {self.local[:8]})"
+        return BatchJob(shown, self.provider, self.status, self.requests,
                         self.done, self.failed, self.project,
                         datetime.fromtimestamp(self.created, timezone.utc), self.collected is not None)
 
@@ -85,10 +93,21 @@ class BatchRecord:
             raise ValueError("not a JSON object")
         known = {f.name for f in fields(cls)}
         record = cls(**{k: v for k, v in data.items() if k in known})
-        if record.id is not None and not (isinstance(record.id, str) and _ID.fullmatch(record.id)):
-            raise ValueError(f"batch id {record.id!r} is not a plain identifier")
-        if not isinstance(record.created, (int, float)) or not is_batch_id(record.local):
+        for name in ("id", "input_file_id", "output_file_id", "error_file_id"):
+            value = getattr(record, name)
+            if value is not None and not is_batch_id(value):
+                raise ValueError(f"{name} {str(value)[:40]!r} is not a plain identifier")
+        if not is_batch_id(record.local) or not _moment(record.created):
             raise ValueError("'created' or 'local' is missing or garbled")
+        for name in ("checked", "collected"):
+            if getattr(record, name) is not None and not _moment(getattr(record, name)):
+                raise ValueError(f"{name!r} is not a time")
+        bad = [n for n in _TEXT_FIELDS if not isinstance(getattr(record, n), str)]
+        bad += [n for n in _COUNT_FIELDS if type(getattr(record, n)) is not int or not 0 <= getattr(record, n) <= 10**9]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} garbled")
+        if stored_name(record.project) is None:
+            raise ValueError(f"project {record.project[:40]!r} is not a valid project name")
         return record
 
 
@@ -164,7 +183,12 @@ class BatchLedger:
             return
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            lock = open(self.directory / LOCK_FILE, "a+b")  # noqa: SIM115 - held across the awaits below
+            # never through a link (it would create a file outside the cache), a regular file only
+            fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o600)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(f"{LOCK_FILE} is not a regular file")
+            lock = os.fdopen(fd, "r+b")
         except OSError as exc:
             raise CacheError(f"{self.directory / LOCK_FILE} cannot be opened ({exc}): fix the cache directory's "
                              "permissions or pass another cache_dir=") from exc
@@ -222,10 +246,10 @@ class BatchLedger:
             if record.pending:
                 path = self._keys_path(record.local)
                 try:
-                    keys = json.loads(path.read_bytes())
+                    keys = json.loads(read_file(path, MAX_KEYS_BYTES))
                     if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
                         raise ValueError("not a list of strings")
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, RecursionError) as exc:
                     _skipped(path, exc)
                     continue
                 record.keys = keys
@@ -239,8 +263,8 @@ class BatchLedger:
             if path.name.startswith(".tmp-"):
                 continue
             try:
-                record = BatchRecord.from_json(json.loads(path.read_bytes()))
-            except (OSError, ValueError, TypeError) as exc:
+                record = BatchRecord.from_json(json.loads(read_file(path, MAX_RECORD_BYTES)))
+            except (OSError, ValueError, TypeError, RecursionError) as exc:
                 _skipped(path, exc)
             else:
                 record.keys = []
@@ -271,6 +295,32 @@ class BatchLedger:
 
     def _path(self, local: str) -> Path:
         return self.directory / f"{local}.json"
+
+
+def read_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``max_bytes``, opened without following a
+    link (a record linked to /dev/zero gave MemoryError) or waiting on a FIFO (it hung);
+    OSError or ValueError otherwise."""
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > max_bytes:
+            raise ValueError(f"larger than {max_bytes:,} bytes")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"larger than {max_bytes:,} bytes")
+    return data
+
+
+def _moment(value: Any) -> bool:
+    """A time as records hold it: seconds since 1970, finite, before the year 5000."""
+    return type(value) in (int, float) and 0 <= value < 1e11
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # Windows has neither: links and FIFOs are rarer there
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 def _skipped(path: Path, error: Exception) -> None:

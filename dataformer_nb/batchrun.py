@@ -21,8 +21,8 @@ import httpx
 
 from ._format import batches, one_line, plural
 from ._json import dumpb
-from .batchapi import AGAIN, BatchAPI, BatchStatus, LineResult, batch_api
-from .batchledger import BatchLedger, BatchRecord
+from .batchapi import AGAIN, BatchAPI, BatchStatus, LineResult, UnusableIdError, batch_api
+from .batchledger import HELD, BatchLedger, BatchRecord
 from .cache import NewResponse, ResponseCache
 from .dispatch import Batch, TransportChoice, hide_key, open_transport, prompt_text
 from .errors import BatchError, CacheError, RequestFailedError
@@ -70,6 +70,7 @@ class BatchRunner:
                 self.records += await self._submit(client, submitting)
                 batch.summary.requests_sent += len(submitting)  # a batch's line is one attempt
                 batch.summary.attempts += len(submitting)
+            self._fail_held(by_key, batch)
             batch.summary.batches = tuple(r.id or r.local for r in self.records)
             if not wait:
                 self._leave_pending(by_key, batch)
@@ -119,6 +120,9 @@ class BatchRunner:
         for record in self.ledger.pending():
             mine = next((key for key in record.keys if key in by_key), None)
             if mine is None:
+                continue
+            if record.status == HELD:
+                resumed.append(record)  # its requests are failed as held, not submitted again
                 continue
             route = by_key[mine].route
             api = self._api(client, route)
@@ -187,6 +191,17 @@ class BatchRunner:
                                  created=time.time(), keys=[u.cache_key for u in units])
         try:
             record.id = await api.submit(lines, record, lambda: self.ledger.save(record))
+        except UnusableIdError as exc:
+            if record.input_file_id is None and api.protocol == "openai":
+                self.ledger.forget(record)  # the upload's own id was refused: no batch was created
+                raise
+            # Created, perhaps, and paid for: its requests are held, never submitted again by this
+            # library, until the user says the batch is lost.
+            record.status, record.note = HELD, str(exc)
+            self.ledger.save(record)
+            raise BatchError(f"{exc}; the batch may have been created, so its {plural(len(units), 'request')} are "
+                             f"held (not submitted again): if it was not, release them with "
+                             f"llm.forget_batch({record.local[:8]!r})") from None
         except BatchError as exc:
             # A refusal created nothing; a creation that may have gone through without our hearing
             # (a timeout, a lost reply) stays recorded, for the next run to look for.
@@ -320,6 +335,17 @@ class BatchRunner:
                 batch.failed(by_key[key], failure)
         record.status, record.note = "gone", str(error)
         self.ledger.collected(record)
+
+    def _fail_held(self, by_key: Mapping[str, Unit], batch: Batch) -> None:
+        """Fail the requests of held records (see :data:`HELD`), which are not waited for."""
+        for record in [r for r in self.records if r.status == HELD]:
+            error = RequestFailedError(f"held in batch record {record.local[:8]} ({record.note}): not submitted "
+                                       f"again; if that batch was never created, llm.forget_batch("
+                                       f"{record.local[:8]!r}) releases its requests", cause="batch held")
+            for key in record.keys:
+                if key in by_key:
+                    batch.failed(by_key[key], error)
+        self.records = [r for r in self.records if r.status != HELD]
 
     def _leave_pending(self, by_key: Mapping[str, Unit], batch: Batch) -> None:
         for record in self.records:

@@ -203,6 +203,22 @@ class AsyncLLM:
             raise ConfigurationError(f"batch_id={batch_id!r} is not a batch id: llm.batches() lists them")
         return run_sync(self._runner(self.project_name).cancel(self._default_route(), batch_id)).job()
 
+    def forget_batch(self, batch_id: str) -> None:
+        """Forget a recorded batch (its id, or the first 8 characters of the record a message named):
+        a later ``generate(..., batch=True)`` of its requests submits them again, and pays again if
+        the batch did exist. For a batch held because its service answered with an unusable id,
+        or one you know is lost; a pending batch that can be reached is better cancelled."""
+        from .batchledger import BatchLedger
+
+        if not isinstance(batch_id, str) or len(batch_id) < 8:
+            raise ConfigurationError(f"batch_id={batch_id!r} is not a batch id: llm.batches() lists them")
+        ledger = BatchLedger(self.cache_dir)
+        found = [r for r in ledger.records() if batch_id == r.id or r.local.startswith(batch_id)]
+        if len(found) != 1:
+            raise ConfigurationError(f"batch_id={batch_id!r} names {'no' if not found else 'more than one'} batch "
+                                     f"recorded in {ledger.directory}: llm.batches() lists them")
+        ledger.forget(found[0])
+
     def cache_panel(self) -> Any:
         """The cache panel (ipywidgets) for this client's cache."""
         from .widget import CachePanel

@@ -491,3 +491,85 @@ def test_0_1_rows_of_the_wrong_shape_or_with_bad_names_are_dropped_by_the_migrat
     with pytest.warns(DataformerWarning, match="dropped"):
         cache = ResponseCache(directory)
     assert [p.name for p in cache.projects()] == ["q"] and len(cache) == 0
+
+
+# 9, 15. Batch records: no link followed, no FIFO waited on, no garbled field trusted
+
+def _ledger(tmp_path: Path) -> Path:
+    directory = tmp_path / "c" / "batches"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    from dataformer_nb import CacheError
+
+    outside = tmp_path / "outside"
+    (_ledger(tmp_path) / ".submit.lock").symlink_to(outside)
+    with FakeBatchServer(process_seconds=0, key=BATCH_KEY) as server:
+        llm = batch_llm(server, tmp_path, "openai")
+        with pytest.raises(CacheError, match=r"submit\.lock"):
+            llm.generate([chat("a")], batch=True)
+        assert server.creations == 0
+    assert not outside.exists()
+
+
+@pytest.mark.parametrize("kind", ["symlink to /dev/zero", "fifo", "huge"])
+def test_a_record_that_is_not_a_regular_small_file_is_skipped(tmp_path: Path, kind: str) -> None:
+    record = _ledger(tmp_path) / "0123456789abcdef0123456789abcdef.json"
+    if kind == "fifo":
+        os.mkfifo(record)
+    elif kind == "huge":
+        record.write_bytes(b" " * 2_000_000)
+    else:
+        record.symlink_to("/dev/zero")
+    llm = AsyncLLM(api_provider="openai", api_key="sk-x", cache_dir=tmp_path / "c", progress=False)
+    with pytest.warns(DataformerWarning, match="not a batch record"):
+        assert _within(30, llm.batches) == []
+
+
+GARBLED = [{"created": 1e300}, {"created": float("nan")}, {"done": "x"}, {"requests": -1}, {"project": "../x"},
+           {"provider": 5}, {"output_file_id": "../../etc"}, {"checked": "soon"}]
+
+
+@pytest.mark.parametrize("change", GARBLED)
+def test_a_tampered_record_is_skipped_with_a_warning_everywhere(tmp_path: Path, change: dict) -> None:
+    from dataformer_nb.widget import CachePanel
+
+    with FakeBatchServer(process_seconds=0, key=BATCH_KEY, hold=True) as server:
+        llm = batch_llm(server, tmp_path, "openai")
+        llm.generate([chat("a")], batch=True, wait=False)
+        (path,) = _ledger(tmp_path).glob("*.json")
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, **change}))
+        with pytest.warns(DataformerWarning, match="not a batch record"):
+            assert llm.batches() == []
+        with pytest.warns(DataformerWarning, match="not a batch record"):
+            CachePanel(llm)
+
+
+# 10. A creation answered with an id the client refuses: the record is kept, nothing paid twice
+
+def test_a_refused_batch_id_holds_its_requests_until_released(tmp_path: Path) -> None:
+    from dataformer_nb import BatchError
+
+    with FakeBatchServer(process_seconds=0, key=BATCH_KEY) as server:
+        def hostile_id(method: str, path: str, status: int, reply: object):
+            if method == "POST" and path.rstrip("/").endswith("/batches") and isinstance(reply, dict):
+                return 200, {}, json.dumps({**reply, "id": "../../x"}).encode()
+            return None
+
+        server.rewrite_reply = hostile_id
+        llm = batch_llm(server, tmp_path, "openai")
+        with pytest.raises(BatchError, match=r"held .* llm\.forget_batch"):
+            llm.generate([chat("a"), chat("b")], batch=True)
+        assert server.creations == 1
+        again = llm.generate([chat("a"), chat("b")], batch=True)  # not submitted again
+        assert server.creations == 1 and [r.error.cause for r in again] == ["batch held", "batch held"]
+        held = llm.batches()
+        assert len(held) == 1 and held[0].status == "held"
+        server.rewrite_reply = None
+        local = held[0].id.split()[1].rstrip(")")
+        llm.forget_batch(local)  # the user says it was never created
+        third = llm.generate([chat("a"), chat("b")], batch=True)
+        assert server.creations == 2 and [r.text for r in third] == ["Answer: a", "Answer: b"]
