@@ -7,7 +7,7 @@ several ways, each at 15 % and 30 % of requests, each with ``--seeds`` seeds (a 
 per seed, both clients in fresh processes against it, in alternating order):
 
 - 429s drawn for each request on its own, with ``Retry-After: 1``, and without any;
-- 429s in runs of about 8 requests (a server's hiccups), with ``Retry-After: 1``;
+- 429s in runs of about 8 requests (a server's hiccups), with ``Retry-After: 1`` and without;
 - 429s with 10 % 503s mixed in, with ``Retry-After: 1``;
 - llmock (a third-party chaos server from PyPI, when installed) with ``--error-rate 429=P``
   and ``503=0.1``.
@@ -39,6 +39,7 @@ NOISE = [
     ("independent 429s, Retry-After 1 s", ["--retry-after", "1"]),
     ("independent 429s, no Retry-After", []),
     ("429s in runs of ~8 requests, Retry-After 1 s", ["--burst429", "8", "--retry-after", "1"]),
+    ("429s in runs of ~8 requests, no Retry-After", ["--burst429", "8"]),
     ("429s and 10 % 503s, Retry-After 1 s", ["--p503", "0.1", "--retry-after", "1"]),
 ]
 SHARES = (0.15, 0.30)
