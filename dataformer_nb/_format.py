@@ -54,6 +54,26 @@ def server_message(content: bytes, limit: int = 300) -> str:
     return printable(message if isinstance(message, str) else repr(message)[:4 * limit], limit)
 
 
+# Fenced blocks (``` or ~~~) and inline code spans: Markdown shows what is inside them as text.
+_CODE = re.compile(r"(^[ ]{0,3}(`{3,}|~{3,})[^\n]*\n.*?(?:^[ ]{0,3}\2[ \t]*$|\Z)|(`+)(?!`).+?(?<!`)\3(?!`))",
+                   re.MULTILINE | re.DOTALL)
+_UNSAFE_LINK = re.compile(r"\]\(\s*<?\s*(?!https?:|mailto:|#|/)[A-Za-z][\w+.-]*:", re.IGNORECASE)
+
+
+def safe_markdown(text: str) -> str:
+    """A model's or server's ``text`` as Markdown that renders it, never runs it: HTML outside code
+    is escaped (``<img onerror=...>`` shows as text; inside code it already does), and a link whose
+    target is not a web address (``javascript:``) loses its target."""
+    parts = []
+    end = 0
+    for code in _CODE.finditer(text):
+        parts.append(html.escape(text[end:code.start()], quote=False))
+        parts.append(code.group(0))
+        end = code.end()
+    parts.append(html.escape(text[end:], quote=False))
+    return _UNSAFE_LINK.sub("](#unsafe-link:", "".join(parts))
+
+
 def human_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":

@@ -23,7 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Dict, Enum, Float, Int, TraitError, Unicode, default, validate
 
-from ._format import projects_table, table_bundle
+from ._format import projects_table, safe_markdown, table_bundle
 from .cache import FULL, ResponseCache
 from .errors import ConfigurationError, DataformerError, DataformerWarning
 from .llms import AsyncLLM
@@ -71,7 +71,7 @@ class CellResults(Results):
             text = _answer(self[0])
             bundle = {"text/plain": text}
             if self.fmt == "markdown":
-                bundle["text/markdown"] = text
+                bundle["text/markdown"] = safe_markdown(text)  # rendered, never run
             display(bundle, raw=True)
 
 

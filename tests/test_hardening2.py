@@ -573,3 +573,28 @@ def test_a_refused_batch_id_holds_its_requests_until_released(tmp_path: Path) ->
         llm.forget_batch(local)  # the user says it was never created
         third = llm.generate([chat("a"), chat("b")], batch=True)
         assert server.creations == 2 and [r.text for r in third] == ["Answer: a", "Answer: b"]
+
+
+# 6. A model's answer is shown, never run
+
+def test_generate_shows_html_in_an_answer_as_text_not_markup(ip, server, monkeypatch) -> None:
+    server.reply_with_prompt = True  # the answer is the prompt: the test writes the hostile answer
+    shown: list[dict] = []
+    monkeypatch.setattr(ip.display_pub, "publish", lambda data, *a, **k: shown.append(data))
+    hostile = "<img src=x onerror=alert(document.domain)> and `a < b` [x](javascript:alert(1))"
+    assert ip.run_cell(f"%%generate\n{hostile}").success
+    markdown = next(b["text/markdown"] for b in shown if "text/markdown" in b)
+    assert "<img" not in markdown and "&lt;img src=x onerror=alert(document.domain)&gt;" in markdown
+    assert "`a < b`" in markdown  # code keeps its text: Markdown shows it as it is
+    assert "javascript:" not in markdown
+
+
+@pytest.mark.parametrize("text", ["<script>alert(1)</script>", "```\n<b>\n```\n<i>", "`` ` <x> ``<y>", "<" * 5000])
+def test_safe_markdown_never_leaves_a_tag_outside_code(text: str) -> None:
+    import re as regex
+
+    from dataformer_nb._format import safe_markdown
+
+    out = safe_markdown(text)
+    outside = regex.sub(r"```.*?```|`[^`]*`", "", out, flags=regex.DOTALL)
+    assert "<" not in outside
