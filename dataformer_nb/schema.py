@@ -38,13 +38,22 @@ class OutputSchema:
         self.name = _NAME.sub("_", name)[:64] or "output"  # what providers accept as a schema's name
 
     def parse(self, text: str | None) -> Any:
-        """The reply's text as a model instance (or a dict), or ValueError saying why it is not."""
+        """The reply's text as a model instance (or a dict), or ValueError saying why it is not.
+
+        Whatever the validation raises (a model's own validator raising KeyError, a reply nested
+        past the recursion limit) is that reply's ValueError: it fails its request, never the run.
+        """
         if text is None:
             raise ValueError("the reply holds no text to validate")
-        if self.model is not None:
-            return self.model.model_validate_json(text)  # pydantic's ValidationError is a ValueError
-        data = json.loads(text)
-        errors = sorted(self._validator.iter_errors(data), key=str)
+        try:
+            if self.model is not None:
+                return self.model.model_validate_json(text)  # pydantic's ValidationError is a ValueError
+            data = json.loads(text)
+            errors = sorted(self._validator.iter_errors(data), key=str)
+        except ValueError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a user's validator may raise anything
+            raise ValueError(f"validating it raised {type(exc).__name__}: {exc}") from exc
         if errors:
             where = "/".join(map(str, errors[0].absolute_path)) or "the reply"
             raise ValueError(f"{where}: {errors[0].message}")
@@ -64,4 +73,38 @@ def _json_schema_validator(schema: dict[str, Any]) -> Any:
         validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise ConfigurationError(f"schema= is not a valid JSON Schema: {exc.message}") from None
-    return validator(schema)
+    except RecursionError:
+        raise ConfigurationError("schema= is nested too deeply to be checked") from None
+    # No schema ever causes a network request: an empty registry retrieves nothing (jsonschema's
+    # default still fetches a remote $ref, with a DeprecationWarning), and every $ref must resolve
+    # within the schema before anything is sent.
+    import referencing
+
+    checked = validator(schema, registry=referencing.Registry())
+    for ref in _refs(schema):
+        try:
+            checked.evolve(schema={"$ref": ref}).is_valid(None)
+        except RecursionError:
+            raise ConfigurationError(f"schema= refers to itself without end ($ref {ref!r}): no reply could be "
+                                     "validated against it; give the reference something to stop at") from None
+        except Exception as exc:  # noqa: BLE001 - jsonschema's resolution errors have no public base
+            raise ConfigurationError(f"schema= has a $ref {ref!r} that does not resolve within the schema "
+                                     f"({type(exc).__name__}): a schema may only refer to its own parts "
+                                     "(#/$defs/...), never to a URL") from None
+    try:
+        checked.is_valid({})  # a reference that loops on itself whatever the reply
+    except RecursionError:
+        raise ConfigurationError("schema= refers to itself without end: no reply could be validated") from None
+    return checked
+
+
+def _refs(schema: Any, depth: int = 0) -> list[str]:
+    """Every ``$ref`` in ``schema`` (nested at most 200 deep; check_schema has refused deeper)."""
+    if depth > 200:
+        return []
+    if isinstance(schema, Mapping):
+        own = [schema["$ref"]] if isinstance(schema.get("$ref"), str) else []
+        return own + [r for value in schema.values() for r in _refs(value, depth + 1)]
+    if isinstance(schema, list):
+        return [r for value in schema for r in _refs(value, depth + 1)]
+    return []

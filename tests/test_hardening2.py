@@ -598,3 +598,40 @@ def test_safe_markdown_never_leaves_a_tag_outside_code(text: str) -> None:
     out = safe_markdown(text)
     outside = regex.sub(r"```.*?```|`[^`]*`", "", out, flags=regex.DOTALL)
     assert "<" not in outside
+
+
+# 8. No schema ever causes a network request; 17. a validator's own exception fails only its reply
+
+@pytest.mark.parametrize("ref", ["REMOTE", "#", "#/$defs/missing"])
+def test_a_schema_ref_is_never_fetched_and_a_bad_one_is_refused_up_front(server: FakeLLMServer, make_llm,
+                                                                          ref: str) -> None:
+    schema = {"title": "T", "type": "object",
+              "properties": {"a": {"$ref": f"{server.url}/remote.json" if ref == "REMOTE" else ref}}}
+    if ref == "#":
+        schema = {"title": "T", "$ref": "#"}
+    with pytest.raises(ConfigurationError, match=r"\$ref|refers to itself"):
+        make_llm().generate([chat('{"a": 1}')], schema=schema)
+    assert server.count == 0  # neither the request nor the schema's URL
+
+
+def test_a_validator_raising_anything_fails_only_its_reply(server: FakeLLMServer, make_llm) -> None:
+    from pydantic import BaseModel, field_validator
+
+    class Picky(BaseModel):
+        name: str
+
+        @field_validator("name")
+        @classmethod
+        def no_bob(cls, value: str) -> str:
+            if value == "bob":
+                raise KeyError("bob")  # not a ValueError: pydantic lets it through
+            if value == "eve":
+                raise RuntimeError("eve")
+            return value
+
+    server.reply_with_prompt = True
+    results = make_llm(max_attempts=1).generate([chat('{"name": "bob"}'), chat('{"name": "eve"}'),
+                                                 chat('{"name": "ann"}')], schema=Picky)
+    assert [r.error.cause if r.error else r.parsed.name for r in results] == ["invalid output", "invalid output",
+                                                                              "ann"]
+    assert "KeyError" in str(results[0].error) and "RuntimeError" in str(results[1].error)
