@@ -52,7 +52,7 @@ class OutputSchema:
             errors = sorted(self._validator.iter_errors(data), key=str)
         except ValueError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a user's validator may raise anything
+        except Exception as exc:  # a user's validator may raise anything
             raise ValueError(f"validating it raised {type(exc).__name__}: {exc}") from exc
         if errors:
             where = "/".join(map(str, errors[0].absolute_path)) or "the reply"
@@ -87,7 +87,7 @@ def _json_schema_validator(schema: dict[str, Any]) -> Any:
         except RecursionError:
             raise ConfigurationError(f"schema= refers to itself without end ($ref {ref!r}): no reply could be "
                                      "validated against it; give the reference something to stop at") from None
-        except Exception as exc:  # noqa: BLE001 - jsonschema's resolution errors have no public base
+        except Exception as exc:  # jsonschema's resolution errors have no public base
             raise ConfigurationError(f"schema= has a $ref {ref!r} that does not resolve within the schema "
                                      f"({type(exc).__name__}): a schema may only refer to its own parts "
                                      "(#/$defs/...), never to a URL") from None
