@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import difflib
@@ -138,6 +139,8 @@ class Dataformer(Magics):
               help="one request per item of VAR: a list, DataFrame, Series, generator, range or any iterable of "
                    "strings or dicts; VAR.COLUMN: that DataFrame column as {item}")
     @argument("--over-file", metavar="PATH", help="one request per line of a JSONL file or row of a CSV file")
+    @argument("--encoding", default="utf-8-sig", metavar="CODEC",
+              help="with --over-file: the file's encoding (default UTF-8, with or without a BOM)")
     @argument("--into", metavar="COLUMN", help="with --over DATAFRAME: the answers as COLUMN of a copy of it "
                                                "(failed rows NaN, COLUMN_error says why)")
     @argument("--inplace", action="store_true", help="with --into: write into the DataFrame itself")
@@ -227,7 +230,7 @@ class Dataformer(Magics):
 
     def _over(self, args: Any) -> _Over | None:
         if args.over_file:
-            return _file_items(args.over_file)
+            return _file_items(args.over_file, args.encoding)
         if args.over:
             return _over_items(self.shell.user_ns, args.over)
         return None
@@ -439,30 +442,56 @@ def _over_items(namespace: Mapping[str, Any], spec: str) -> _Over:
     return _Over(((item if isinstance(item, Mapping) else {}, item) for item in values), name)
 
 
-def _file_items(path: str) -> _Over:
+def _file_items(path: str, encoding: str = "utf-8-sig") -> _Over:
+    """The rows of a JSONL or CSV file, read in one place: decoded line by line in ``encoding``
+    (UTF-8 by default, with or without the BOM Excel writes), each failure a UsageError naming
+    the file, the line and the fix."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise UsageError(f"--over-file {path}: no such file")
     suffix = file.suffix.lower()
     if suffix not in (".jsonl", ".ndjson", ".csv"):
         raise UsageError(f"--over-file {path}: use a .jsonl file (one JSON value a line) or a .csv file")
-    rows = _csv_rows(file) if suffix == ".csv" else _jsonl_rows(file)
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UsageError(f"--encoding {encoding}: no such encoding (try utf-8, latin-1, cp1252)") from None
+    rows = _csv_rows(file, encoding) if suffix == ".csv" else _jsonl_rows(file, encoding)
     return _Over(((row if isinstance(row, Mapping) else {}, row) for row in rows), file.name)
 
 
-def _jsonl_rows(file: Path) -> Iterator[Any]:
-    with file.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except ValueError as exc:
-                    raise UsageError(f"--over-file {file}: line {number} is not JSON ({exc})") from None
+def _lines(file: Path, encoding: str, where: list[int]) -> Iterator[str]:
+    """``file``'s lines decoded, counting them in ``where[0]``."""
+    with file.open("rb") as raw:
+        for number, line in enumerate(raw, 1):
+            where[0] = number
+            try:
+                yield line.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"--over-file {file}: line {number} is not valid {encoding.removesuffix('-sig')} "
+                                 f"(byte {line[exc.start]:#04x}): pass --encoding (latin-1 or cp1252 for most "
+                                 "spreadsheets' exports), or save the file as UTF-8") from None
 
 
-def _csv_rows(file: Path) -> Iterator[dict[str, str]]:
-    with file.open(newline="", encoding="utf-8") as rows:
-        yield from csv.DictReader(rows)
+def _jsonl_rows(file: Path, encoding: str) -> Iterator[Any]:
+    where = [0]
+    for line in _lines(file, encoding, where):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except ValueError as exc:
+                raise UsageError(f"--over-file {file}: line {where[0]} is not JSON ({exc})") from None
+            except RecursionError:
+                raise UsageError(f"--over-file {file}: line {where[0]} is nested too deeply to read") from None
+
+
+def _csv_rows(file: Path, encoding: str) -> Iterator[dict[str, str]]:
+    where = [0]
+    try:
+        yield from csv.DictReader(_lines(file, encoding, where))
+    except csv.Error as exc:
+        raise UsageError(f"--over-file {file}: line {where[0]}: {exc} (a field over {csv.field_size_limit():,} "
+                         "characters is refused: put long texts in a .jsonl file)") from None
 
 
 def _write_into(frame: Any, results: Results, column: str, inplace: bool) -> Any:

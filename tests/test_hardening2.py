@@ -635,3 +635,35 @@ def test_a_validator_raising_anything_fails_only_its_reply(server: FakeLLMServer
     assert [r.error.cause if r.error else r.parsed.name for r in results] == ["invalid output", "invalid output",
                                                                               "ann"]
     assert "KeyError" in str(results[0].error) and "RuntimeError" in str(results[1].error)
+
+
+# 18. Input files: a BOM, another encoding, a huge field, a deep line: each named with its fix
+
+def test_a_csv_with_a_bom_as_excel_saves_it_reads_its_first_column(ip, server, tmp_path: Path) -> None:
+    (tmp_path / "q.csv").write_bytes("q,n\r\nWhy?,1\r\n".encode("utf-8-sig"))
+    assert ip.run_cell(f"%%generate --over-file {tmp_path / 'q.csv'}\n{{q}} {{n}}").success
+    assert [r["body"]["messages"][-1]["content"] for r in server.requests] == ["Why? 1"]
+
+
+@pytest.mark.parametrize(("name", "content", "says"), [
+    ("latin.csv", "q\nCaf\u00e9\n".encode("latin-1"), "line 2 is not valid utf-8.*--encoding"),
+    ("bad.jsonl", b'{"q": "a"}\n{"q": "\xff"}\n', "line 2 is not valid utf-8"),
+    ("huge.csv", b"q\n" + b"x" * 200_000 + b"\n", "line 2: field larger than field limit"),
+    ("deep.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", "line 1 is nested too deeply"),
+])
+def test_an_unreadable_input_file_names_the_line_and_the_fix(ip, server, tmp_path: Path, capsys, name: str,
+                                                             content: bytes, says: str) -> None:
+    import re as regex
+
+    (tmp_path / name).write_bytes(content)
+    result = ip.run_cell(f"%%generate --over-file {tmp_path / name}\n{{q}}")
+    out = capsys.readouterr()
+    shown = out.out + out.err + str(result.error_in_exec or "")
+    assert regex.search(says, shown), shown[-500:]
+    assert server.count == 0
+
+
+def test_the_encoding_option_reads_a_latin1_file(ip, server, tmp_path: Path) -> None:
+    (tmp_path / "latin.csv").write_bytes("q\nCaf\u00e9\n".encode("latin-1"))
+    assert ip.run_cell(f"%%generate --over-file {tmp_path / 'latin.csv'} --encoding latin-1\n{{q}}").success
+    assert [r["body"]["messages"][-1]["content"] for r in server.requests] == ["Caf\u00e9"]
