@@ -206,10 +206,7 @@ class ResponseCache:
                 statistics=False,
             )
         except sqlite3.DatabaseError as exc:
-            raise CacheError(
-                f"cache_dir={str(directory)!r} holds a cache.db that SQLite cannot read ({exc}): it is damaged "
-                "or not a cache; move it away (nothing else in the directory is used) or pass another cache_dir="
-            ) from exc
+            raise _open_failed(directory, exc) from exc
         except (OSError, sqlite3.Error) as exc:
             raise CacheError(
                 f"cache_dir={str(directory)!r} cannot be opened for writing ({exc}): "
@@ -712,6 +709,24 @@ def _owner_only(directory: Path) -> None:
             warnings.warn(f"{path} is readable by other users and cannot be made private ({exc}): "
                           "move the cache to a directory you own", DataformerWarning, stacklevel=3)
             return
+
+
+def _open_failed(directory: str | os.PathLike[str], error: sqlite3.DatabaseError) -> CacheError:
+    """Why a cache could not be opened, told apart by SQLite's words: a full disk or a read-only
+    one is not a damaged cache (after freeing space it opens fine), and must not be moved away."""
+    said = str(error).lower()
+    where = f"cache_dir={str(directory)!r}"
+    if "full" in said:
+        return CacheError(f"{where}: no space left on the disk that holds it ({error}); the cache is not damaged: "
+                          "free some space and run again, or pass another cache_dir=")
+    if "readonly" in said or "read-only" in said or "read only" in said:
+        return CacheError(f"{where} is on a read-only disk or in a directory you cannot write ({error}): "
+                          "pass a cache_dir= you can write; the cache itself is not damaged")
+    if "unable to open" in said or "disk i/o" in said:
+        return CacheError(f"{where} cannot be opened ({error}): check that the disk is there and the directory is "
+                          "yours, or pass another cache_dir=")
+    return CacheError(f"{where} holds a cache.db that SQLite cannot read ({error}): it is damaged or not a cache; "
+                      "move it away (nothing else in the directory is used) or pass another cache_dir=")
 
 
 def _batched(rows: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -667,3 +667,27 @@ def test_the_encoding_option_reads_a_latin1_file(ip, server, tmp_path: Path) -> 
     (tmp_path / "latin.csv").write_bytes("q\nCaf\u00e9\n".encode("latin-1"))
     assert ip.run_cell(f"%%generate --over-file {tmp_path / 'latin.csv'} --encoding latin-1\n{{q}}").success
     assert [r["body"]["messages"][-1]["content"] for r in server.requests] == ["Caf\u00e9"]
+
+
+# 19. A full or read-only disk is not a damaged cache
+
+@pytest.mark.parametrize(("said", "expected"), [
+    ("database or disk is full", "no space left"), ("attempt to write a readonly database", "read-only"),
+    ("file is not a database", "damaged or not a cache"),
+])
+def test_opening_a_cache_says_what_is_wrong(tmp_path: Path, monkeypatch, said: str, expected: str) -> None:
+    import sqlite3 as sql
+
+    import diskcache
+
+    from dataformer_nb import CacheError, ResponseCache
+
+    error = sql.DatabaseError if "not a database" in said else sql.OperationalError
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise error(said)
+
+    monkeypatch.setattr(diskcache, "Cache", refuse)
+    with pytest.raises(CacheError, match=expected) as info:
+        ResponseCache(tmp_path / "c")
+    assert ("move it away" in str(info.value)) == (expected == "damaged or not a cache")
