@@ -86,6 +86,7 @@ class Stats:
         data: dict[str, object] = {
             "requests": self.requests,
             "peak_concurrency": self.peak_concurrency,
+            "active": self.active,
             "statuses": dict(self.statuses),
         }
         if arrivals:

@@ -691,3 +691,46 @@ def test_opening_a_cache_says_what_is_wrong(tmp_path: Path, monkeypatch, said: s
     with pytest.raises(CacheError, match=expected) as info:
         ResponseCache(tmp_path / "c")
     assert ("move it away" in str(info.value)) == (expected == "damaged or not a cache")
+
+
+# SIGKILL mid-run: what the re-run sends twice is at most what was in flight and one commit group
+
+KILL_N, KILL_AT, CONCURRENCY = 2000, 1000, 32
+
+
+def sent_twice_after_a_kill(tmp_path: Path, url: str) -> tuple[int, int]:
+    """Kill a run of KILL_N requests once the server has seen KILL_AT; re-run it. (Sent twice, the
+    server's requests in flight at the kill.)"""
+    import signal
+    import subprocess
+    import sys
+
+    from .bench_server import server_stats
+
+    before = server_stats(url)["requests"]
+    child = subprocess.Popen([sys.executable, str(Path(__file__).parent / "kill_run.py"), url, str(tmp_path / "c"),
+                              str(KILL_N)])
+    try:
+        while (stats := server_stats(url))["requests"] - before < KILL_AT:
+            assert child.poll() is None, "the run ended before it could be killed"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    in_flight = stats["active"]
+    received = server_stats(url)["requests"] - before
+    llm = AsyncLLM(api_provider="openai", url=f"{url}/v1", api_key="sk-kill-test", model="m", cache_dir=tmp_path / "c",
+                   max_concurrent_requests=CONCURRENCY, progress=False, verbose=False)
+    results = llm.generate([{"messages": [{"role": "user", "content": f"question {i}"}]} for i in range(KILL_N)])
+    assert results.summary.failed == 0 and results.texts[-1] == f"Echo: question {KILL_N - 1}"
+    return received + results.summary.sent - KILL_N, in_flight
+
+
+@pytest.mark.parametrize("run", range(2))
+def test_a_sigkill_mid_run_sends_again_at_most_what_was_in_flight_and_one_group(tmp_path: Path, run: int) -> None:
+    from .bench_server import serve
+
+    for url in serve("--latency", "0.02"):
+        twice, in_flight = sent_twice_after_a_kill(tmp_path, url)
+        # in flight at the server, or answered but not yet committed: a commit group holds the replies
+        # that came during one write, fewer than one round of CONCURRENCY at 20 ms a reply
+        assert twice <= in_flight + CONCURRENCY, (twice, in_flight)
