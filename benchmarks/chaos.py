@@ -7,7 +7,8 @@ several ways, each at 15 % and 30 % of requests, each with ``--seeds`` seeds (a 
 per seed, both clients in fresh processes against it, in alternating order):
 
 - 429s drawn for each request on its own, with ``Retry-After: 1``, and without any;
-- 429s in runs of about 8 requests (a server's hiccups), with ``Retry-After: 1`` and without;
+- 429s in stretches of about 0.2 s (a server's hiccups: every request refused for a moment),
+  with ``Retry-After: 1`` and without, the server answering in 50 ms so that a run meets several;
 - 429s with 10 % 503s mixed in, with ``Retry-After: 1``;
 - llmock (a third-party chaos server from PyPI, when installed) with ``--error-rate 429=P``
   and ``503=0.1``.
@@ -38,8 +39,9 @@ N, CONCURRENCY = 300, 16
 NOISE = [
     ("independent 429s, Retry-After 1 s", ["--retry-after", "1"]),
     ("independent 429s, no Retry-After", []),
-    ("429s in runs of ~8 requests, Retry-After 1 s", ["--burst429", "8", "--retry-after", "1"]),
-    ("429s in runs of ~8 requests, no Retry-After", ["--burst429", "8"]),
+    ("429s in stretches of ~0.2 s, Retry-After 1 s, 50 ms replies",
+     ["--burst429", "0.2", "--retry-after", "1", "--latency", "0.05"]),
+    ("429s in stretches of ~0.2 s, no Retry-After, 50 ms replies", ["--burst429", "0.2", "--latency", "0.05"]),
     ("429s and 10 % 503s, Retry-After 1 s", ["--p503", "0.1", "--retry-after", "1"]),
 ]
 SHARES = (0.15, 0.30)

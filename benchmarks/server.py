@@ -9,7 +9,8 @@ add latency, faults and rate limits::
 
 Faults are drawn per request from a seeded generator: 429 with ``Retry-After``, 503 with
 ``Retry-After`` (none with ``--retry-after 0``), 500, a dropped connection and a 200 whose body
-is not JSON; ``--burst429 N`` makes 429s come in runs of N requests on average, the same share. Rate limits are
+is not JSON; ``--burst429 S`` makes 429s come in stretches of S seconds on average (hiccups), the
+same share of the time. Rate limits are
 what real providers run: a token bucket per key (``--rpm`` requests or ``--tpm`` tokens a
 minute; a minute's quota may go at once), 429 with ``retry-after`` past it, and the
 provider's rate-limit headers on every reply (``--dialect``; ``none`` sends no header at all,
@@ -38,21 +39,28 @@ class Faults:
     pmalformed: float = 0.0
     retry_after: float = 0.0
     seed: int = 0
-    burst: float = 1.0  # mean length of a run of 429s, in requests (1: each drawn on its own)
+    burst: float = 0.0  # mean length in seconds of a stretch of time when every request gets 429 (0: none)
     rng: random.Random = field(init=False)
     in_burst: bool = field(init=False, default=False)
+    switch_at: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
     def draw(self) -> str:
-        if self.burst > 1 and self.p429:
-            # A two-state chain: a burst starts with a probability that keeps the share of 429s
-            # at p429, and ends with 1/burst per request, whatever the pace of the requests.
-            if self.in_burst:
-                self.in_burst = self.rng.random() >= 1 / self.burst
-            else:
-                self.in_burst = self.rng.random() < self.p429 / (self.burst * (1 - self.p429))
+        if self.burst > 0 and self.p429:
+            # Hiccups in time, whatever the pace of the requests: stretches of refusal (mean
+            # ``burst`` s) between stretches of service (mean burst * (1 - p) / p s), so that a
+            # share p429 of the time refuses. Seeded; the clock starts at the first request.
+            now = time.monotonic()
+            if not self.switch_at:  # the first stretch: refusing with the share's probability
+                self.in_burst = self.rng.random() < self.p429
+                mean = self.burst if self.in_burst else self.burst * (1 - self.p429) / self.p429
+                self.switch_at = now + self.rng.expovariate(1 / mean)
+            while now >= self.switch_at:
+                self.in_burst = not self.in_burst
+                mean = self.burst if self.in_burst else self.burst * (1 - self.p429) / self.p429
+                self.switch_at += self.rng.expovariate(1 / mean)
             if self.in_burst:
                 return "429"
             return self._draw_other(("503", self.p503), ("500", self.p500), ("drop", self.pdrop),
@@ -244,8 +252,9 @@ def main() -> None:
     parser.add_argument("--p429", type=float, default=0.0, help="share of requests answered 429")
     parser.add_argument("--retry-after", type=float, default=0.0,
                         help="Retry-After seconds sent with a 429 or 503 (0: no Retry-After)")
-    parser.add_argument("--burst429", type=float, default=1.0,
-                        help="mean length of a run of 429s in requests (1: each request drawn on its own)")
+    parser.add_argument("--burst429", type=float, default=0.0,
+                        help="429s in stretches of time of this mean length in seconds, the same share of time "
+                             "(0: each request drawn on its own)")
     parser.add_argument("--p503", type=float, default=0.0, help="share answered 503 (with Retry-After)")
     parser.add_argument("--p500", type=float, default=0.0, help="share answered 500")
     parser.add_argument("--pdrop", type=float, default=0.0, help="share whose connection is dropped")

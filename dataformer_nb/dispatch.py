@@ -353,7 +353,10 @@ class Dispatcher:
                 # limit that depends on our pace is the bucket's to learn and pace. Once refusals
                 # are most of the bucket's replies, the backoff grows as for any failure.
                 steps = min(waits, 6) if bucket.refusing() else 1
-                seconds = outcome.seconds if outcome.seconds is not None else self._backoff(steps)
+                # A stated wait is kept, and up to a tenth more: the requests one burst of 429s refused
+                # would otherwise all come back at the same instant, into the same trouble.
+                seconds = (outcome.seconds * random.uniform(1.0, 1.1) if outcome.seconds is not None
+                           else self._backoff(steps))
                 now = time.monotonic()
                 deadline = deadline or now + self._max_wait
                 if now + seconds > deadline:
