@@ -32,13 +32,12 @@ def one_line(error: Exception, limit: int = 300) -> str:
 # Terminal escapes (colours, OSC 52 clipboard writes, titles) and other control characters: a
 # server's text is shown in terminals and notebooks, where they would act, not read.
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def printable(text: str, limit: int = 300) -> str:
-    """A server's ``text`` as it may be shown: escapes and control characters dropped (tabs and
-    newlines kept), stripped, at most ``limit`` characters."""
-    text = _CONTROLS.sub("", _ESCAPES.sub("", text[:4 * limit])).strip()
+    """A server's ``text`` as it may be shown: escapes and every character that is not printable
+    dropped (controls, bidi overrides such as U+202E that reorder what is shown, private-use and
+    unassigned code points; tabs and newlines kept), stripped, at most ``limit`` characters."""
+    text = _ESCAPES.sub("", text[:4 * limit])
+    text = "".join(c for c in text if c.isprintable() or c in "\t\n").strip()
     return text[:limit] + ("..." if len(text) > limit else "")
 
 

@@ -734,3 +734,80 @@ def test_a_sigkill_mid_run_sends_again_at_most_what_was_in_flight_and_one_group(
         # in flight at the server, or answered but not yet committed: a commit group holds the replies
         # that came during one write, fewer than one round of CONCURRENCY at 20 ms a reply
         assert twice <= in_flight + CONCURRENCY, (twice, in_flight)
+
+
+# Property tests of the other readers: arbitrary input gives a result or the library's error
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(JSON, st.sampled_from(["openai", "anthropic", "ollama"]), st.sampled_from(["chat", "text", "embedding"]))
+def test_any_json_reply_is_read_or_is_an_unreadable_reply(value: object, style: str, gen_type: str) -> None:
+    from dataformer_nb.providers import UNREADABLE_REPLY, check_reply, to_openai
+
+    try:
+        response = to_openai(style, gen_type, value)  # type: ignore[arg-type]
+        check_reply(gen_type, response)  # type: ignore[arg-type]
+    except UNREADABLE_REPLY:
+        return  # retried as a malformed reply, never cached
+    assert isinstance(response, dict)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(JSON.map(lambda v: json.dumps(v, allow_nan=True)), st.text(max_size=30)), max_size=6))
+def test_any_stored_record_is_a_record_or_none(tags: list[str]) -> None:
+    from dataformer_nb.cache import _decode_records, _entry_record
+
+    records = [_entry_record(r) for r in _decode_records(tags)]
+    assert len(records) == len(tags)
+    for record in records:
+        if record is not None:  # what every reader of records then relies on
+            assert all(isinstance(p, str) for p in record["projects"])
+            assert all(type(record[f]) is int and record[f] >= 0 for f in ("size", "prompt_tokens",
+                                                                          "completion_tokens"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400) | st.text(max_size=400).map(str.encode))
+def test_any_server_error_text_is_shown_printable(content: bytes) -> None:
+    from dataformer_nb._format import server_message
+
+    shown = server_message(content)
+    assert len(shown) <= 303 and "\x1b" not in shown and "\x07" not in shown
+    assert all(c.isprintable() or c in "\t\n" for c in shown)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300))
+def test_any_dotenv_bytes_give_settings_or_a_configuration_error(tmp_path: Path, content: bytes) -> None:
+    from dataformer_nb.settings import _dotenv_cache, environment
+
+    (tmp_path / ".env").write_bytes(content)
+    _dotenv_cache.clear()
+    try:
+        assert isinstance(environment(), dict)
+    except ConfigurationError as exc:
+        assert ".env" in str(exc)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300), st.sampled_from([".jsonl", ".csv"]))
+def test_any_input_file_gives_rows_or_a_usage_error(tmp_path: Path, content: bytes, suffix: str) -> None:
+    from IPython.core.error import UsageError
+
+    from dataformer_nb.magics import _file_items
+
+    (tmp_path / f"in{suffix}").write_bytes(content)
+    try:
+        rows = list(_file_items(str(tmp_path / f"in{suffix}")).items)
+    except UsageError as exc:
+        assert "--over-file" in str(exc)
+    else:
+        assert all(isinstance(fields, dict) for fields, _ in rows)
+
+
+def test_escapes_in_a_servers_error_text_never_reach_the_result(server: FakeLLMServer, make_llm) -> None:
+    text = "boom \x1b]52;c;ZXZpbA==\x07\x1b[31mred\x1b[0m \x00end"
+    server.raw["escape"] = (500, {}, json.dumps({"error": {"message": text}}).encode())
+    server.script("p", "raw:escape")
+    error = str(make_llm(max_attempts=1).generate([chat("p")])[0].error)
+    assert "boom" in error and "red" in error and "end" in error
+    assert not any(c in error for c in "\x1b\x07\x00")
