@@ -46,3 +46,12 @@ dumps = encoder(sort_keys=False)
 def dumpb(value: Any) -> bytes:
     """:func:`dumps` as UTF-8 bytes."""
     return dumps(value).encode()
+
+
+def loads_or_none(data: str | bytes) -> Any:
+    """``data`` decoded as JSON, or None if it is not JSON we read (garbled, or nested past Python's
+    recursion limit): for what comes from outside, where a bad value is a miss, not an error."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, NamedTuple
 import httpx
 
 from ._format import printable, server_message
+from ._json import loads_or_none
 from .batchledger import BatchRecord, is_batch_id
 from .errors import BatchError
 from .providers import PROVIDERS, Style
@@ -122,7 +123,7 @@ class BatchAPI:
         return content
 
     async def _json(self, method: str, path: str, doing: str, **kwargs: Any) -> dict[str, Any]:
-        data = _loads(await self._call(method, path, doing, **kwargs))
+        data = loads_or_none(await self._call(method, path, doing, **kwargs))
         if not isinstance(data, dict):
             raise BatchError(f"{self._name} at {self.base + path}: {doing} got a reply that is not a JSON object",
                              transient=True)
@@ -164,7 +165,7 @@ class OpenAIBatches(BatchAPI):
             return None
         after = None
         for _ in range(LIST_PAGES):
-            data = _loads(await self._call("GET", "/batches", "listing batches",
+            data = loads_or_none(await self._call("GET", "/batches", "listing batches",
                                            params={"limit": 100, **({"after": after} if after else {})}))
             items = data if isinstance(data, list) else data.get("data") if isinstance(data, dict) else None
             batches = [self._batch(b) for b in (items if isinstance(items, list) else []) if isinstance(b, dict)]
@@ -304,7 +305,7 @@ _UNREADABLE_LINE = "the service's result line for this request holds no reply or
 
 
 def _openai_line(line: bytes) -> LineResult:
-    data = _loads(line)
+    data = loads_or_none(line)
     custom_id = data.get("custom_id") if isinstance(data, dict) else None
     if not isinstance(custom_id, str):
         return LineResult("", None, "a line of the results is not JSON with a custom_id", "malformed json")
@@ -324,7 +325,7 @@ def _openai_line(line: bytes) -> LineResult:
 
 
 def _anthropic_line(line: bytes) -> LineResult:
-    data = _loads(line)
+    data = loads_or_none(line)
     custom_id = data.get("custom_id") if isinstance(data, dict) else None
     result = data.get("result") if isinstance(data, dict) else None
     if not isinstance(custom_id, str) or not isinstance(result, dict):
@@ -338,14 +339,6 @@ def _anthropic_line(line: bytes) -> LineResult:
         return LineResult(custom_id, None, f"{_word(error.get('type'), 'error')}: "
                                            f"{_text(error.get('message', '') if error else said)}", "batch errored")
     return LineResult(custom_id, None, f"the batch ended without running it ({kind}): {AGAIN}", f"batch {kind}")
-
-
-def _loads(content: bytes) -> Any:
-    """JSON from a service, or None: a reply nested past Python's recursion is not JSON we read."""
-    try:
-        return json.loads(content)
-    except (ValueError, RecursionError):
-        return None
 
 
 def _object(value: Any) -> dict[str, Any]:

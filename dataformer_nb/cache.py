@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 import diskcache
 
 from ._format import human_size, plural
-from ._json import dumpb, dumps
+from ._json import dumpb, dumps, loads_or_none
 from ._rows import RowReader, refused_row
 from ._usage import usage_tokens
 from .errors import CacheError, ConfigurationError, DataformerWarning, UnknownProjectWarning
@@ -742,10 +742,7 @@ def _batched(rows: Iterable[T], size: int) -> Iterator[list[T]]:
 
 def _entry(key: str, value: bytes, record: dict[str, Any]) -> Entry | None:
     """A browsed response, or None if its bytes are not a JSON object."""
-    try:
-        response = json.loads(value)
-    except (ValueError, RecursionError):
-        return None
+    response = loads_or_none(value)
     if not isinstance(response, dict):
         return None
     return Entry(key, record.get("prompt", ""), response, record["prompt_tokens"], record["completion_tokens"],
@@ -770,14 +767,7 @@ def _decode_records(texts: list[str]) -> list[Any]:
             return records  # type: ignore[no-any-return]
     except (ValueError, RecursionError):
         pass
-    return [_loads_or_none(text) for text in texts]
-
-
-def _loads_or_none(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return None
+    return [loads_or_none(text) for text in texts]
 
 
 def _entry_record(record: Any) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import diskcache
 
-from ._json import dumpb, dumps
+from ._json import dumpb, dumps, loads_or_none
 from .errors import DataformerWarning
 from .names import stored_name
 
@@ -63,10 +63,7 @@ def m001_responses_apart_from_their_projects(cache: diskcache.Cache, meta: dict[
 def _v1_record(key: str, data: bytes) -> dict[str, Any] | None:
     """A 0.1.0 row's record if it has the shape 0.1.0 wrote, with valid project names; else None.
     (Added after 0.2.0 shipped this migration: rows 0.1.0 wrote migrate exactly as before.)"""
-    try:
-        record = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
+    record = loads_or_none(data)
     if not isinstance(record, dict):
         return None
     if key.startswith("p:"):

@@ -31,6 +31,7 @@ def serve(*options: str) -> Iterator[str]:
     yield url
     proc.terminate()
     proc.wait(timeout=10)
+    proc.stdout.close()
 
 
 def server_stats(url: str, arrivals: bool = False) -> dict:
