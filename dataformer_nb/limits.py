@@ -7,9 +7,11 @@ Each (endpoint, key) pair has its own :class:`RateBucket`, which holds at once:
   and a longer one settles to the rate. A user-set limit always holds.
 - what the server says in its headers (:mod:`serverlimits`): the quota remaining now, the
   limit and its refill rate. The stricter of the user's and the server's applies.
-- without headers, what 429s teach: after one, the bucket paces at the rate the server let
-  through, then speeds up a little with each success (multiplicative decrease to the measured
-  rate, additive increase), so a server that only answers 429 is not hammered.
+- without headers, what 429s teach, when they depend on the pace (:class:`_LearnedRate`): the
+  bucket paces at the rate the server let through, on trial, then speeds up a little with each
+  success (multiplicative decrease to the measured rate, additive increase), so a server that
+  only answers 429 is not hammered. A 429 that states its wait (Retry-After) is obeyed, never
+  learned from.
 
 A request reserves its send time (:meth:`RateBucket.reserve`), so concurrent workers queue
 up in order; state is plain floats, so it lives across ``generate`` calls and event loops.
