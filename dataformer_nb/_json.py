@@ -55,3 +55,13 @@ def loads_or_none(data: str | bytes) -> Any:
         return json.loads(data)
     except (ValueError, RecursionError):
         return None
+
+
+def is_count(value: Any) -> bool:
+    """Whether a count read from outside is a whole number from 0 to 10^15."""
+    return type(value) is int and 0 <= value <= 10**15
+
+
+def is_time(value: Any) -> bool:
+    """Whether a time read from outside is seconds since 1970, finite, before the year 5000."""
+    return type(value) in (int, float) and 0 <= value < 1e11

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ._format import table_bundle, when
+from ._json import is_count, is_time
 from .errors import CacheError, DataformerWarning
 from .names import stored_name
 
@@ -97,13 +98,13 @@ class BatchRecord:
             value = getattr(record, name)
             if value is not None and not is_batch_id(value):
                 raise ValueError(f"{name} {str(value)[:40]!r} is not a plain identifier")
-        if not is_batch_id(record.local) or not _moment(record.created):
+        if not is_batch_id(record.local) or not is_time(record.created):
             raise ValueError("'created' or 'local' is missing or garbled")
         for name in ("checked", "collected"):
-            if getattr(record, name) is not None and not _moment(getattr(record, name)):
+            if getattr(record, name) is not None and not is_time(getattr(record, name)):
                 raise ValueError(f"{name!r} is not a time")
         bad = [n for n in _TEXT_FIELDS if not isinstance(getattr(record, n), str)]
-        bad += [n for n in _COUNT_FIELDS if type(getattr(record, n)) is not int or not 0 <= getattr(record, n) <= 10**9]
+        bad += [n for n in _COUNT_FIELDS if not is_count(getattr(record, n))]
         if bad:
             raise ValueError(f"{', '.join(bad)} garbled")
         if stored_name(record.project) is None:
@@ -312,11 +313,6 @@ def read_file(path: Path, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise ValueError(f"larger than {max_bytes:,} bytes")
     return data
-
-
-def _moment(value: Any) -> bool:
-    """A time as records hold it: seconds since 1970, finite, before the year 5000."""
-    return type(value) in (int, float) and 0 <= value < 1e11
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # Windows has neither: links and FIFOs are rarer there

@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 import diskcache
 
 from ._format import human_size, plural
-from ._json import dumpb, dumps, loads_or_none
+from ._json import dumpb, dumps, is_count, is_time, loads_or_none
 from ._rows import RowReader, refused_row
 from ._usage import usage_tokens
 from .errors import CacheError, ConfigurationError, DataformerWarning, UnknownProjectWarning
@@ -561,8 +561,8 @@ class ResponseCache:
         migrations = meta.get("migrations")
         return {**meta, "projects": valid,
                 "migrations": [m for m in migrations if isinstance(m, str)] if isinstance(migrations, list) else [],
-                "responses": meta["responses"] if _whole(meta.get("responses")) else 0,
-                "bytes": meta["bytes"] if _whole(meta.get("bytes")) else 0}
+                "responses": meta["responses"] if is_count(meta.get("responses")) else 0,
+                "bytes": meta["bytes"] if is_count(meta.get("bytes")) else 0}
 
     @contextlib.contextmanager
     def _sqlite_errors(self, doing: str) -> Iterator[None]:
@@ -649,9 +649,9 @@ class ResponseCache:
         if record is None:
             return None
         fields = ("entries", "bytes", "prompt_tokens", "completion_tokens", "saved_tokens")
-        ok = (isinstance(record, dict) and all(_whole(record.get(f, 0)) for f in fields)
-              and _moment(record.get("last_used", 0)) and _finite(record.get("cost", 0.0))
-              and _whole(record.get("unpriced", 0)))
+        ok = (isinstance(record, dict) and all(is_count(record.get(f, 0)) for f in fields)
+              and is_time(record.get("last_used", 0)) and _finite(record.get("cost", 0.0))
+              and is_count(record.get("unpriced", 0)))
         if not ok:
             warnings.warn(f"the record of project {name!r} in the cache in {self.directory} is damaged: its counts "
                           "start again from zero (its responses are kept)", DataformerWarning, stacklevel=3)
@@ -777,23 +777,13 @@ def _entry_record(record: Any) -> dict[str, Any] | None:
         return None
     projects, created, prompt = record.get("projects"), record.get("created", 0), record.get("prompt", "")
     if (type(projects) is not list or not all(type(p) is str for p in projects)
-            or not (_whole(record.get("size")) and _whole(record.get("prompt_tokens", 0))
-                    and _whole(record.get("completion_tokens", 0)))
-            or not _moment(created) or type(prompt) is not str):
+            or not (is_count(record.get("size")) and is_count(record.get("prompt_tokens", 0))
+                    and is_count(record.get("completion_tokens", 0)))
+            or not is_time(created) or type(prompt) is not str):
         return None
     if "prompt_tokens" not in record or "completion_tokens" not in record or "created" not in record:
         return {"prompt_tokens": 0, "completion_tokens": 0, "created": 0, **record}
     return record
-
-
-def _whole(value: Any) -> bool:
-    """A stored count: a whole number from 0 to 10^15."""
-    return type(value) is int and 0 <= value <= 10**15
-
-
-def _moment(value: Any) -> bool:
-    """A stored time: seconds since 1970, before the year 5000."""
-    return type(value) in (int, float) and 0 <= value < 1e11
 
 
 def _finite(value: Any) -> bool:
