@@ -410,11 +410,11 @@ class ResponseCache:
             for item in new:
                 prompt, completion = prompt + item.prompt_tokens, completion + item.completion_tokens
                 cost, unpriced = (cost, unpriced + 1) if item.cost is None else (cost + item.cost, unpriced)
-                if self._add_response(item, project) or self._replace_damaged(item, project):
-                    size = len(item.data)
-                    stored.append(size)
-                elif (size := self._join(item.key, project)) is None:
+                size, new = self._store(item, project)
+                if size is None:
                     continue
+                if new:
+                    stored.append(size)
                 added, added_bytes = added + 1, added_bytes + size
             self._add_to_totals(len(stored), sum(stored))
             self._add_to_project(project, added, added_bytes, prompt_tokens=prompt, completion_tokens=completion,
@@ -612,24 +612,30 @@ class ResponseCache:
         record = self._records([tag])[0]
         return None if record is None else (response, record)
 
+    def _store(self, item: NewResponse, project: str) -> tuple[int | None, bool]:
+        """Store ``item`` for ``project``, its row read at most once: (the size it adds to the
+        project, whether its row is new); (None, False) if the project already had it."""
+        if self._add_response(item, project):
+            return len(item.data), True
+        found = self._read_entry(item.key)
+        if found is None:
+            # A damaged row under its key (or one removed since): the new response takes its place.
+            # Without this, a damaged row would be a miss that every run paid for again.
+            self._delete(RESPONSE + item.key)
+            return (len(item.data), True) if self._add_response(item, project) else (None, False)
+        return self._join_entry(item.key, found, project), False
+
     def _join(self, key: str, project: str) -> int | None:
         """Add ``project`` to the entry of ``key``: the response's size if it was added, else None."""
         found = self._read_entry(key)
-        if found is None or project in found[1]["projects"]:
-            return None
+        return None if found is None else self._join_entry(key, found, project)
+
+    def _join_entry(self, key: str, found: tuple[bytes, dict[str, Any]], project: str) -> int | None:
         response, record = found
+        if project in record["projects"]:
+            return None
         self._write(RESPONSE + key, response, {**record, "projects": [*record["projects"], project]})
         return record["size"]
-
-    def _replace_damaged(self, item: NewResponse, project: str) -> bool:
-        """Store ``item`` over a damaged row under its key (one whose record cannot be read); whether
-        there was one. Without this, a damaged row would be a miss that every run pays for again."""
-        with self._sqlite_errors("read"):
-            taken = self._cache.get(RESPONSE + item.key, tag=True, retry=True)
-        if isinstance(taken[0], bytes) and isinstance(taken[1], str) and self._records([taken[1]])[0] is not None:
-            return False
-        self._delete(RESPONSE + item.key)
-        return self._add_response(item, project)
 
     def _records(self, tags: list[str]) -> list[dict[str, Any] | None]:
         """The entry records of response rows (their tags), each checked: None for one that is not

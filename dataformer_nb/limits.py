@@ -198,7 +198,6 @@ class _LearnedRate:
         self.rate: float | None = None
         self._recent: deque[bool] = deque(maxlen=_RECENT_REPLIES)  # True: rate-limited
         self._timeline: deque[tuple[float, bool]] = deque(maxlen=10_000)  # (reply time, rate-limited)
-        self._successes: deque[float] = deque(maxlen=10_000)
         self._last_cut = float("-inf")
         self._in_a_row = 0
         self._in_a_row_needed = _IN_A_ROW
@@ -210,7 +209,6 @@ class _LearnedRate:
         """A success; ``order`` counts the reservations made up to the request's own."""
         self._reply(False, now, order)
         self._in_a_row = 0
-        self._successes.append(now)
         if self.rate is not None and self._trial is None:  # a cut on trial holds until judged
             self.rate *= 1 + _INCREASE / max(self.rate, 1.0)
 
@@ -268,7 +266,8 @@ class _LearnedRate:
         # Measured over the last second, or since the last cut if sooner: a burst the server
         # let through long ago says nothing of its rate now.
         since = max(self._last_cut, now - 1.0)
-        recent = sum(1 for _ in itertools.takewhile(lambda t: t >= since, reversed(self._successes)))
+        recent = sum(not limited for _, limited in itertools.takewhile(lambda reply: reply[0] >= since,
+                                                                        reversed(self._timeline)))
         let_through = recent / max(now - since, _DECREASE_EVERY)
         if self.rate is None:
             if not let_through:
