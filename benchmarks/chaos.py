@@ -71,7 +71,7 @@ class Llmock:
         self.process.wait()
 
 
-def noise_rows(port: int, seeds: int) -> list[dict]:
+def noise_rows(port: int, seeds: int, match: str = "") -> list[dict]:
     clients = [c for c in ("dataformer_nb", "openai") if available(c)]
     scenarios = [(name, share, lambda s, p, o=options, share=share: Server(p, "--p429", str(share), "--seed", str(s),
                                                                            *o), [])
@@ -80,7 +80,7 @@ def noise_rows(port: int, seeds: int) -> list[dict]:
         scenarios += [("llmock 0.2.2: 429s and 10 % 503s", share, lambda s, p, share=share: Llmock(p, share),
                        ["--expect", "Hello! You said: "]) for share in SHARES]
     rows = []
-    for name, share, start, expect in scenarios:
+    for name, share, start, expect in (s for s in scenarios if match in s[0]):
         runs: dict[str, list[dict]] = {c: [] for c in clients}
         for seed in range(seeds):
             server = start(seed, port)
@@ -149,8 +149,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8790)
     parser.add_argument("--out", help="also write the tables to this markdown file")
     parser.add_argument("--only", choices=["noise", "buckets"])
+    parser.add_argument("--match", default="", help="only the noise rows whose name holds this text")
     args = parser.parse_args()
-    noise = noise_rows(args.port, args.seeds) if args.only != "buckets" else []
+    noise = noise_rows(args.port, args.seeds, args.match) if args.only != "buckets" else []
     buckets = bucket_rows(args.port + 1) if args.only != "noise" else []
     text = report(noise, buckets, args.seeds)
     print(text)
