@@ -72,7 +72,11 @@ class Llmock:
 
 
 def noise_rows(port: int, seeds: int, match: str = "") -> list[dict]:
-    clients = [c for c in ("dataformer_nb", "openai") if available(c)]
+    # The SDK as a new user runs it (two retries: it may lose requests), and told to keep retrying
+    # (what simply waiting as asked gives, every request answered).
+    variants = {"dataformer_nb": ("dataformer_nb", []), "openai": ("openai", []),
+                "openai_keep": ("openai", ["--sdk-retries", "10"])}
+    clients = [c for c in variants if available(variants[c][0])]
     scenarios = [(name, share, lambda s, p, o=options, share=share: Server(p, "--p429", str(share), "--seed", str(s),
                                                                            *o), [])
                  for name, options in NOISE for share in SHARES]
@@ -86,7 +90,8 @@ def noise_rows(port: int, seeds: int, match: str = "") -> list[dict]:
             server = start(seed, port)
             try:
                 for client in clients if seed % 2 == 0 else clients[::-1]:
-                    runs[client].append(run_client(client, server, N, "-c", str(CONCURRENCY), *expect))
+                    program, options = variants[client]
+                    runs[client].append(run_client(program, server, N, "-c", str(CONCURRENCY), *options, *expect))
             finally:
                 server.stop()
         row = {"scenario": name, "share": share, **{c: r for c, r in runs.items()}}
@@ -114,9 +119,10 @@ def bucket_rows(port: int) -> list[dict]:
 def report(noise: list[dict], buckets: list[dict], seeds: int) -> str:
     lines = [f"#### Noisy servers: {N} requests, concurrency {CONCURRENCY}, {seeds} seeds each", "",
              "| noise | 429s | dataformer_nb wall s (each seed) | slowest | correct | openai SDK median | SDK correct "
-             "| slowest / SDK median | met (<= 1.2) |", "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+             "| slowest / SDK median | met (<= 1.2) | SDK with 10 retries: median, correct | slowest / its median |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---|---|---:|"]
     for row in noise:
-        ours, sdk = row["dataformer_nb"], row.get("openai")
+        ours, sdk, keep = row["dataformer_nb"], row.get("openai"), row.get("openai_keep")
         walls = [r["wall_s"] for r in ours]
         correct = min(r["correct"] for r in ours)
         if sdk:
@@ -124,8 +130,11 @@ def report(noise: list[dict], buckets: list[dict], seeds: int) -> str:
             ratio = max(walls) / median
             sdk_cells = [f"{median:.1f}", f"{min(r['correct'] for r in sdk):.0f}/{N}", f"{ratio:.2f}",
                          "yes" if ratio <= 1.2 and correct == N else "**no**"]
+            keep_median = statistics.median(r["wall_s"] for r in keep)
+            sdk_cells += [f"{keep_median:.1f}, {min(r['correct'] for r in keep):.0f}/{N}",
+                          f"{max(walls) / keep_median:.2f}"]
         else:
-            sdk_cells = ["-", "-", "-", "openai not installed"]
+            sdk_cells = ["-", "-", "-", "openai not installed", "-", "-"]
         lines.append(f"| {row['scenario']} | {row['share']:.0%} | {' / '.join(f'{w:.1f}' for w in walls)} | "
                      f"{max(walls):.1f} | {correct:.0f}/{N} | " + " | ".join(sdk_cells) + " |")
     lines += ["", f"#### Undisclosed token buckets (no header, no Retry-After): ideal {IDEAL_SECONDS} s", "",

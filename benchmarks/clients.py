@@ -87,7 +87,7 @@ def run_openai(args: argparse.Namespace, body: list[dict[str, Any]]) -> list[str
     from openai import APIError, AsyncOpenAI
 
     async def main() -> list[str | None]:
-        async with AsyncOpenAI(base_url=args.url, api_key="bench") as client:
+        async with AsyncOpenAI(base_url=args.url, api_key="bench", max_retries=args.sdk_retries) as client:
             async def send(i: int) -> str | None:
                 try:
                     reply = await client.chat.completions.create(model=MODEL, **body[i])
@@ -184,6 +184,7 @@ def main() -> None:
     parser.add_argument("--transport", default="aiohttp", help="dataformer_nb's transport: aiohttp or httpx")
     parser.add_argument("--progress", action="store_true", help="show dataformer_nb's progress bar")
     parser.add_argument("--max-attempts", type=int, default=5, help="dataformer_nb's max_attempts")
+    parser.add_argument("--sdk-retries", type=int, default=2, help="the openai SDK's max_retries (its default: 2)")
     parser.add_argument("--expect", default="Echo: ", help="what a right reply puts before the prompt "
                         "(llmock's echo style: 'Hello! You said: ')")
     args = parser.parse_args()

@@ -40,6 +40,13 @@ _CROWDED_SHARE = 0.6
 _IN_A_ROW = 10
 _TRIAL_REPLIES = 16  # replies to requests sent under a cut, and seconds, that decide whether it stays
 _TRIAL_SECONDS = 2.0
+# A learned rate grows on a success only up to this much above the pace the request went at. A
+# request goes at the pace of its reservation, made a queue of slots earlier: a rate that grew on
+# those successes alone ran 2.5x past a real limit (in 14 s) before any reply to it came back,
+# and the 429s then came in waves (20 % of the replies after learning, 5-9 % with the cap:
+# tests/test_limits.py's token buckets, benchmarks/limits_sim.py).
+_GROWTH_AHEAD = 1.1
+_REFUSING_SECONDS = 2.0  # refusals must fill this long, not just a hiccup, to back off further
 
 
 def estimate_tokens(text: str) -> int:
@@ -205,12 +212,16 @@ class _LearnedRate:
         self._confirmed = False  # a cut lowered the 429s: this server limits our pace
         self.undone = 0  # cuts undone: 429s that did not depend on the pace
 
-    def succeeded(self, now: float, order: float) -> None:
-        """A success; ``order`` counts the reservations made up to the request's own."""
+    def succeeded(self, now: float, order: float, sent_at_rate: float | None = None) -> None:
+        """A success; ``order`` counts the reservations made up to the request's own;
+        ``sent_at_rate``: the learned rate it was paced by (None: not paced by one)."""
         self._reply(False, now, order)
         self._in_a_row = 0
         if self.rate is not None and self._trial is None:  # a cut on trial holds until judged
-            self.rate *= 1 + _INCREASE / max(self.rate, 1.0)
+            grown = self.rate * (1 + _INCREASE / max(self.rate, 1.0))
+            if sent_at_rate is not None:
+                grown = max(self.rate, min(grown, _GROWTH_AHEAD * sent_at_rate))
+            self.rate = grown
 
     def rate_limited(self, now: float, order: float, reserved: float) -> bool:
         """Count a 429 (``order`` as for :meth:`succeeded`; ``reserved``: all reservations made so
@@ -235,10 +246,17 @@ class _LearnedRate:
         self._timeline.append((now, True))
 
     def refusing(self) -> bool:
-        """Whether 429s are three quarters or more of the last 32 replies (at least 16): a server
-        refusing most requests. Random 429s at 30 % come so crowded about once in 10^7 windows."""
-        last = list(itertools.islice(reversed(self._timeline), 32))
-        return len(last) >= 16 and 4 * sum(limited for _, limited in last) >= 3 * len(last)
+        """Whether 429s are three quarters or more of the replies of the last two seconds (at
+        least 16): a server refusing most requests. Not of the last 32 replies: a hiccup refuses
+        every request for a moment, and backing off for it held the requests it refused twice
+        for up to 16 s, the tail of a 2 s run (benchmarks/limits_sim.py); and at the end of a run
+        the few requests left are the refused ones (a server refusing them all is paced by the
+        rate learned from its 429s)."""
+        if not self._timeline:
+            return False
+        start = self._timeline[-1][0] - _REFUSING_SECONDS
+        window = list(itertools.takewhile(lambda reply: reply[0] >= start, reversed(self._timeline)))
+        return len(window) >= 16 and 4 * sum(limited for _, limited in window) >= 3 * len(window)
 
     def _reply(self, limited: bool, now: float, order: float) -> bool:
         """Record a reply; settle the trial if it has seen enough. True if a cut was undone."""
@@ -296,6 +314,7 @@ class Ticket(NamedTuple):
     tokens: int
     spent_requests: float
     spent_tokens: float
+    learned_rate: float | None = None  # the rate learned from 429s that paced it, if any
 
 
 class RateBucket:
@@ -343,7 +362,8 @@ class RateBucket:
             start = max(start, server_tokens.reserve(tokens, now))
         if self._learned_bucket is not None:
             start = max(start, self._learned_bucket.reserve(1, now))
-        return Ticket(start, tokens, server_requests.spent, server_tokens.spent)
+        learned = None if self._learned_bucket is None else self._learned_bucket.rate
+        return Ticket(start, tokens, server_requests.spent, server_tokens.spent, learned)
 
     async def wait_turn(self, tokens: int, on_wait: Callable[[float], None] | None = None,
                         max_wait: float = float("inf")) -> Ticket | None:
@@ -389,7 +409,7 @@ class RateBucket:
     def succeeded(self, ticket: Ticket | None = None) -> None:
         """A reply came back: the learned rate (if any) grows; ``ticket`` is its reservation."""
         now = self._clock()
-        self._learned.succeeded(now, self._order(ticket))
+        self._learned.succeeded(now, self._order(ticket), None if ticket is None else ticket.learned_rate)
         self._sync_learned(now, cut=False)
 
     def told_to_wait(self, rate_limited: bool, ticket: Ticket | None = None, stated_wait: bool = False) -> None:

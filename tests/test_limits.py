@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from dataformer_nb.limits import RateBucket, estimate_request_tokens
+from dataformer_nb.limits import MIN_LEARNED_RATE, RateBucket, estimate_request_tokens
 from dataformer_nb.serverlimits import MINUTE, Quota, ServerLimits
 
 
@@ -230,7 +230,30 @@ def test_a_server_refusing_nearly_everything_is_backed_off_from() -> None:
     draw = random.Random(0)
     simulation = Simulation(lambda t: draw.random() < 0.95)
     simulation.run(50)
-    assert any(simulation.refusing) and simulation.refusing[-1]
+    assert any(simulation.refusing)  # its requests' own waits grew while most replies were 429s
+    assert simulation.rates[-1] == MIN_LEARNED_RATE  # and the bucket asks it once a minute
+    last_hour = [t for t, _ in simulation.replies if t > simulation.clock.now - 3600]
+    assert len(last_hour) <= 61
+
+
+def test_a_hiccup_is_not_a_server_refusing_most_requests() -> None:
+    # A server answering 320 requests a second refuses every one for 0.2 s: the last 32 replies
+    # are all 429s, but not three quarters of the last two seconds'. Backing off for it held the
+    # requests it refused twice for up to 16 s.
+    clock = Clock()
+    bucket = RateBucket(None, None, 16, clock=clock)
+    for i in range(700):
+        clock.now += 1 / 320
+        ticket = bucket.reserve(1)
+        if i >= 636:  # the last 0.2 s
+            bucket.told_to_wait(rate_limited=True, ticket=ticket, stated_wait=True)
+        else:
+            bucket.succeeded(ticket)
+    assert not bucket.refusing()
+    for _ in range(640):  # two seconds of nothing but 429s: it is refusing
+        clock.now += 1 / 320
+        bucket.told_to_wait(rate_limited=True, ticket=bucket.reserve(1), stated_wait=True)
+    assert bucket.refusing()
 
 
 class TokenBucketServer:
@@ -260,6 +283,11 @@ def test_a_real_token_bucket_is_learned_within_30_replies_of_its_first_429s(per_
     assert simulation.bucket._learned.undone == 0 and simulation.rates[-1] is not None
     late = [refused for t, refused in simulation.replies if t > simulation.clock.now - 10]
     assert sum(late) <= len(late) / 4
+    # The rate grows no faster than replies to it come back: the 429s stay rare once it is
+    # learned (20 % of the replies with 300/min before the rate's growth was capped).
+    learned_at_time = simulation.replies[learned_at][0]
+    after = [refused for t, refused in simulation.replies if t > learned_at_time + 5]
+    assert sum(after) <= len(after) / 8
     assert simulation.clock.now - 100 <= 1.25 * (per_minute // 2) / (per_minute / 60)  # the ideal: 30 s
 
 
