@@ -12,7 +12,27 @@ from typing import TYPE_CHECKING
 _DOCS_LINK = re.compile(r"\s*For further information visit \S+")
 
 if TYPE_CHECKING:
-    from .cache import ProjectInfo
+    from typing import Protocol
+
+    class ProjectInfo(Protocol):
+        """What the table shows of a project (the cache's ``ProjectInfo`` has it)."""
+
+        @property
+        def name(self) -> str: ...
+        @property
+        def responses(self) -> int: ...
+        @property
+        def bytes(self) -> int: ...
+        @property
+        def prompt_tokens(self) -> int: ...
+        @property
+        def completion_tokens(self) -> int: ...
+        @property
+        def saved_tokens(self) -> int: ...
+        @property
+        def cost(self) -> float | None: ...
+        @property
+        def last_used(self) -> datetime: ...
 
 
 def plural(n: int, word: str) -> str:

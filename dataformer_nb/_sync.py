@@ -85,7 +85,7 @@ def run_in_worker_thread(coro: Coroutine[Any, Any, T]) -> T:
         raise
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["value"]  # type: ignore[no-any-return]
+    return outcome["value"]
 
 
 def _wait_through_interrupts(done: threading.Event) -> None:

@@ -28,7 +28,7 @@ from ._json import loads_or_none
 from .batchledger import BatchRecord, is_batch_id
 from .errors import BatchError
 from .providers import PROVIDERS, Style
-from .transport import DEFAULT_MAX_REPLY_BYTES, ReplyTooLargeError, read_capped
+from .transport import DEFAULT_MAX_REPLY_BYTES, ReplyTooLargeError, read_capped, retryable_status
 
 DOWNLOAD_MAX_BYTES = 2**31  # an output file of 50,000 long answers passes the 64 MiB cap on replies
 LIST_PAGES = 10  # pages of the batch list searched for a batch whose creation was not heard back
@@ -119,7 +119,7 @@ class BatchAPI:
         if status >= 300:
             said = server_message(content)
             raise BatchError(self._redact(f"{self._name} at {url}: {doing} was refused (HTTP {status}: {said})"),
-                             status=status, transient=status in (408, 409, 429) or status >= 500)
+                             status=status, transient=retryable_status(status))
         return content
 
     async def _json(self, method: str, path: str, doing: str, **kwargs: Any) -> dict[str, Any]:
@@ -207,7 +207,7 @@ class OpenAIBatches(BatchAPI):
         output, error_file = _file_id(data.get("output_file_id")), _file_id(data.get("error_file_id"))
         if not isinstance(counts, dict):  # Together gives a percentage
             progress = data.get("progress")
-            fraction = 1.0 if ended else progress / 100 if _finite(progress) else 0.0
+            fraction = 1.0 if ended else progress / 100 if progress is not None and _finite(progress) else 0.0
             return BatchStatus(state, ended, 0, 0, 0, output, error_file, note, fraction=max(0.0, min(1.0, fraction)))
         completed, failed = _count(counts.get("completed")), _count(counts.get("failed"))
         return BatchStatus(state, ended, _count(counts.get("total")), completed + failed, failed, output, error_file,
@@ -378,7 +378,7 @@ def _plain_id(value: Any, what: str, name: str) -> str:
     """An id from a service's reply, checked before it goes into a URL or a file name."""
     if not is_batch_id(value):
         raise UnusableIdError(f"{name} answered with a {what} {str(value)[:60]!r} that is not a plain identifier")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _count(value: Any) -> int:

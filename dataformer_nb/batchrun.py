@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
 _log = logging.getLogger("dataformer_nb")
-DEFAULT_POLL_INTERVAL = 30.0
 WAITING_FOR_ANOTHER_RUN = "waiting for another run that is submitting batches to this cache directory"
 GONE = (404, 410)  # what a service answers for a batch (or results file) it no longer has
 MAX_POLL_FAILURES = 10  # polls in a row that may fail (network, 5xx) before the wait gives up

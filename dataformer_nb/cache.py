@@ -1,6 +1,6 @@
 """The on-disk response cache, with the projects that use each response.
 
-Storage is one diskcache ``Cache`` (SQLite) through :class:`JSONDisk`: every value is JSON
+Storage is one diskcache ``Cache`` (SQLite) through :class:`JSONOnlyDisk`: every value is JSON
 held inline in SQLite (never pickled, never in a file of its own), eviction is off, and
 every change is one transaction, so a killed process loses nothing it had committed.
 
@@ -72,7 +72,7 @@ RESPONSE, PROJECT = "response:", "project:"
 _LISTENERS: dict[Path, list[Callable[[], None]]] = {}
 
 
-class JSONDisk(diskcache.Disk):
+class JSONOnlyDisk(diskcache.Disk):
     """Keys are strings. Records (dicts) are stored as JSON text; responses as their JSON
     bytes, read back as bytes (a response is decoded only when a result asks for it).
     A row stored any other way was not written by dataformer_nb and is refused."""
@@ -198,7 +198,7 @@ class ResponseCache:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._cache = diskcache.Cache(
                 str(self.directory),
-                disk=JSONDisk,
+                disk=JSONOnlyDisk,
                 eviction_policy="none",
                 size_limit=2**62,
                 disk_min_file_size=2**30,  # every value inline in SQLite: one atomic write each
@@ -259,8 +259,9 @@ class ResponseCache:
         saved = 0
         for rows in _batched(self._rows.read(list(keys), RESPONSE), READ_BATCH):
             # Entries are decoded a batch at a time: 10^5 decoded at once weigh 40 MB.
-            rows = [row for row in rows if isinstance(row[1], bytes) and isinstance(row[2], str)]
-            for (row_key, response, _), record in zip(rows, self._records([r[2] for r in rows]), strict=True):
+            readable = [(key, value, tag) for key, value, tag in rows
+                        if isinstance(value, bytes) and isinstance(tag, str)]
+            for (row_key, response, _), record in zip(readable, self._records([r[2] for r in readable]), strict=True):
                 if record is None:
                     continue  # damaged: a miss, sent again, and the new response replaces it
                 key = row_key[len(RESPONSE):]
@@ -410,10 +411,10 @@ class ResponseCache:
             for item in new:
                 prompt, completion = prompt + item.prompt_tokens, completion + item.completion_tokens
                 cost, unpriced = (cost, unpriced + 1) if item.cost is None else (cost + item.cost, unpriced)
-                size, new = self._store(item, project)
+                size, is_new = self._store(item, project)
                 if size is None:
                     continue
-                if new:
+                if is_new:
                     stored.append(size)
                 added, added_bytes = added + 1, added_bytes + size
             self._add_to_totals(len(stored), sum(stored))
@@ -472,7 +473,7 @@ class ResponseCache:
             rows = list(self._rows.read([k for k in self._cache.iterkeys() if k.startswith(RESPONSE)]))
             records = self._records([entry for _, _, entry in rows])
             for (key, response, _), record in zip(rows, records, strict=True):
-                if record is None or names.isdisjoint(record["projects"]):
+                if record is None or not isinstance(response, bytes) or names.isdisjoint(record["projects"]):
                     continue
                 remaining = [p for p in record["projects"] if p not in names]
                 if remaining:
@@ -770,7 +771,7 @@ def _decode_records(texts: list[str]) -> list[Any]:
     try:
         records = json.loads("[" + ",".join(texts) + "]")
         if len(records) == len(texts):
-            return records  # type: ignore[no-any-return]
+            return records
     except (ValueError, RecursionError):
         pass
     return [loads_or_none(text) for text in texts]

@@ -35,7 +35,7 @@ from .providers import UNREADABLE_REPLY, GenType, check_reply, response_text, to
 from .results import GenerationResult, GenerationSummary, Results, cost_of, prompt_of
 from .schema import OutputSchema
 from .serverlimits import read as read_server_limits
-from .transport import DEFAULT_MAX_REPLY_BYTES, AiohttpTransport, Reply, ReplyTooLargeError, post
+from .transport import DEFAULT_MAX_REPLY_BYTES, AiohttpTransport, Reply, ReplyTooLargeError, post, retryable_status
 
 if TYPE_CHECKING:  # imported where it runs: see _sync
     import asyncio
@@ -45,7 +45,6 @@ MAX_BACKOFF_SECONDS = 30.0
 DEFAULT_MAX_WAIT = 600.0  # seconds one request may spend waiting out rate limits
 MIN_FAILURES_TO_STOP = 50
 MAX_RETRY_AFTER_SECONDS = 24 * 3600.0  # larger is garbled; max_wait decides what is worth waiting for
-_RETRYABLE_STATUSES = {408, 409, 429}
 # OpenAI's (and compatible servers') 429 for an account out of credit: no wait ends it.
 _QUOTA_SPENT_CODES = {"insufficient_quota", "billing_hard_limit_reached"}
 _ECHO = EchoTransport()
@@ -90,10 +89,10 @@ class Batch:
         for key, response in hits.items():  # inline: this runs for every slot of a warm re-run
             for i in units[key].indices:
                 request = requests[i]
-                results[i] = GenerationResult(request, response, True, None, request.get("metadata"))
+                result = results[i] = GenerationResult(request, response, True, None, request.get("metadata"))
                 self.summary.cached += 1
                 if parsed is not None:
-                    results[i].parsed = parsed[key]
+                    result.parsed = parsed[key]
 
     def fresh(self, unit: Unit, response: dict[str, Any] | bytes, usage: Any, parsed: Any = None) -> float | None:
         """Fill the slots of ``unit`` with a response received; what it cost, if its model has a price."""
@@ -329,6 +328,7 @@ class Dispatcher:
                     return _held_too_long(route, self._max_wait)
                 summary.requests_sent += not (failures or waits)
                 summary.attempts += 1
+                outcome: Fresh | RequestFailedError | Retry
                 try:
                     reply = await post(transport, route.url, content, route.headers, self._timeout,
                                        self._max_reply_bytes)
@@ -420,7 +420,7 @@ class Dispatcher:
                                      "(the rest of its requests were not sent)", status)
             return route.stopped
         error = _failure(route, f"http {status}", f"HTTP {status}: {server_message(reply.content)}", status)
-        if status not in _RETRYABLE_STATUSES and status < 500:
+        if not retryable_status(status):
             return error
         retry_after = _retry_after(reply.headers)
         if status == 429 or (status == 503 and retry_after is not None):

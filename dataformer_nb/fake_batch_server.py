@@ -156,7 +156,8 @@ class FakeBatchServer:
         job.ended = True
         if job.protocol != "openai":
             return
-        ok, failed = [], []
+        ok: list[str] = []
+        failed: list[str] = []
         for custom_id, status, body in self._answers(job):
             line = {"id": f"batch_req_{next(self._ids['line'])}", "custom_id": custom_id, "error": None,
                     "response": {"status_code": status, "request_id": f"req_{custom_id[:8]}", "body": body}}
@@ -362,11 +363,12 @@ def _multipart(content_type: str, body: bytes) -> dict[str, bytes]:
     """The fields of a multipart/form-data body, by name."""
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-    fields = {}
-    for part in message.iter_parts():  # type: ignore[attr-defined]
+    fields: dict[str, bytes] = {}
+    for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        if name:
-            fields[name] = part.get_payload(decode=True) or b""
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and name:
+            fields[name] = payload if isinstance(payload, bytes) else b""
     return fields
 
 

@@ -44,6 +44,7 @@ from .settings import (
     PROJECT_ENV,
     Secret,
     resolve,
+    resolve_dir,
 )
 from .transport import DEFAULT_MAX_REPLY_BYTES
 
@@ -126,7 +127,7 @@ class AsyncLLM:
             raise ConfigurationError(f"gen_type={gen_type!r} must be 'chat', 'text' or 'embedding'")
         self.gen_type: GenType = gen_type
         self.project_name = normalize_project(resolve(PROJECT_ENV, project_name or None, DEFAULT_PROJECT))
-        self.cache_dir = os.fspath(resolve(CACHE_DIR_ENV, cache_dir or None, DEFAULT_CACHE_DIR))
+        self.cache_dir = resolve_dir(CACHE_DIR_ENV, cache_dir, DEFAULT_CACHE_DIR, "cache_dir")
         self.timeout = float(_positive(timeout, "timeout", none_means=None))  # type: ignore[arg-type]
         if not _is_number(retry_base_delay) or not 0 <= retry_base_delay <= 60:
             raise ConfigurationError(
@@ -146,7 +147,8 @@ class AsyncLLM:
         # generate(batch=True): how often a batch's status is read, and the most requests one batch holds
         # (the service's own limit when None; smaller batches finish, and are cached, sooner).
         self.batch_poll_interval = float(_positive(batch_poll_interval, "batch_poll_interval", none_means=None))  # type: ignore[arg-type]
-        self.batch_size = _positive(batch_size, "batch_size", integer=True, none_means="the service's own limit")
+        size = _positive(batch_size, "batch_size", integer=True, none_means="the service's own limit")
+        self.batch_size = None if size is None else int(size)
         self.progress = progress
         self.verbose = verbose
         self.last_summary: GenerationSummary | None = None
@@ -541,7 +543,8 @@ def _show_log_lines(level: int | str) -> None:
 
 def _is_number(value: Any) -> bool:
     """A finite real number (numpy's included), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    # bool registers as numbers.Real at run time, which mypy does not model (it calls this unreachable)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)  # type: ignore[unreachable]
 
 
 def _positive(value: Any, name: str, integer: bool = False, *, none_means: str | None = "no limit") -> float | None:

@@ -131,6 +131,13 @@ class Dataformer(Magics):
         super().__init__(shell=shell, **kwargs)
         self._llms: dict[tuple[Any, ...], AsyncLLM] = {}
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        """The notebook's variables."""
+        if self.shell is None:
+            raise UsageError("the magics need an IPython shell: load them with %load_ext dataformer_nb")
+        return self.shell.user_ns
+
     # %%generate
 
     @magic_arguments("%generate")  # the usage line reads %%generate, as the cell magic is called
@@ -192,9 +199,9 @@ class Dataformer(Magics):
         llm = self._llm_for(args)
         schema = None
         if args.schema:
-            if args.schema not in self.shell.user_ns:
+            if args.schema not in self._user_ns:
                 raise UsageError(f"--schema {args.schema}: no variable by that name in the notebook")
-            schema = self.shell.user_ns[args.schema]
+            schema = self._user_ns[args.schema]
         if args.dry_run:
             try:
                 plan = llm.plan(requests, project_name=self._project_for(args, llm),
@@ -202,7 +209,7 @@ class Dataformer(Magics):
             except DataformerError as exc:
                 raise UsageError(str(exc)) from None
             if args.out:
-                self.shell.user_ns[args.out] = plan
+                self._user_ns[args.out] = plan
             return plan
         label = "generate" if over is None else f"{over.name} → {args.into}" if args.into else over.name
         try:
@@ -225,21 +232,21 @@ class Dataformer(Magics):
             value = CellResults(results, args.format or self.format, batch=bool(over or args.lines),
                                 max_rows=self.max_rows, where=args.out or "_")
         if args.out:
-            self.shell.user_ns[args.out] = value
+            self._user_ns[args.out] = value
         return value
 
     def _over(self, args: Any) -> _Over | None:
         if args.over_file:
             return _file_items(args.over_file, args.encoding)
         if args.over:
-            return _over_items(self.shell.user_ns, args.over)
+            return _over_items(self._user_ns, args.over)
         return None
 
     def _requests(self, args: Any, cell: str, over: _Over | None) -> list[dict[str, Any]]:
         template = cell.strip("\n")
         if not template.strip():
             raise UsageError("%%generate needs a prompt in the cell body")
-        namespace = self.shell.user_ns
+        namespace = self._user_ns
         prompts: Iterable[str]
         if over is not None:  # rows are filled as they are read: a file is never held whole
             prompts = (_fill(template, ChainMap({**fields, "item": item}, namespace)) for fields, item in over.items)
@@ -264,7 +271,7 @@ class Dataformer(Magics):
 
     def _llm_for(self, args: Any) -> AsyncLLM:
         if args.llm:
-            llm = self.shell.user_ns.get(args.llm)
+            llm = self._user_ns.get(args.llm)
             if not isinstance(llm, AsyncLLM):
                 raise UsageError(f"--llm {args.llm}: no AsyncLLM by that name in the notebook")
             return llm
@@ -379,7 +386,7 @@ def _one_line_warnings() -> Iterator[None]:
             return f"{category.__name__}: {message}\n"
         return original(message, category, *args, **kwargs)
 
-    warnings.formatwarning = one_line  # type: ignore[assignment]
+    warnings.formatwarning = one_line
     try:
         yield
     finally:

@@ -102,18 +102,18 @@ def provider_for_url(url: str | None, default: str) -> str:
 def check_url(url: object, source: str = "url") -> str:
     """``url`` if it is an http(s) URL with a host, else a ConfigurationError naming ``source``."""
     parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+    if not isinstance(url, str) or parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
             f"{source}={url!r} is not an http(s) URL: pass e.g. url='http://localhost:8000/v1'"
         )
-    if any(not c.isprintable() or c.isspace() for c in url):  # type: ignore[union-attr]
+    if any(not c.isprintable() or c.isspace() for c in url):
         raise ConfigurationError(f"{source}={url!r} contains a space or control character: remove it")
     try:
         parts.port  # noqa: B018 - raises for a port out of range
     except ValueError as exc:
         raise ConfigurationError(f"{source}={url!r} has an invalid port ({exc}): use a port from 1 to 65535") \
             from None
-    return url  # type: ignore[return-value]
+    return url
 
 
 def split_credentials(url: str) -> tuple[str, str | None]:
@@ -303,8 +303,9 @@ def to_openai(style: Style, gen_type: GenType, data: Any) -> dict[str, Any]:
             text = json.dumps(tool_inputs[0], ensure_ascii=False)
         usage = data.get("usage") or {}
         finish = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+        stop_reason = data.get("stop_reason")
         return _openai_shape(gen_type, data.get("id", ""), data.get("model", ""), text,
-                             finish.get(data.get("stop_reason"), data.get("stop_reason")),
+                             finish.get(stop_reason, stop_reason) if isinstance(stop_reason, str) else stop_reason,
                              usage.get("input_tokens", 0), usage.get("output_tokens", 0))
     if style == "ollama" and gen_type == "embedding":
         vectors = data["embeddings"]

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 _SECRET_FIELDS = ("api_key",)
 
 
-def redact(request: dict[str, Any]) -> dict[str, Any]:
+def redact(request: Mapping[str, Any]) -> dict[str, Any]:
     """``request`` without its secrets (a key, a password in a URL), for display and export."""
     return {k: "***" if k in _SECRET_FIELDS else hide_credentials(v) if k == "url" and isinstance(v, str) else v
             for k, v in request.items()}
@@ -36,7 +36,7 @@ class GenerationResult:
 
     __slots__ = ("_response", "cached", "error", "metadata", "parsed", "request")
 
-    def __init__(self, request: dict[str, Any], response: dict[str, Any] | bytes | None, cached: bool = False,
+    def __init__(self, request: Mapping[str, Any], response: dict[str, Any] | bytes | None, cached: bool = False,
                  error: RequestFailedError | None = None, metadata: Any = None) -> None:
         self.request = request
         # JSON bytes until first asked for: 10^5 decoded responses take ~200 MB, their JSON a quarter.

@@ -128,8 +128,7 @@ def _ietf(headers: Mapping[str, str], provider: str) -> ServerLimits | None:
         quota = Quota(limit, remaining, reset, window) if remaining is not None else None
         return ServerLimits(quota, None, "ietf")
     if "ratelimit-remaining" in headers:  # drafts up to 07
-        policy = headers.get("ratelimit-policy", "")
-        window = _number_or_none(_params(policy).get("w"))
+        window = _number_or_none(_params(headers.get("ratelimit-policy", "")).get("w"))
         return ServerLimits(_quota(headers, "ratelimit-{}", window, _seconds_or_epoch), None, "ietf")
     return None
 

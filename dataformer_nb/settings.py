@@ -92,6 +92,18 @@ def resolve(name: str, argument: T | None, default: T) -> T | str:
     return environment().get(name) or default
 
 
+def resolve_dir(name: str, argument: object, default: str, source: str) -> str:
+    """A directory as :func:`resolve` finds it (an empty ``argument`` counts as not given), as a
+    string; a ConfigurationError naming ``source`` if ``argument`` is not a path."""
+    if argument is not None and argument != "" and not isinstance(argument, (str, os.PathLike)):
+        raise ConfigurationError(f"{source}={argument!r} is not a path: pass a directory, e.g. '.cache/dataformer'")
+    given = os.fspath(argument) if isinstance(argument, (str, os.PathLike)) and argument != "" else None
+    found = resolve(name, given, default)
+    if not isinstance(found, str):
+        raise ConfigurationError(f"{source}={found!r} is not a path: pass a directory")
+    return found
+
+
 _PROJECT_ROOT_MARKERS = (".git", "pyproject.toml")
 MAX_DOTENV_BYTES = 1_000_000
 

@@ -23,6 +23,13 @@ if TYPE_CHECKING:
 
 
 DEFAULT_MAX_REPLY_BYTES = 64 * 2**20
+_RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+def retryable_status(status: int) -> bool:
+    """Whether an HTTP error status is worth asking again (a timeout, a conflict, a rate limit, a
+    server error), online and in the batch APIs alike; other 4xx say the request is at fault."""
+    return status in _RETRYABLE_STATUSES or status >= 500
 
 
 class Reply(NamedTuple):
@@ -94,7 +101,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # a batch's output file may pass the cap on replies; it says its own
             max_bytes=request.extensions.get("max_reply_bytes", DEFAULT_MAX_REPLY_BYTES),
         )
-        return httpx.Response(status, headers=headers.items(), content=content, request=request)
+        return httpx.Response(status, headers=list(headers.items()), content=content, request=request)
 
     async def _send(self, method: str, url: str, content: bytes, headers: Mapping[str, str] | Iterable[tuple[str, str]],
                     timeouts: tuple[float | None, float | None], decompress: bool, max_bytes: int) -> Reply:
@@ -112,7 +119,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = aiohttp.ClientSession(connector=connector, trust_env=bool(urllib.request.getproxies()))
         try:
             async with self._session.request(
-                method, url, data=content, headers=headers, allow_redirects=False,  # type: ignore[arg-type]
+                method, url, data=content, headers=headers, allow_redirects=False,
                 auto_decompress=decompress, timeout=self._timeouts[timeouts],
             ) as reply:
                 return Reply(reply.status, reply.headers, await _read_reply(reply, decompress, max_bytes))

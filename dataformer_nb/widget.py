@@ -14,7 +14,7 @@ from .batchledger import BatchLedger
 from .cache import FULL, ClearReport, Entry, ProjectInfo, ResponseCache
 from .errors import DataformerError
 from .providers import response_text
-from .settings import CACHE_DIR_ENV, DEFAULT_CACHE_DIR, resolve
+from .settings import CACHE_DIR_ENV, DEFAULT_CACHE_DIR, resolve_dir
 
 _ROW = w.Layout(grid_template_columns="minmax(6em, 1fr) 6em 5.5em 7.5em 6em 9.5em 14em", align_items="center")
 _ENTRY = w.Layout(grid_template_columns="minmax(8em, 2fr) minmax(8em, 3fr) 6em 9.5em 6em 6.5em", align_items="center")
@@ -37,7 +37,7 @@ class CachePanel:
             cache = cache.cache  # an AsyncLLM, or anything else that holds a cache
         self._cache: ResponseCache | None = cache if isinstance(cache, ResponseCache) else None
         directory = cache if isinstance(cache, (str, os.PathLike)) else cache_dir
-        self._cache_dir = os.fspath(resolve(CACHE_DIR_ENV, directory or None, DEFAULT_CACHE_DIR))
+        self._cache_dir = resolve_dir(CACHE_DIR_ENV, directory, DEFAULT_CACHE_DIR, "cache_dir")
         self.header = w.HTML()
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.delete_all_button = w.Button(description="Delete all", button_style="danger", icon="trash")

@@ -14,6 +14,11 @@ def test_ruff_is_clean() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_mypy_is_clean() -> None:
+    out = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_quickstart_runs_offline(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "dataformer_nb", "quickstart", "--cache-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)

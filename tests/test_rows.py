@@ -11,11 +11,11 @@ import pytest
 
 from dataformer_nb import CacheError, ResponseCache
 from dataformer_nb._rows import RowReader
-from dataformer_nb.cache import JSONDisk
+from dataformer_nb.cache import JSONOnlyDisk
 
 
 def test_the_reader_returns_what_cache_get_returns(tmp_path: Path) -> None:
-    cache = diskcache.Cache(str(tmp_path), disk=JSONDisk, disk_min_file_size=2**30)
+    cache = diskcache.Cache(str(tmp_path), disk=JSONOnlyDisk, disk_min_file_size=2**30)
     cache.set("a", b'{"x":1}', tag='{"projects":["p"]}')
     cache.set("b", {"record": [1, "é"]})
     cache.set("gone", b"{}", expire=-1)  # already expired: get() sees nothing
