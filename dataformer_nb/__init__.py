@@ -16,7 +16,9 @@ from .errors import (
     UnknownProviderError,
 )
 from .llms import AsyncLLM, get_messages, get_request_list
+from .providers import Provider, register_provider
 from .results import GenerationResult, GenerationSummary, Plan, Results
+from .wire import WireFormat, register_wire_format
 
 
 def __getattr__(name: str) -> object:
@@ -57,12 +59,16 @@ __all__ = [
     "MissingAPIKeyError",
     "Plan",
     "ProjectInfo",
+    "Provider",
     "RequestFailedError",
     "ResponseCache",
     "Results",
     "UnknownProjectWarning",
     "UnknownProviderError",
+    "WireFormat",
     "get_messages",
     "get_request_list",
     "load_ipython_extension",
+    "register_provider",
+    "register_wire_format",
 ]

@@ -27,13 +27,11 @@ from ._format import printable, server_message
 from ._json import loads_or_none
 from .batchledger import BatchRecord, is_batch_id
 from .errors import BatchError
-from .providers import PROVIDERS, Style
 from .transport import DEFAULT_MAX_REPLY_BYTES, ReplyTooLargeError, read_capped, retryable_status
 
 DOWNLOAD_MAX_BYTES = 2**31  # an output file of 50,000 long answers passes the 64 MiB cap on replies
 LIST_PAGES = 10  # pages of the batch list searched for a batch whose creation was not heard back
 AGAIN = "a re-run submits it again"
-_SUFFIXES = {"chat": "/chat/completions", "text": "/completions", "embedding": "/embeddings"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ class LineResult(NamedTuple):
 class BatchAPI:
     """One batch service (a protocol at a base URL), reached with one key's headers."""
 
-    protocol: ClassVar[Style]
+    protocol: ClassVar[str]  # the batch protocol it speaks (a wire format names it: WireFormat.batch_protocol)
     max_requests: ClassVar[int]
     max_bytes: ClassVar[int]
 
@@ -278,24 +276,6 @@ class AnthropicBatches(BatchAPI):
         total = sum(values.values())
         failed = values["errored"] + values["canceled"] + values["expired"]
         return BatchStatus(state, state == "ended", total, total - values["processing"], failed)
-
-
-def batch_api(style: Style, provider: str, endpoint: str, gen_type: str, client: httpx.AsyncClient,
-              headers: Mapping[str, str], name: str, redact: Callable[[str], str]) -> BatchAPI:
-    """The batch service behind a chat ``endpoint``, or a BatchError naming the providers that have one."""
-    suffix = "/messages" if style == "anthropic" else _SUFFIXES.get(gen_type, "")
-    path = endpoint.split("?")[0].rstrip("/")
-    if not PROVIDERS[provider].batch_api or style == "ollama" or not suffix or not path.endswith(suffix):
-        raise BatchError(
-            f"{name} has no batch API that dataformer_nb speaks (endpoint {endpoint}): batch=True works with "
-            f"{', '.join(p.name for p in PROVIDERS.values() if p.batch_api)}, and with OpenAI-compatible servers "
-            "(url=) that serve /v1/files and /v1/batches; leave batch=True out to send the requests now"
-        )
-    base = path[:-len(suffix)]
-    if style == "anthropic":
-        return AnthropicBatches(client, base, "", headers, name, redact)
-    kind = {"together": TogetherBatches, "groq": GroqBatches}.get(provider, OpenAIBatches)
-    return kind(client, base, "/v1" + suffix, headers, name, redact)
 
 
 # The readers of a batch's result lines: each line is the service's word about one request, so

@@ -21,13 +21,21 @@ import httpx
 
 from ._format import batches, one_line, plural
 from ._json import dumpb
-from .batchapi import AGAIN, BatchAPI, BatchStatus, LineResult, UnusableIdError, batch_api
+from .batchapi import AGAIN, BatchAPI, BatchStatus, LineResult, UnusableIdError
 from .batchledger import HELD, BatchLedger, BatchRecord
 from .cache import NewResponse, ResponseCache
 from .dispatch import Batch, TransportChoice, hide_key, open_transport, prompt_text
 from .errors import BatchError, CacheError, RequestFailedError
 from .prepare import Route, Unit
-from .providers import UNREADABLE_REPLY, GenType, check_reply, response_text, to_openai
+from .providers import (
+    UNREADABLE_REPLY,
+    GenType,
+    check_reply,
+    open_batch_api,
+    response_text,
+    to_openai,
+    wire_for_batch_protocol,
+)
 from .schema import OutputSchema
 
 if TYPE_CHECKING:
@@ -261,7 +269,7 @@ class BatchRunner:
         ours, theirs = [], []  # responses for this call's project, and for the submitting call's
         answered = set()
         own_keys = set(record.keys)
-        style = "anthropic" if record.protocol == "anthropic" else "openai"
+        style = wire_for_batch_protocol(record.protocol)
         try:
             lines = await api.results(record.id, status)  # type: ignore[arg-type]
         except BatchError as exc:
@@ -310,7 +318,7 @@ class BatchRunner:
             return RequestFailedError(f"{where}: {line.error}", cause=line.cause)
         gen_type: GenType = record.gen_type  # type: ignore[assignment]
         try:
-            response = to_openai(style, gen_type, line.body)  # type: ignore[arg-type]
+            response = to_openai(style, gen_type, line.body)
             check_reply(gen_type, response)
         except UNREADABLE_REPLY as exc:
             return RequestFailedError(f"{where}: unreadable reply ({type(exc).__name__}: {exc})",
@@ -371,8 +379,8 @@ class BatchRunner:
     def _api(self, client: httpx.AsyncClient, route: Route) -> BatchAPI:
         key = (id(client), id(route))
         if key not in self._apis:
-            self._apis[key] = batch_api(route.style, route.provider.name, route.endpoint, self._gen_type, client,
-                                        route.headers, route.name, lambda text: hide_key(text, route))
+            self._apis[key] = open_batch_api(route.provider, route.style, route.endpoint, self._gen_type, client,
+                                             route.headers, route.name, lambda text: hide_key(text, route))
         return self._apis[key]
 
     @staticmethod

@@ -1,53 +1,66 @@
-"""The provider registry, and how each wire format is spoken.
+"""The provider registry: where each provider is, its key, its default model, its wire format.
 
-A provider is a base URL, the variable holding its key, a default model, and a wire
-``style``: ``openai`` (chat/completions), ``anthropic`` (Messages API) or ``ollama``
-(native /api/chat). Requests are written in OpenAI's shape; :func:`build_body` turns
-one into what the provider expects and :func:`to_openai` turns the reply back.
+A provider is a base URL, the variable holding its key, a default model, and the name of its
+wire format (:mod:`dataformer_nb.wire`): ``openai`` (chat/completions, which most servers speak),
+``anthropic`` (Messages API) or ``ollama`` (native /api/chat), or one registered from outside.
+Requests are written in OpenAI's shape; :func:`build_body` turns one into what the provider
+expects and :func:`to_openai` turns the reply back, each through the format.
+
+Providers are added with :func:`register_provider`, or by a package that declares an entry
+point in the group ``dataformer_nb.providers`` naming a function that registers them (called
+once, the first time a provider is looked up by a name not known yet, or all are listed).
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from .errors import ConfigurationError, MissingAPIKeyError, UnknownProviderError
+from .errors import BatchError, ConfigurationError, DataformerWarning, MissingAPIKeyError, UnknownProviderError
 from .settings import bad_secret, valid_secret
+from .wire import (
+    ANTHROPIC_VERSION,
+    UNREADABLE_REPLY,
+    GenType,
+    WireFormat,
+    endpoint_suffixes,
+    openai_shape,
+    register_wire_format,
+    wire_format,
+)
 
-GenType = Literal["chat", "text", "embedding"]
-Style = Literal["openai", "anthropic", "ollama"]
+if TYPE_CHECKING:
+    import httpx
 
-ANTHROPIC_VERSION = "2023-06-01"
-ANTHROPIC_DEFAULT_MAX_TOKENS = 1024
+    from .batchapi import BatchAPI
+
+__all__ = ["ANTHROPIC_VERSION", "PROVIDERS", "UNREADABLE_REPLY", "GenType", "Provider", "Style", "get_provider",
+           "openai_shape", "register_provider"]
+
+Style = str  # the name of a registered wire format (dataformer_nb.wire)
+
 ECHO_BASE_URL = "http://echo.dataformer.invalid/v1"
-
-_PATHS: dict[Style, dict[str, str]] = {
-    "openai": {"chat": "/chat/completions", "text": "/completions", "embedding": "/embeddings"},
-    "anthropic": {"chat": "/messages", "text": "/messages"},
-    "ollama": {"chat": "/api/chat", "text": "/api/generate", "embedding": "/api/embed"},
-}
-# What an endpoint's path ends with says which wire format it speaks, whatever the provider.
-_SUFFIX_STYLES: dict[str, Style] = {
-    "/chat/completions": "openai", "/completions": "openai", "/embeddings": "openai",
-    "/messages": "anthropic", "/api/chat": "ollama", "/api/generate": "ollama", "/api/embed": "ollama",
-}
-_ENDPOINT_SUFFIXES = tuple(_SUFFIX_STYLES)
+ENTRY_POINT_GROUP = "dataformer_nb.providers"
 EMBEDDING_SUFFIXES = ("/embeddings", "/api/embed")
 
 
 @dataclass(frozen=True)
 class Provider:
+    """A provider: its ``name`` (what ``api_provider=`` takes), ``base_url``, the variable holding
+    its key (``key_env``; None if it takes none), its ``default_model``, the name of its wire
+    format (``style``), whether a key is required, whether it serves its format's batch API,
+    and headers it wants on every request."""
+
     name: str
     base_url: str
     key_env: str | None
     default_model: str
-    style: Style = "openai"
+    style: Style = "openai"  # the name of its wire format
     key_required: bool = True
-    batch_api: bool = False  # serves a batch API dataformer_nb speaks (batchapi)
+    batch_api: bool = False  # serves its wire format's batch API (see WireFormat.batch_api)
     extra_headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -78,14 +91,68 @@ PROVIDERS: dict[str, Provider] = {
 }
 
 
+def register_provider(provider: Provider, *, wire: WireFormat | None = None, replace: bool = False) -> None:
+    """Make ``provider`` known by its name (lower case), with ``wire`` registered as its format if
+    given: ``AsyncLLM(api_provider=provider.name)`` then works online, and with ``batch=True`` if
+    ``provider.batch_api`` and the format has a batch API. ConfigurationError if the name is taken
+    (unless ``replace``) or its format is unknown."""
+    if not isinstance(provider, Provider):
+        raise ConfigurationError(f"provider={provider!r} is not a Provider: pass dataformer_nb.Provider(...)")
+    name = provider.name.strip().lower() if isinstance(provider.name, str) else ""
+    if not name or name != provider.name:
+        raise ConfigurationError(f"Provider name {provider.name!r}: use a lower-case name without spaces around it")
+    if name in PROVIDERS and PROVIDERS[name] != provider and not replace:
+        raise ConfigurationError(f"a provider called {name!r} is registered already: pick another name, "
+                                 "or pass replace=True")
+    if wire is not None:
+        register_wire_format(wire, replace=replace)
+        if wire.name != provider.style:
+            raise ConfigurationError(f"Provider {name!r} has style={provider.style!r} but its wire format is "
+                                     f"called {wire.name!r}: make them the same")
+    wire_format(provider.style)  # raises, naming the formats known
+    check_url(provider.base_url, f"Provider {name!r} base_url")
+    PROVIDERS[name] = provider
+
+
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    """Call, once, each function named by an entry point of ``dataformer_nb.providers``; one that
+    fails is skipped with a warning naming it."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            register: Callable[[], Any] = point.load()
+            register()
+        except Exception as exc:  # a third party's code: it fails itself, not the library
+            warnings.warn(f"the provider plugin {point.name!r} ({point.value}) failed to register: "
+                          f"{type(exc).__name__}: {exc}; its providers are not available",
+                          DataformerWarning, stacklevel=2)
+
+
+def known_providers() -> dict[str, Provider]:
+    """Every registered provider, plugins' included, by name."""
+    _load_plugins()
+    return dict(PROVIDERS)
+
+
 def get_provider(name: object) -> Provider:
     """The registered provider called ``name`` (case-insensitive)."""
-    if not isinstance(name, str) or name.strip().lower() not in PROVIDERS:
+    key = name.strip().lower() if isinstance(name, str) else None
+    if key is not None and key not in PROVIDERS:
+        _load_plugins()
+    if key is None or key not in PROVIDERS:
         raise UnknownProviderError(
             f"api_provider={name!r} is not a known provider: use one of {', '.join(PROVIDERS)}, "
             "or pass url= for any OpenAI-compatible server"
         )
-    return PROVIDERS[name.strip().lower()]
+    return PROVIDERS[key]
 
 
 def provider_for_url(url: str | None, default: str) -> str:
@@ -143,7 +210,7 @@ def wire_style(provider: Provider, url: str | None) -> Style:
     if url is None:
         return provider.style
     path = urlsplit(url).path.rstrip("/")
-    for suffix, style in _SUFFIX_STYLES.items():
+    for suffix, style in endpoint_suffixes().items():
         if path.endswith(suffix):
             return style
     if provider.style == "ollama" and "/v1" in path:
@@ -168,12 +235,13 @@ def endpoint_url(provider: Provider, gen_type: GenType, url: str | None, env: Ma
 
 def _endpoint_path(base: str, style: Style, gen_type: GenType) -> str:
     stripped = base.rstrip("/")
-    if stripped.endswith(_ENDPOINT_SUFFIXES):
+    if stripped.endswith(tuple(endpoint_suffixes())):
         return stripped
-    if gen_type not in _PATHS[style]:
+    paths = wire_format(style).paths
+    if gen_type not in paths:
         raise ConfigurationError(f"gen_type={gen_type!r} is not offered by {style}-style servers: "
                                  "use an OpenAI-compatible url= (.../v1) for embeddings")
-    return stripped + _PATHS[style][gen_type]
+    return stripped + paths[gen_type]
 
 
 def resolve_api_key(
@@ -204,88 +272,28 @@ def resolve_api_key(
 
 
 def auth_headers(provider: Provider, style: Style, key: str | None) -> dict[str, str]:
+    """The provider's own headers, and those carrying ``key`` as its wire format sends it."""
     headers = dict(provider.extra_headers)
     if key:
-        if style == "anthropic":
-            headers["x-api-key"] = key
-        else:
-            headers["Authorization"] = f"Bearer {key}"
+        headers.update(wire_format(style).auth_headers(key))
     return headers
 
 
 def build_body(style: Style, gen_type: GenType, payload: dict[str, Any], model: str) -> dict[str, Any]:
     """The JSON body the provider expects, from an OpenAI-shaped ``payload`` (a fresh dict,
     which becomes the body itself for OpenAI-style providers)."""
-    if style == "anthropic":
-        return _anthropic_body(gen_type, payload, model)
-    if style == "ollama":
-        return _ollama_body(gen_type, payload, model)
-    payload["model"] = model
-    return payload
+    return wire_format(style).build_body(gen_type, payload, model)
 
 
 def ask_for_schema(style: Style, body: dict[str, Any], name: str, json_schema: dict[str, Any]) -> None:
     """Add to ``body`` what the provider understands as "reply following this JSON Schema"
-    (what the request sets itself is kept). OpenAI-compatible servers: ``response_format``
-    json_schema (https://platform.openai.com/docs/guides/structured-outputs); Anthropic: a tool
-    whose input is the schema, which it must call
-    (https://docs.anthropic.com/en/docs/build-with-claude/tool-use, "JSON mode"); Ollama: ``format``
-    set to the schema (https://ollama.com/blog/structured-outputs)."""
-    if style == "anthropic":
-        body.setdefault("tools", [{"name": name, "description": "Reply by calling this tool: its input is the answer.",
-                                   "input_schema": json_schema}])
-        body.setdefault("tool_choice", {"type": "tool", "name": name})
-    elif style == "ollama":
-        body.setdefault("format", json_schema)
-    else:
-        body.setdefault("response_format",
-                        {"type": "json_schema", "json_schema": {"name": name, "schema": json_schema}})
+    (:meth:`WireFormat.ask_for_schema`); what the request sets itself is kept."""
+    wire_format(style).ask_for_schema(body, name, json_schema)
 
 
 def embedding_gen_type(url: str | None) -> bool:
     """Whether ``url`` is an embeddings endpoint (``/embeddings``, Ollama's ``/api/embed``)."""
     return url is not None and urlsplit(url).path.rstrip("/").endswith(EMBEDDING_SUFFIXES)
-
-
-def _anthropic_body(gen_type: GenType, payload: Mapping[str, Any], model: str) -> dict[str, Any]:
-    body = {k: v for k, v in payload.items() if k not in ("messages", "prompt", "stop")}
-    if gen_type == "text":
-        messages = [{"role": "user", "content": payload["prompt"]}]
-    else:
-        messages = [m for m in payload["messages"] if m.get("role") != "system"]
-        system = [m["content"] for m in payload["messages"] if m.get("role") == "system"]
-        if system and "system" not in body:
-            body["system"] = "\n\n".join(system) if all(isinstance(s, str) for s in system) else system[0]
-    if "stop" in payload and "stop_sequences" not in body:
-        stop = payload["stop"]
-        body["stop_sequences"] = [stop] if isinstance(stop, str) else stop
-    body.setdefault("max_tokens", ANTHROPIC_DEFAULT_MAX_TOKENS)
-    return {**body, "model": model, "messages": messages}
-
-
-_OLLAMA_OPTIONS = {
-    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "seed": "seed", "stop": "stop",
-    "max_tokens": "num_predict", "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-}
-
-
-def _ollama_body(gen_type: GenType, payload: Mapping[str, Any], model: str) -> dict[str, Any]:
-    options = dict(payload.get("options") or {})
-    body: dict[str, Any] = {}
-    for key, value in payload.items():
-        if key in _OLLAMA_OPTIONS:
-            options.setdefault(_OLLAMA_OPTIONS[key], value)
-        elif key != "options":
-            body[key] = value
-    if options:
-        body["options"] = options
-    return {**body, "model": model, "stream": False}
-
-
-# What reading a reply that is not of its promised shape raises (to_openai, check_reply, the JSON
-# decoder on deep nesting): such a reply is a malformed one, online or in a batch's results.
-UNREADABLE_REPLY = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
 
 
 def to_openai(style: Style, gen_type: GenType, data: Any) -> dict[str, Any]:
@@ -294,30 +302,29 @@ def to_openai(style: Style, gen_type: GenType, data: Any) -> dict[str, Any]:
     Raises ValueError when the reply is not of the shape the provider promises, which
     the caller treats like malformed JSON.
     """
-    if not isinstance(data, dict):
-        raise ValueError("the reply is not a JSON object")
-    if style == "anthropic":
-        text = "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
-        tool_inputs = [b.get("input") for b in data["content"] if b.get("type") == "tool_use"]
-        if not text and tool_inputs:  # a structured output, given as the input of the tool it was asked to call
-            text = json.dumps(tool_inputs[0], ensure_ascii=False)
-        usage = data.get("usage") or {}
-        finish = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
-        stop_reason = data.get("stop_reason")
-        return _openai_shape(gen_type, data.get("id", ""), data.get("model", ""), text,
-                             finish.get(stop_reason, stop_reason) if isinstance(stop_reason, str) else stop_reason,
-                             usage.get("input_tokens", 0), usage.get("output_tokens", 0))
-    if style == "ollama" and gen_type == "embedding":
-        vectors = data["embeddings"]
-        tokens = data.get("prompt_eval_count", 0)
-        return {"object": "list", "model": data.get("model", ""),
-                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-    if style == "ollama":
-        text = data["message"]["content"] if gen_type == "chat" else data["response"]
-        return _openai_shape(gen_type, "", data.get("model", ""), text, data.get("done_reason", "stop"),
-                             data.get("prompt_eval_count", 0), data.get("eval_count", 0))
-    return data  # OpenAI's shape already: check_reply checks it
+    return wire_format(style).to_openai(gen_type, data)
+
+
+def open_batch_api(provider: Provider, style: Style, endpoint: str, gen_type: GenType, client: httpx.AsyncClient,
+                   headers: Mapping[str, str], name: str, redact: Callable[[str], str]) -> BatchAPI:
+    """The batch service behind ``endpoint``, or a BatchError naming the providers that have one."""
+    wire = wire_format(style)
+    suffix = wire.paths.get(gen_type, "")
+    path = endpoint.split("?")[0].rstrip("/")
+    if not provider.batch_api or wire.batch_protocol is None or not suffix or not path.endswith(suffix):
+        raise BatchError(
+            f"{name} has no batch API that dataformer_nb speaks (endpoint {endpoint}): batch=True works with "
+            f"{', '.join(p.name for p in PROVIDERS.values() if p.batch_api)}, and with OpenAI-compatible servers "
+            "(url=) that serve /v1/files and /v1/batches; leave batch=True out to send the requests now"
+        )
+    return wire.batch_api(provider.name, path[:-len(suffix)], gen_type, client, headers, name, redact)
+
+
+def wire_for_batch_protocol(protocol: str) -> Style:
+    """The wire format whose batch API speaks ``protocol`` (a batch record's), OpenAI's if none."""
+    from .wire import WIRE_FORMATS
+
+    return next((w.name for w in WIRE_FORMATS.values() if w.batch_protocol == protocol), "openai")
 
 
 def check_reply(gen_type: GenType, response: Mapping[str, Any]) -> None:
@@ -355,25 +362,6 @@ def _check_embeddings(response: Mapping[str, Any]) -> None:
         vector = item.get("embedding") if isinstance(item, dict) else None
         if not isinstance(vector, (list, str)):  # a list of floats, or base64 (encoding_format="base64")
             raise ValueError("an item of 'data' has no 'embedding'")
-
-
-def _openai_shape(gen_type: GenType, id_: str, model: str, text: str, finish: str | None,
-                  prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
-    if not isinstance(text, str):
-        raise ValueError("the reply holds no text")
-    choice: dict[str, Any] = (
-        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-        if gen_type == "chat" else {"index": 0, "text": text, "finish_reason": finish}
-    )
-    return {
-        "id": id_,
-        "object": "chat.completion" if gen_type == "chat" else "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-    }
 
 
 def response_text(response: Mapping[str, Any] | None) -> str | None:
