@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ._format import batches, one_line, plural
+from ._format import batches, plural
 from ._json import dumpb
 from .batchapi import AGAIN, BatchAPI, BatchStatus, LineResult, UnusableIdError
 from .batchledger import HELD, BatchLedger, BatchRecord
@@ -27,15 +27,8 @@ from .cache import NewResponse, ResponseCache
 from .dispatch import Batch, TransportChoice, hide_key, open_transport, prompt_text
 from .errors import BatchError, CacheError, RequestFailedError
 from .prepare import Route, Unit
-from .providers import (
-    UNREADABLE_REPLY,
-    GenType,
-    check_reply,
-    open_batch_api,
-    response_text,
-    to_openai,
-    wire_for_batch_protocol,
-)
+from .providers import GenType, open_batch_api, wire_for_batch_protocol
+from .replies import ReplyProblem, read_reply
 from .schema import OutputSchema
 
 if TYPE_CHECKING:
@@ -317,19 +310,10 @@ class BatchRunner:
         if line.error is not None:
             return RequestFailedError(f"{where}: {line.error}", cause=line.cause)
         gen_type: GenType = record.gen_type  # type: ignore[assignment]
-        try:
-            response = to_openai(style, gen_type, line.body)
-            check_reply(gen_type, response)
-        except UNREADABLE_REPLY as exc:
-            return RequestFailedError(f"{where}: unreadable reply ({type(exc).__name__}: {exc})",
-                                      cause="malformed json")
-        if self._schema is None:
-            return response, None
-        try:
-            return response, self._schema.parse(response_text(response))
-        except ValueError as exc:
-            return RequestFailedError(f"{where}: the reply does not follow schema {self._schema.name}: "
-                                      f"{one_line(exc)}", cause="invalid output")
+        read = read_reply(style, gen_type, line.body, self._schema)
+        if isinstance(read, ReplyProblem):
+            return RequestFailedError(f"{where}: {read.message}", cause=read.cause)
+        return read.response, read.parsed
 
     def _gone(self, record: BatchRecord, error: BatchError, by_key: Mapping[str, Unit], batch: Batch) -> None:
         """The service no longer has ``record``'s batch, or its results (a 404: deleted, or past the

@@ -23,7 +23,7 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 
-from ._format import one_line, server_message
+from ._format import server_message
 from ._json import dumpb
 from ._usage import token_count, usage_tokens
 from .cache import NewResponse, ResponseCache
@@ -31,7 +31,8 @@ from .echo import EchoTransport
 from .errors import AuthenticationError, CacheError, RequestFailedError
 from .limits import WAIT_SHOWN_SECONDS, RateBucket, Ticket, estimate_request_tokens
 from .prepare import Route, Unit
-from .providers import UNREADABLE_REPLY, GenType, check_reply, response_text, to_openai
+from .providers import UNREADABLE_REPLY, GenType
+from .replies import ReplyProblem, read_reply
 from .results import GenerationResult, GenerationSummary, Results, cost_of, prompt_of
 from .schema import OutputSchema
 from .serverlimits import read as read_server_limits
@@ -386,22 +387,16 @@ class Dispatcher:
                                 "not cached nor shown: ask the server's operator why it echoes credentials")
             try:
                 data = _STRICT_JSON.decode(reply.content.decode())
-                response = to_openai(route.style, self._gen_type, data)
-                check_reply(self._gen_type, response)
             except UNREADABLE_REPLY as exc:
-                # Retried like any malformed reply, and never cached.
                 return Retry(_failure(route, "malformed json", f"unreadable reply ({type(exc).__name__}: {exc})"))
+            read = read_reply(route.style, self._gen_type, data, self._schema)
+            if isinstance(read, ReplyProblem):  # retried like any malformed reply, and never cached
+                self._summary.invalid_replies += read.cause == "invalid output"
+                return Retry(_failure(route, read.cause, read.message))
+            response = read.response
             usage = response.get("usage") or {}
             route.bucket.settle(ticket.tokens, token_count(usage.get("total_tokens"), "total_tokens"))
-            parsed = None
-            if self._schema is not None:
-                try:
-                    parsed = self._schema.parse(response_text(response))
-                except ValueError as exc:  # retried like a malformed reply, and never cached
-                    self._summary.invalid_replies += 1
-                    return Retry(_failure(route, "invalid output", f"the reply does not follow schema "
-                                          f"{self._schema.name}: {one_line(exc)}"))
-            return Fresh(reply.content if response is data else response, usage, parsed)
+            return Fresh(reply.content if response is data else response, usage, read.parsed)
         if 300 <= status < 400:
             where = reply.headers.get("location")
             what = f"redirected to {where}: pass that URL as url=" if where else "redirected without a Location"

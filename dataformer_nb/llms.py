@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ._format import batches, one_line
+from ._format import batches
 from ._sync import gc_paused, run_sync
 from .cache import FULL, ClearReport, ResponseCache, clear_names, normalize_project
 from .dispatch import DEFAULT_MAX_WAIT, Batch, CacheWriter, Dispatcher, TransportChoice
@@ -34,6 +34,7 @@ from .providers import (
     provider_for_url,
     response_text,
 )
+from .replies import ReplyProblem, parse_output
 from .results import GenerationResult, GenerationSummary, Plan, Results, cost_of
 from .schema import OutputSchema
 from .settings import (
@@ -489,13 +490,14 @@ def _revalidate(hits: dict[str, bytes], units: Mapping[str, Unit], schema: Outpu
     longer validates is that request's failure, and is taken out of ``hits``."""
     parsed = {}
     for key, data in list(hits.items()):
-        try:
-            parsed[key] = schema.parse(response_text(json.loads(data)))
-        except ValueError as exc:
+        output = parse_output(schema, json.loads(data))
+        if isinstance(output, ReplyProblem):
             del hits[key]
             batch.failed(units[key], RequestFailedError(
-                f"the cached reply does not follow schema {schema.name} ({one_line(exc)}): "
-                "clear its project (clear_project_cache=) to ask again", cause="invalid output"))
+                f"{output.message.replace('the reply', 'the cached reply', 1)}: clear its project "
+                "(clear_project_cache=) to ask again", cause=output.cause))
+        else:
+            parsed[key] = output
     return parsed
 
 
