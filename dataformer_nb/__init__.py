@@ -4,6 +4,7 @@ from .cache import ClearReport, ProjectInfo, ResponseCache
 from .errors import (
     AuthenticationError,
     BatchError,
+    BatchPending,
     CacheError,
     ConfigurationError,
     DataformerError,
@@ -46,6 +47,7 @@ __all__ = [
     "AuthenticationError",
     "BatchError",
     "BatchJob",
+    "BatchPending",
     "CacheError",
     "CachePanel",
     "ClearReport",

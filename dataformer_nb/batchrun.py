@@ -24,12 +24,13 @@ from ._json import dumpb
 from .batchapi import AGAIN, BatchAPI, BatchStatus, LineResult, UnusableIdError
 from .batchledger import HELD, BatchLedger, BatchRecord
 from .cache import NewResponse, ResponseCache
-from .dispatch import Batch, TransportChoice, hide_key, open_transport, prompt_text
-from .errors import BatchError, CacheError, RequestFailedError
-from .prepare import Route, Unit
+from .errors import BatchError, BatchPending, CacheError, RequestFailedError
+from .prepare import Route, Unit, hide_key
 from .providers import GenType, open_batch_api, wire_for_batch_protocol
 from .replies import ReplyProblem, read_reply
 from .schema import OutputSchema
+from .slots import Slots, prompt_text
+from .transport import TransportChoice, open_transport
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -57,7 +58,7 @@ class BatchRunner:
         self.records: list[BatchRecord] = []  # the batches this run submitted or awaits
         self._apis: dict[tuple[int, int], BatchAPI] = {}  # by (client, route)
 
-    async def run(self, units: list[Unit], batch: Batch, wait: bool = True) -> list[BatchRecord]:
+    async def run(self, units: list[Unit], slots: Slots, wait: bool = True) -> list[BatchRecord]:
         """Have every unit answered by a batch; with ``wait=False``, return once they are submitted."""
         async with self._client() as client:
             by_key = {unit.cache_key: unit for unit in units}
@@ -68,14 +69,14 @@ class BatchRunner:
                 covered = {key for record in self.records for key in record.keys}
                 submitting = [u for u in units if u.cache_key not in covered]
                 self.records += await self._submit(client, submitting)
-                batch.summary.requests_sent += len(submitting)  # a batch's line is one attempt
-                batch.summary.attempts += len(submitting)
-            self._fail_held(by_key, batch)
-            batch.summary.batches = tuple(r.id or r.local for r in self.records)
+                slots.summary.requests_sent += len(submitting)  # a batch's line is one attempt
+                slots.summary.attempts += len(submitting)
+            self._fail_held(by_key, slots)
+            slots.summary.batches = tuple(r.id or r.local for r in self.records)
             if not wait:
-                self._leave_pending(by_key, batch)
+                self._leave_pending(by_key, slots)
                 return self.records
-            await self._wait(client, by_key, batch)
+            await self._wait(client, by_key, slots)
         return self.records
 
     async def cancel(self, route: Route, batch_id: str) -> BatchRecord:
@@ -218,7 +219,7 @@ class BatchRunner:
 
     # Wait, collect
 
-    async def _wait(self, client: httpx.AsyncClient, by_key: Mapping[str, Unit], batch: Batch) -> None:
+    async def _wait(self, client: httpx.AsyncClient, by_key: Mapping[str, Unit], slots: Slots) -> None:
         import asyncio
 
         from tqdm.auto import tqdm
@@ -236,7 +237,7 @@ class BatchRunner:
                         status = await api.status(record.id)  # type: ignore[arg-type]
                     except BatchError as exc:
                         if exc.status in GONE:
-                            self._gone(record, exc, by_key, batch)
+                            self._gone(record, exc, by_key, slots)
                             active.remove(record)
                             continue
                         failures += 1
@@ -248,7 +249,7 @@ class BatchRunner:
                     failures = 0
                     self._update(record, status)
                     if status.ended:
-                        await self._collect(api, record, status, by_key, batch)
+                        await self._collect(api, record, status, by_key, slots)
                         active.remove(record)
                 _show(bar, self._label, self.records, active)
                 if active:
@@ -257,7 +258,7 @@ class BatchRunner:
             bar.close()
 
     async def _collect(self, api: BatchAPI, record: BatchRecord, status: BatchStatus, by_key: Mapping[str, Unit],
-                       batch: Batch) -> None:
+                       slots: Slots) -> None:
         """Store a batch's responses, fill its slots, and only then count it collected."""
         ours, theirs = [], []  # responses for this call's project, and for the submitting call's
         answered = set()
@@ -269,7 +270,7 @@ class BatchRunner:
             if exc.status not in GONE:
                 raise BatchError(f"{exc}: the batch stays recorded; re-run the same call to download its results "
                                  "again", status=exc.status, transient=exc.transient) from None
-            self._gone(record, exc, by_key, batch)
+            self._gone(record, exc, by_key, slots)
             return
         for line in lines:
             if line.custom_id not in own_keys or line.custom_id in answered:
@@ -279,19 +280,19 @@ class BatchRunner:
             outcome = self._read(style, record, line)
             if isinstance(outcome, RequestFailedError):
                 if unit is not None:
-                    batch.failed(unit, outcome)
-                    batch.summary.invalid_replies += outcome.cause == "invalid output"
+                    slots.failed(unit, outcome)
+                    slots.summary.invalid_replies += outcome.cause == "invalid output"
                 continue
             response, parsed = outcome
             data, usage = dumpb(response), response.get("usage")
             if unit is None:
                 theirs.append(NewResponse.with_usage(line.custom_id, data, usage))
             else:  # the result keeps the JSON bytes, as online: 10^5 decoded responses weigh ~200 MB
-                cost = batch.fresh(unit, data, usage, parsed)
+                cost = slots.fresh(unit, data, usage, parsed)
                 ours.append(NewResponse.with_usage(line.custom_id, data, usage, prompt_text(unit.request), cost))
         for key in own_keys - answered:
             if key in by_key:
-                batch.failed(by_key[key], RequestFailedError(
+                slots.failed(by_key[key], RequestFailedError(
                     f"batch {record.id} {status.state} without a result for this request"
                     f"{f' ({status.note})' if status.note else ''}: {AGAIN}",
                     cause=f"batch {status.state}"))
@@ -315,7 +316,7 @@ class BatchRunner:
             return RequestFailedError(f"{where}: {read.message}", cause=read.cause)
         return read.response, read.parsed
 
-    def _gone(self, record: BatchRecord, error: BatchError, by_key: Mapping[str, Unit], batch: Batch) -> None:
+    def _gone(self, record: BatchRecord, error: BatchError, by_key: Mapping[str, Unit], slots: Slots) -> None:
         """The service no longer has ``record``'s batch, or its results (a 404: deleted, or past the
         days it keeps them): its requests fail, and the record is closed so that a re-run submits
         them again rather than asking for it forever."""
@@ -323,11 +324,11 @@ class BatchRunner:
                                      cause="batch gone")
         for key in record.keys:
             if key in by_key:
-                batch.failed(by_key[key], failure)
+                slots.failed(by_key[key], failure)
         record.status, record.note = "gone", str(error)
         self.ledger.collected(record)
 
-    def _fail_held(self, by_key: Mapping[str, Unit], batch: Batch) -> None:
+    def _fail_held(self, by_key: Mapping[str, Unit], slots: Slots) -> None:
         """Fail the requests of held records (see :data:`HELD`), which are not waited for."""
         for record in [r for r in self.records if r.status == HELD]:
             error = RequestFailedError(f"held in batch record {record.local[:8]} ({record.note}): not submitted "
@@ -335,16 +336,16 @@ class BatchRunner:
                                        f"{record.local[:8]!r}) releases its requests", cause="batch held")
             for key in record.keys:
                 if key in by_key:
-                    batch.failed(by_key[key], error)
+                    slots.failed(by_key[key], error)
         self.records = [r for r in self.records if r.status != HELD]
 
-    def _leave_pending(self, by_key: Mapping[str, Unit], batch: Batch) -> None:
+    def _leave_pending(self, by_key: Mapping[str, Unit], slots: Slots) -> None:
         for record in self.records:
-            error = RequestFailedError(f"waiting in batch {record.id} ({record.status}): call generate with the "
-                                       "same requests and batch=True again to collect it", cause="batch pending")
+            error = BatchPending(f"waiting in batch {record.id} ({record.status}): call generate with the same "
+                                 "requests and batch=True again to collect it", batch_id=record.id or record.local)
             for key in record.keys:
                 if key in by_key:
-                    batch.pending(by_key[key], error)
+                    slots.pending(by_key[key], error)
 
     def _update(self, record: BatchRecord, status: BatchStatus) -> None:
         record.requests = status.total or record.requests

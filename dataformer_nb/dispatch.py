@@ -1,42 +1,46 @@
-"""Sending a batch: workers per rate bucket, retries, reading replies, grouped cache writes.
+"""Sending requests now (online): workers per rate bucket, retries, and what each reply means.
 
-A :class:`Batch` owns the results of one ``generate`` call and its summary, filled from
-cache hits and from replies; :class:`Dispatcher` sends the units that were not cached.
+:class:`Dispatcher` sends the units that were not cached, and fills their slots
+(:class:`dataformer_nb.slots.Slots`) as replies come; the responses go to the cache through a
+:class:`dataformer_nb.cachewriter.CacheWriter`.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import email.utils
-import functools
 import json
 import logging
 import math
 import random
-import re
-import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
-from urllib.parse import quote, quote_plus
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 
 from ._format import server_message
 from ._json import dumpb
-from ._usage import token_count, usage_tokens
-from .cache import NewResponse, ResponseCache
+from ._usage import token_count
+from .cachewriter import CacheWriter
 from .echo import EchoTransport
 from .errors import AuthenticationError, CacheError, RequestFailedError
 from .limits import WAIT_SHOWN_SECONDS, RateBucket, Ticket, estimate_request_tokens
-from .prepare import Route, Unit
+from .prepare import Route, Unit, hide_key, holds_a_secret
 from .providers import UNREADABLE_REPLY, GenType
 from .replies import ReplyProblem, read_reply
-from .results import GenerationResult, GenerationSummary, Results, cost_of, prompt_of
+from .results import GenerationSummary
 from .schema import OutputSchema
 from .serverlimits import read as read_server_limits
-from .transport import DEFAULT_MAX_REPLY_BYTES, AiohttpTransport, Reply, ReplyTooLargeError, post, retryable_status
+from .slots import Slots, prompt_text
+from .transport import (
+    DEFAULT_MAX_REPLY_BYTES,
+    Reply,
+    ReplyTooLargeError,
+    TransportChoice,
+    open_transport,
+    post,
+    retryable_status,
+)
 
 if TYPE_CHECKING:  # imported where it runs: see _sync
     import asyncio
@@ -49,8 +53,6 @@ MAX_RETRY_AFTER_SECONDS = 24 * 3600.0  # larger is garbled; max_wait decides wha
 # OpenAI's (and compatible servers') 429 for an account out of credit: no wait ends it.
 _QUOTA_SPENT_CODES = {"insufficient_quota", "billing_hard_limit_reached"}
 _ECHO = EchoTransport()
-
-TransportChoice = Literal["aiohttp", "httpx"] | httpx.AsyncBaseTransport
 
 
 class Retry(NamedTuple):
@@ -69,138 +71,6 @@ class Fresh(NamedTuple):
     response: dict[str, Any] | bytes
     usage: Any
     parsed: Any = None
-
-
-class Batch:
-    """The results of one ``generate`` call, in request order, and its summary."""
-
-    def __init__(self, request_list: Sequence[Mapping[str, Any]], project: str,
-                 prices: Mapping[str, tuple[float, float]] | None = None) -> None:
-        self._requests = request_list
-        self._results: list[GenerationResult | None] = [None] * len(request_list)
-        self.summary = GenerationSummary(project)
-        self._prices = prices or {}
-        self._unpriced = False  # a model without a price was used: no cost is shown
-
-    def cached(self, hits: Mapping[str, bytes], units: Mapping[str, Unit],
-               parsed: Mapping[str, Any] | None = None) -> None:
-        """Fill the slots of every unit found in the cache (``hits``: key -> response; ``parsed``:
-        key -> its validated output, with a schema)."""
-        results, requests = self._results, self._requests
-        for key, response in hits.items():  # inline: this runs for every slot of a warm re-run
-            for i in units[key].indices:
-                request = requests[i]
-                result = results[i] = GenerationResult(request, response, True, None, request.get("metadata"))
-                self.summary.cached += 1
-                if parsed is not None:
-                    result.parsed = parsed[key]
-
-    def fresh(self, unit: Unit, response: dict[str, Any] | bytes, usage: Any, parsed: Any = None) -> float | None:
-        """Fill the slots of ``unit`` with a response received; what it cost, if its model has a price."""
-        for i in unit.indices:
-            self._results[i] = self._result(i, response)
-            self._results[i].parsed = parsed  # type: ignore[union-attr]
-        summary = self.summary
-        summary.sent += len(unit.indices)
-        prompt, completion = usage_tokens(usage)
-        summary.prompt_tokens += prompt
-        summary.completion_tokens += completion
-        cost = cost_of(self._prices.get(unit.route.model), prompt, completion)
-        self._unpriced = self._unpriced or cost is None
-        summary.cost = None if self._unpriced else (summary.cost or 0.0) + cost  # type: ignore[operator]
-        return cost
-
-    def not_sent(self, error: RequestFailedError) -> None:
-        """Fail every slot that has no result yet (the batch stopped before sending it)."""
-        for i, result in enumerate(self._results):
-            if result is None:
-                self._results[i] = self._result(i, None, error=error)
-                self.summary.failures[error.cause] += 1
-
-    def failed(self, unit: Unit, error: RequestFailedError) -> None:
-        for i in unit.indices:
-            self._results[i] = self._result(i, None, error=error)
-        self.summary.failures[error.cause] += len(unit.indices)
-
-    def pending(self, unit: Unit, error: RequestFailedError) -> None:
-        """Fill the slots of ``unit``, which waits in a provider batch (``error`` says which)."""
-        for i in unit.indices:
-            self._results[i] = self._result(i, None, error=error)
-        self.summary.pending += len(unit.indices)
-
-    @property
-    def size(self) -> int:
-        return len(self._results)
-
-    def results(self) -> Results:
-        return Results(self._results, self.summary)  # type: ignore[arg-type]
-
-    def _result(self, i: int, response: dict[str, Any] | bytes | None, *, cached: bool = False,
-                error: RequestFailedError | None = None) -> GenerationResult:
-        request = self._requests[i]
-        return GenerationResult(request, response, cached, error, request.get("metadata"))
-
-
-class CacheWriter:
-    """Commits fresh responses in groups, on a thread of its own.
-
-    The replies that arrive while a group is being written form the next group, one SQLite
-    transaction each (one per reply cost more than the whole HTTP exchange), so a crash loses
-    at most the group in flight. Writes run off the event loop: a write that waits for another
-    process's lock never stalls sending, so no request times out (and is sent twice) because of
-    it. A write that fails sets :attr:`error` (the dispatcher then starts no new request); its
-    group, and whatever arrives after, stays in :attr:`unsaved`.
-    """
-
-    def __init__(self, cache: ResponseCache, project: str) -> None:
-        self._cache, self._project = cache, project
-        self.unsaved: list[NewResponse] = []  # removed from only once committed
-        self.error: CacheError | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dataformer_nb-cache")
-        self._writing: concurrent.futures.Future[None] | None = None
-        self._writing_count = 0
-
-    async def save(self, key: str, fresh: Fresh, prompt: str = "", cost: float | None = None) -> None:
-        import asyncio
-
-        data = fresh.response if isinstance(fresh.response, bytes) else dumpb(fresh.response)
-        self.unsaved.append(NewResponse.with_usage(key, data, fresh.usage, prompt, cost))
-        if self._writing is not None or self.error is not None:
-            return  # the writing loop takes it with the next group
-        await asyncio.sleep(0)  # the other replies ready in this turn join the group
-        while self.unsaved and self.error is None and self._writing is None:
-            self._writing = self._executor.submit(self._cache.put_many, self.unsaved[:], self._project)
-            self._writing_count = len(self.unsaved)
-            # Cancelled here (an interrupt), the write goes on in its thread and close() settles it.
-            with contextlib.suppress(CacheError):
-                await asyncio.wrap_future(self._writing)
-            self._settle()
-
-    def _settle(self) -> None:
-        """Account for the finished write in flight: drop its group from unsaved, or keep its error."""
-        assert self._writing is not None
-        try:
-            self._writing.result()
-        except CacheError as exc:
-            self.error = exc
-        except concurrent.futures.CancelledError:
-            pass  # never started: its group is still unsaved
-        else:
-            del self.unsaved[:self._writing_count]
-        self._writing = None
-
-    def close(self) -> None:
-        """Wait for the write in flight, write what is left here (unless writing failed), stop the thread."""
-        if self._writing is not None:
-            concurrent.futures.wait([self._writing])
-            self._settle()
-        if self.unsaved and self.error is None:
-            try:
-                self._cache.put_many(self.unsaved, self._project)
-                self.unsaved.clear()
-            except CacheError as exc:
-                self.error = exc
-        self._executor.shutdown(wait=True)
 
 
 class Dispatcher:
@@ -224,15 +94,15 @@ class Dispatcher:
         self._waiting: Callable[[float], None] | None = None  # set by run: shows a wait on the progress bar
         self._summary = GenerationSummary("")  # set by run: counts what goes over the wire
 
-    async def run(self, units: list[Unit], batch: Batch, writer: CacheWriter | None) -> None:
+    async def run(self, units: list[Unit], slots: Slots, writer: CacheWriter | None) -> None:
         import asyncio
 
         from tqdm.auto import tqdm
 
         buckets = {id(u.route.bucket): u.route.bucket for u in units}
-        slots = {key: asyncio.Semaphore(b.max_concurrent_requests) for key, b in buckets.items()}
-        summary = self._summary = batch.summary
-        bar = tqdm(total=batch.size, initial=summary.cached, desc=self._progress_label, unit="req",
+        concurrency = {key: asyncio.Semaphore(b.max_concurrent_requests) for key, b in buckets.items()}
+        summary = self._summary = slots.summary
+        bar = tqdm(total=slots.size, initial=summary.cached, desc=self._progress_label, unit="req",
                    disable=not self._progress or not units, dynamic_ncols=True)
         _show_counts(bar, summary)  # a re-run's cached count shows from the start
         waiting_shown = [False]
@@ -244,19 +114,19 @@ class Dispatcher:
         self._waiting = show_wait
 
         async def run_one(transport: httpx.AsyncBaseTransport, unit: Unit) -> None:
-            outcome = await self._send(transport, unit, slots[id(unit.route.bucket)])
+            outcome = await self._send(transport, unit, concurrency[id(unit.route.bucket)])
             cost = None
             if isinstance(outcome, RequestFailedError):
-                batch.failed(unit, outcome)
+                slots.failed(unit, outcome)
                 _show_counts(bar, summary)
             else:
-                cost = batch.fresh(unit, outcome.response, outcome.usage, outcome.parsed)
+                cost = slots.fresh(unit, outcome.response, outcome.usage, outcome.parsed)
             if waiting_shown[0]:
                 waiting_shown[0] = False
                 bar.set_description_str(self._progress_label, refresh=False)
             bar.update(len(unit.indices))  # before the save below: an interrupt there must not leave it behind
             if writer is not None and not isinstance(outcome, RequestFailedError):
-                await writer.save(unit.cache_key, outcome, prompt_text(unit.request), cost)
+                await writer.save(unit.cache_key, outcome.response, outcome.usage, prompt_text(unit.request), cost)
 
         async def worker(queue: Iterator[Unit]) -> None:
             for unit in queue:
@@ -298,7 +168,7 @@ class Dispatcher:
             if network is not None and network is not self._transport:
                 await network.aclose()
         if writer is not None and writer.error is not None:
-            raise _write_failed(writer, batch)
+            raise _write_failed(writer, slots)
 
     def _network_transport(self, units: list[Unit], buckets: Iterable[RateBucket]) -> httpx.AsyncBaseTransport | None:
         """The transport for what goes over the network (None if everything is echo)."""
@@ -382,7 +252,7 @@ class Dispatcher:
         """A response, a final error, or one worth retrying (perhaps after the wait the server asked)."""
         status = reply.status
         if 200 <= status < 300:
-            if _holds_a_secret(reply.content, route):
+            if holds_a_secret(reply.content, route):
                 return _failure(route, "key in reply", "the reply holds the request's API key or password, so it is "
                                 "not cached nor shown: ask the server's operator why it echoes credentials")
             try:
@@ -428,24 +298,18 @@ class Dispatcher:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def _write_failed(writer: CacheWriter, batch: Batch) -> CacheError:
+def _write_failed(writer: CacheWriter, slots: Slots) -> CacheError:
     """The writer's error, holding every result received (the unsent slots marked), so that no
     paid response is lost when the cache cannot take it."""
-    received = batch.summary.sent
-    batch.not_sent(RequestFailedError("not sent: the cache could not be written, so sending stopped",
+    received = slots.summary.sent
+    slots.not_sent(RequestFailedError("not sent: the cache could not be written, so sending stopped",
                                       cause="not sent"))
     assert writer.error is not None
     error = CacheError(f"{writer.error}; sending stopped. The {received} responses received in this run are in "
                        "this error's .results and in llm.last_results (the ones not saved are not in the cache): "
                        "free disk space or pass another cache_dir=, then re-run")
-    error.results = batch.results()
+    error.results = slots.results()
     return error
-
-
-def prompt_text(request: Mapping[str, Any]) -> str:
-    """The prompt kept with a response, for browsing the cache."""
-    prompt = prompt_of(request)
-    return prompt if isinstance(prompt, str) else "" if prompt is None else json.dumps(prompt, ensure_ascii=False)
 
 
 def _show_counts(bar: Any, summary: GenerationSummary) -> None:
@@ -507,32 +371,6 @@ def _failure(route: Route, cause: str, what: str, status: int | None = None) -> 
                               status=status)
 
 
-def hide_key(message: str, route: Route) -> str:
-    """``message`` with the route's key and URL password as ``***``, wherever a server may have
-    echoed them: as sent, URL-encoded (``%20``, ``+``) or inside a longer token (``{key}_x``). A
-    secret shorter than 8 characters (a test key) is hidden only where it stands as a word, so
-    a one-letter key leaves "Expecting" alone."""
-    for secret in (route.key, route.password):
-        if secret is not None:
-            message = _hide(message, secret.reveal())
-    return message
-
-
-def _hide(message: str, secret: str) -> str:
-    for form in {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}:
-        if len(form) >= 8:
-            message = message.replace(form, "***")
-        else:
-            message = re.sub(rf"(?<![\w-]){re.escape(form)}(?![\w-])", "***", message)
-    return message
-
-
-def _holds_a_secret(content: bytes, route: Route) -> bool:
-    """Whether a reply holds the route's key or URL password verbatim (8 characters or more)."""
-    return any(secret is not None and len(value := secret.reveal()) >= 8 and value.encode() in content
-               for secret in (route.key, route.password))
-
-
 def _key_advice(route: Route) -> str:
     if route.key is None:
         if route.password is not None:
@@ -541,27 +379,6 @@ def _key_advice(route: Route) -> str:
     if route.key_source == "the api_key argument":
         return "check the api_key passed to AsyncLLM (or in the request)"
     return f"check {route.key_source} in .env or the environment, or pass api_key="
-
-
-def open_transport(choice: TransportChoice, connections: int) -> httpx.AsyncBaseTransport:
-    """The transport ``choice`` names, for at most ``connections`` at once (a transport passed in
-    is used as it is: its owner closes it).
-
-    Requests go straight to the transport: httpx's AsyncClient layer costs more CPU per
-    request than the aiohttp transport under it (benchmarks/).
-    """
-    if isinstance(choice, httpx.AsyncBaseTransport):
-        return choice
-    if choice == "aiohttp":
-        return AiohttpTransport(connections, _ssl_context())
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits)
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    # Loading the CA store costs ~0.1 s of CPU: once per process, not once per generate.
-    return httpx.create_ssl_context()
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -75,6 +75,15 @@ class RequestFailedError(DataformerError):
         self.status = status
 
 
+class BatchPending(RequestFailedError):
+    """Not failed: the request waits in a provider batch (``generate(..., batch=True, wait=False)``);
+    the same call with ``batch=True`` collects it. ``result.pending`` tells it from a failure."""
+
+    def __init__(self, message: str, *, batch_id: str) -> None:
+        super().__init__(message, cause="batch pending")
+        self.batch_id = batch_id
+
+
 class AuthenticationError(RequestFailedError):
     """The provider rejected the key (HTTP 401 or 403); the rest of its requests are not sent."""
 

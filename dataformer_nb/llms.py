@@ -22,7 +22,8 @@ import httpx
 from ._format import batches
 from ._sync import gc_paused, run_sync
 from .cache import FULL, ClearReport, ResponseCache, clear_names, normalize_project
-from .dispatch import DEFAULT_MAX_WAIT, Batch, CacheWriter, Dispatcher, TransportChoice
+from .cachewriter import CacheWriter
+from .dispatch import DEFAULT_MAX_WAIT, Dispatcher
 from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError
 from .limits import LimitsReport, RateLimiter, estimate_prompt_and_budget
 from .prepare import Preparer, Route, Target, Unit, by_key, check_key, optional_str
@@ -47,7 +48,8 @@ from .settings import (
     resolve,
     resolve_dir,
 )
-from .transport import DEFAULT_MAX_REPLY_BYTES
+from .slots import Slots
+from .transport import DEFAULT_MAX_REPLY_BYTES, TransportChoice
 
 if TYPE_CHECKING:  # imported where batches are used: together ~30 ms of an ~90 ms import
     from .batchledger import BatchJob, BatchList
@@ -305,7 +307,7 @@ class AsyncLLM:
             if clear_project_cache is not None:
                 self._say(str(self.cache.clear(clear_project_cache)))
             hits = self.cache.lookup(list(units), project) if use_cache else {}
-            slots = Batch(request_list, project, self.prices)
+            slots = Slots(request_list, project, self.prices)
             slots.summary.saved_tokens = getattr(hits, "saved_tokens", 0)
             to_send = [u for key, u in units.items() if key not in hits]
             # After to_send: a cached reply that no longer validates fails, it is not bought again.
@@ -484,7 +486,7 @@ def _threaded(task_id_generator: Any, results: Results, use_cache: bool) -> Resu
     return Results(list(earlier), results.summary)
 
 
-def _revalidate(hits: dict[str, bytes], units: Mapping[str, Unit], schema: OutputSchema, batch: Batch
+def _revalidate(hits: dict[str, bytes], units: Mapping[str, Unit], schema: OutputSchema, batch: Slots
                 ) -> dict[str, Any]:
     """Each cached reply validated again (a model's own validators may have changed); one that no
     longer validates is that request's failure, and is taken out of ``hits``."""

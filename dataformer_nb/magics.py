@@ -541,7 +541,7 @@ def _answer(result: GenerationResult) -> str:
 def _state(result: GenerationResult) -> str:
     """new, cached, failed, or pending (waiting in a provider batch: --batch --no-wait)."""
     if result.error is not None:
-        return "pending" if result.error.cause == "batch pending" else "failed"
+        return "pending" if result.pending else "failed"
     return "cached" if result.cached else "new"
 
 

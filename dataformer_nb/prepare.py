@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import httpx
 
@@ -279,3 +280,29 @@ def optional_str(value: Any, name: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}")
+
+
+def hide_key(message: str, route: Route) -> str:
+    """``message`` with the route's key and URL password as ``***``, wherever a server may have
+    echoed them: as sent, URL-encoded (``%20``, ``+``) or inside a longer token (``{key}_x``). A
+    secret shorter than 8 characters (a test key) is hidden only where it stands as a word, so
+    a one-letter key leaves "Expecting" alone."""
+    for secret in (route.key, route.password):
+        if secret is not None:
+            message = _hide(message, secret.reveal())
+    return message
+
+
+def _hide(message: str, secret: str) -> str:
+    for form in {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}:
+        if len(form) >= 8:
+            message = message.replace(form, "***")
+        else:
+            message = re.sub(rf"(?<![\w-]){re.escape(form)}(?![\w-])", "***", message)
+    return message
+
+
+def holds_a_secret(content: bytes, route: Route) -> bool:
+    """Whether a reply holds the route's key or URL password verbatim (8 characters or more)."""
+    return any(secret is not None and len(value := secret.reveal()) >= 8 and value.encode() in content
+               for secret in (route.key, route.password))

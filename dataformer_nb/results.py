@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._format import money, plural, table_bundle, tokens
-from .errors import RequestFailedError
+from .errors import BatchPending, RequestFailedError
 from .providers import hide_credentials, response_text
 
 if TYPE_CHECKING:
@@ -66,7 +66,14 @@ class GenerationResult:
 
     @property
     def ok(self) -> bool:
+        """Whether a response came back (from the server or the cache)."""
         return self.error is None
+
+    @property
+    def pending(self) -> bool:
+        """Whether the request waits in a provider batch (``batch=True, wait=False``): ``error`` is
+        then a :class:`~dataformer_nb.errors.BatchPending` naming the batch, not a failure."""
+        return isinstance(self.error, BatchPending)
 
     @property
     def embedding(self) -> list[float] | None:

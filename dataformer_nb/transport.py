@@ -11,10 +11,11 @@ through httpx's interface by :func:`post`.
 
 from __future__ import annotations
 
+import functools
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import httpx
 
@@ -146,3 +147,27 @@ async def _read_reply(reply: aiohttp.ClientResponse, decompress: bool, max_bytes
             raise ReplyTooLargeError(f"the reply announced {length} bytes, more than {max_bytes}")
         return await reply.read()
     return await read_capped(reply.content.iter_chunked(2**16), max_bytes)
+
+
+TransportChoice = Literal["aiohttp", "httpx"] | httpx.AsyncBaseTransport
+
+
+def open_transport(choice: TransportChoice, connections: int) -> httpx.AsyncBaseTransport:
+    """The transport ``choice`` names, for at most ``connections`` at once (a transport passed in
+    is used as it is: its owner closes it).
+
+    Requests go straight to the transport: httpx's AsyncClient layer costs more CPU per
+    request than the aiohttp transport under it (benchmarks/).
+    """
+    if isinstance(choice, httpx.AsyncBaseTransport):
+        return choice
+    if choice == "aiohttp":
+        return AiohttpTransport(connections, _ssl_context())
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits)
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA store costs ~0.1 s of CPU: once per process, not once per generate.
+    return httpx.create_ssl_context()

@@ -1,0 +1,91 @@
+"""The results of one ``generate`` call: a slot a request, filled in any order, read in request order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._usage import usage_tokens
+from .errors import BatchPending, RequestFailedError
+from .results import GenerationResult, GenerationSummary, Results, cost_of, prompt_of
+
+if TYPE_CHECKING:
+    from .prepare import Unit
+
+
+class Slots:
+    """The results of one ``generate`` call, one slot a request, in request order, and its summary
+    (online and batch mode fill the same slots)."""
+
+    def __init__(self, request_list: Sequence[Mapping[str, Any]], project: str,
+                 prices: Mapping[str, tuple[float, float]] | None = None) -> None:
+        self._requests = request_list
+        self._results: list[GenerationResult | None] = [None] * len(request_list)
+        self.summary = GenerationSummary(project)
+        self._prices = prices or {}
+        self._unpriced = False  # a model without a price was used: no cost is shown
+
+    def cached(self, hits: Mapping[str, bytes], units: Mapping[str, Unit],
+               parsed: Mapping[str, Any] | None = None) -> None:
+        """Fill the slots of every unit found in the cache (``hits``: key -> response; ``parsed``:
+        key -> its validated output, with a schema)."""
+        results, requests = self._results, self._requests
+        for key, response in hits.items():  # inline: this runs for every slot of a warm re-run
+            for i in units[key].indices:
+                request = requests[i]
+                result = results[i] = GenerationResult(request, response, True, None, request.get("metadata"))
+                self.summary.cached += 1
+                if parsed is not None:
+                    result.parsed = parsed[key]
+
+    def fresh(self, unit: Unit, response: dict[str, Any] | bytes, usage: Any, parsed: Any = None) -> float | None:
+        """Fill the slots of ``unit`` with a response received; what it cost, if its model has a price."""
+        for i in unit.indices:
+            self._results[i] = self._result(i, response)
+            self._results[i].parsed = parsed  # type: ignore[union-attr]
+        summary = self.summary
+        summary.sent += len(unit.indices)
+        prompt, completion = usage_tokens(usage)
+        summary.prompt_tokens += prompt
+        summary.completion_tokens += completion
+        cost = cost_of(self._prices.get(unit.route.model), prompt, completion)
+        self._unpriced = self._unpriced or cost is None
+        summary.cost = None if self._unpriced else (summary.cost or 0.0) + cost  # type: ignore[operator]
+        return cost
+
+    def not_sent(self, error: RequestFailedError) -> None:
+        """Fail every slot that has no result yet (the call stopped before sending it)."""
+        for i, result in enumerate(self._results):
+            if result is None:
+                self._results[i] = self._result(i, None, error=error)
+                self.summary.failures[error.cause] += 1
+
+    def failed(self, unit: Unit, error: RequestFailedError) -> None:
+        for i in unit.indices:
+            self._results[i] = self._result(i, None, error=error)
+        self.summary.failures[error.cause] += len(unit.indices)
+
+    def pending(self, unit: Unit, error: BatchPending) -> None:
+        """Fill the slots of ``unit``, which waits in a provider batch (``error`` says which)."""
+        for i in unit.indices:
+            self._results[i] = self._result(i, None, error=error)
+        self.summary.pending += len(unit.indices)
+
+    @property
+    def size(self) -> int:
+        return len(self._results)
+
+    def results(self) -> Results:
+        return Results(self._results, self.summary)  # type: ignore[arg-type]
+
+    def _result(self, i: int, response: dict[str, Any] | bytes | None, *, cached: bool = False,
+                error: RequestFailedError | None = None) -> GenerationResult:
+        request = self._requests[i]
+        return GenerationResult(request, response, cached, error, request.get("metadata"))
+
+
+def prompt_text(request: Mapping[str, Any]) -> str:
+    """The prompt kept with a response, for browsing the cache."""
+    prompt = prompt_of(request)
+    return prompt if isinstance(prompt, str) else "" if prompt is None else json.dumps(prompt, ensure_ascii=False)
