@@ -5,7 +5,7 @@ least a user must add so that nothing paid for is lost.
 
     python benchmarks/batch.py [-n 100000] [--runs 3]
 
-The fake batch service (``dataformer_nb.fake_batch_server``) runs in a process of its own, and
+The fake batch service (``dataformer_nb.testing``) runs in a process of its own, and
 each client run in a fresh process, so the figures are the client's alone: CPU seconds, wall
 seconds and peak RSS, from submission to the last result in hand (the request list is built
 before the clock starts). Runs alternate between the two clients; medians are reported, and the
@@ -28,7 +28,7 @@ from typing import Any
 
 SERVE = """
 import sys, time
-from dataformer_nb.fake_batch_server import FakeBatchServer
+from dataformer_nb.testing import FakeBatchServer
 server = FakeBatchServer(process_seconds=0).start()
 print(server.url, flush=True)
 sys.stdin.read()

@@ -9,8 +9,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from dataformer_nb import AsyncLLM
 from dataformer_nb.providers import PROVIDERS
-
-from .fake_llm_server import FakeLLMServer
+from dataformer_nb.testing import FakeLLMServer
 
 TOGETHER_KEY = "sk-together-test-SECRET-4f9a1c"
 

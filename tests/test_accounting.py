@@ -6,9 +6,9 @@ import pytest
 from IPython.utils.capture import capture_output
 
 from dataformer_nb import ConfigurationError
+from dataformer_nb.testing import FakeLLMServer
 
 from .conftest import chat
-from .fake_llm_server import FakeLLMServer
 
 
 def test_the_summary_counts_the_runs_tokens_and_what_the_cache_saved(server: FakeLLMServer, make_llm) -> None:

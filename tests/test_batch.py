@@ -17,7 +17,7 @@ import pytest
 
 from dataformer_nb import AsyncLLM, BatchError, CacheError, ConfigurationError, DataformerWarning, GenerationInterrupted
 from dataformer_nb.batchledger import BatchLedger
-from dataformer_nb.fake_batch_server import FakeBatchServer
+from dataformer_nb.testing import FakeBatchServer
 
 from .conftest import chat
 

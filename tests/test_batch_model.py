@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from dataformer_nb import AsyncLLM
-from dataformer_nb.fake_batch_server import FakeBatchServer
+from dataformer_nb.testing import FakeBatchServer
 
 PROMPTS = [f"q{i}" for i in range(10)]
 PROJECTS = ["alpha", "beta"]

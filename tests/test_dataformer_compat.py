@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from dataformer_nb import AsyncLLM, ConfigurationError
+from dataformer_nb.testing.llm_server import FakeLLMServer, embedding_of
 
 from .conftest import chat
-from .fake_llm_server import FakeLLMServer, embedding_of
 
 components = pytest.importorskip("dataformer.components", reason='dataformer 0.0.2 is in the test extra')
 from dataformer.utils.cache import task_id_generator_function  # noqa: E402

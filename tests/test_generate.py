@@ -18,9 +18,9 @@ from dataformer_nb import (
     get_messages,
     get_request_list,
 )
+from dataformer_nb.testing import FakeLLMServer
 
 from .conftest import TOGETHER_KEY, chat
-from .fake_llm_server import FakeLLMServer
 
 R1 = [chat("Why should people read books?"),
       chat("What is the importance of clouds?", api_provider="together")]

@@ -21,9 +21,9 @@ import pytest
 
 from dataformer_nb import AsyncLLM, CacheError, ConfigurationError, InvalidRequestError, ResponseCache
 from dataformer_nb.dispatch import _retry_after
+from dataformer_nb.testing import FakeLLMServer
 
 from .conftest import chat
-from .fake_llm_server import FakeLLMServer
 
 OK_USAGE = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
 

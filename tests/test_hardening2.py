@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from dataformer_nb import AsyncLLM, ConfigurationError, DataformerWarning
+from dataformer_nb.testing import FakeLLMServer
 
 from .conftest import chat
-from .fake_llm_server import FakeLLMServer
 
 SECRET = "sk-echoed-SECRET-7f3a9c21"
 
@@ -142,7 +142,7 @@ def test_a_reply_holding_the_key_is_neither_cached_nor_shown(server: FakeLLMServ
 
 # 1. A batch result line of the wrong shape fails only its own request
 
-from dataformer_nb.fake_batch_server import FakeBatchServer  # noqa: E402
+from dataformer_nb.testing import FakeBatchServer  # noqa: E402
 
 BATCH_KEY = "sk-batch-hardening-SECRET-1"
 

@@ -7,9 +7,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from dataformer_nb import AsyncLLM, CachePanel, ResponseCache, UnknownProjectWarning
+from dataformer_nb.testing import FakeLLMServer
 
 from .conftest import TOGETHER_KEY
-from .fake_llm_server import FakeLLMServer
 
 
 def cell(ip: InteractiveShell, line: str, body: str):

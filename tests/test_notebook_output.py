@@ -12,9 +12,9 @@ from jupyter_client.manager import start_new_kernel
 
 from dataformer_nb import CachePanel, InvalidRequestError, ResponseCache
 from dataformer_nb.magics import Dataformer
+from dataformer_nb.testing import FakeLLMServer
 
 from .conftest import chat
-from .fake_llm_server import FakeLLMServer
 
 
 def test_a_warning_in_a_notebook_is_one_line_without_source(tmp_path: Path) -> None:

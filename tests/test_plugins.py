@@ -24,7 +24,7 @@ from dataformer_nb import (
 )
 from dataformer_nb import providers as registry
 from dataformer_nb import wire as wires
-from dataformer_nb.fake_batch_server import FakeBatchServer
+from dataformer_nb.testing import FakeBatchServer
 
 from .conftest import chat
 

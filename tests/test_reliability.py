@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from jupyter_client.manager import start_new_kernel
 
 from dataformer_nb import AsyncLLM, CacheError, ResponseCache
+from dataformer_nb.testing import FakeLLMServer
 
 from .conftest import TOGETHER_KEY, chat
-from .fake_llm_server import FakeLLMServer
 
 FAULTS = ["429"] * 10 + ["500"] * 5 + ["drop"] * 2 + ["malformed"] + ["slow"]
 

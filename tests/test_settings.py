@@ -12,9 +12,9 @@ from dataformer_nb import AsyncLLM, CachePanel
 from dataformer_nb.magics import Dataformer
 from dataformer_nb.prepare import Preparer, Target
 from dataformer_nb.settings import Secret
+from dataformer_nb.testing import FakeLLMServer
 
 from .conftest import TOGETHER_KEY, chat
-from .fake_llm_server import FakeLLMServer
 
 DOTENV_KEY = "sk-from-dotenv-7c1d"
 

@@ -10,9 +10,9 @@ import pytest
 from pydantic import BaseModel
 
 from dataformer_nb import ConfigurationError
+from dataformer_nb.testing import FakeLLMServer
 
 from .conftest import chat
-from .fake_llm_server import FakeLLMServer
 
 
 class Person(BaseModel):

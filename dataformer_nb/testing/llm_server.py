@@ -106,8 +106,8 @@ def _reply(path: str, body: dict[str, Any], text: str) -> dict[str, Any]:
     path = path.partition("?")[0]
     model = body.get("model", "")
     if path.endswith(("/embeddings", "/api/embed")):
-        inputs = body.get("input")
-        inputs = [inputs] if isinstance(inputs, str) else inputs
+        given = body.get("input")
+        inputs: list[Any] = [given] if isinstance(given, str) else list(given or [])
         if path.endswith("/api/embed"):
             return {"model": model, "embeddings": [embedding_of(t) for t in inputs], "prompt_eval_count": 2}
         return {"object": "list", "model": model, "usage": {"prompt_tokens": 2, "total_tokens": 2},
@@ -173,7 +173,8 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 server._released.wait(server.slow_seconds)
                 with server._lock:
                     server.late[prompt] += 1
-                return self._send(200, json.dumps(_reply(self.path, body, answer)).encode(), {})
+                self._send(200, json.dumps(_reply(self.path, body, answer)).encode(), {})
+                return
             if action == "hold":
                 server.holding.set()
                 server._released.wait(60)
@@ -183,17 +184,21 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             if action == "malformed":
-                return self._send(200, b'{"choices": [', {})
+                self._send(200, b'{"choices": [', {})
+                return
             if action.startswith("raw:"):
                 status, headers, payload = server.raw[action[4:]]
-                return self._send(status, payload, headers)
+                self._send(status, payload, headers)
+                return
             if action == "drip":
-                return self._drip(json.dumps(_reply(self.path, body, answer)).encode())
+                self._drip(json.dumps(_reply(self.path, body, answer)).encode())
+                return
             if action.isdigit():
                 status = int(action)
                 headers = {"Retry-After": server.retry_after} if status == 429 else {}
                 payload = json.dumps({"error": {"message": f"scripted {status}"}}).encode()
-                return self._send(status, payload, headers)
+                self._send(status, payload, headers)
+                return
             payload = json.dumps(_reply(self.path, body, answer)).encode()
             # Counted before writing: the client may read the reply before this thread runs on.
             with server._lock:
