@@ -37,6 +37,7 @@ transaction, when it is first opened (``migrations.py``); 0.1.0 cannot read form
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import sqlite3
@@ -44,6 +45,7 @@ import stat
 import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -68,8 +70,16 @@ T = TypeVar("T")
 META = "meta"
 RESPONSE, PROJECT = "response:", "project:"
 # Listeners by directory: every ResponseCache on one directory in this process shares them,
-# so a panel hears the generate of any AsyncLLM that writes there.
-_LISTENERS: dict[Path, list[Callable[[], None]]] = {}
+# so a panel hears the generate of any AsyncLLM that writes there. A bound method (a panel's
+# refresh) is held weakly: a panel nobody shows any more is not kept alive by the cache.
+_LISTENERS: dict[Path, list[Callable[[], Callable[[], None] | None]]] = {}
+
+
+def _reference(listener: Callable[[], None]) -> Callable[[], Callable[[], None] | None]:
+    """A weak reference to a bound method; a strong one (as a weakref is called) to anything else."""
+    if inspect.ismethod(listener):
+        return weakref.WeakMethod(listener)
+    return lambda: listener
 
 
 class JSONOnlyDisk(diskcache.Disk):
@@ -504,16 +514,23 @@ class ResponseCache:
     # Observers: the panel refreshes itself when a generate or a clear changes the cache.
 
     def subscribe(self, listener: Callable[[], None]) -> None:
-        _LISTENERS.setdefault(self.directory, []).append(listener)
+        """Call ``listener`` after each change to this directory's cache, by any ResponseCache of
+        this process (a bound method is held weakly: it goes with its object)."""
+        _LISTENERS.setdefault(self.directory, []).append(_reference(listener))
 
     def unsubscribe(self, listener: Callable[[], None]) -> None:
+        """Stop calling ``listener``."""
         listeners = _LISTENERS.get(self.directory, [])
-        if listener in listeners:
-            listeners.remove(listener)
+        listeners[:] = [ref for ref in listeners if ref() not in (None, listener)]
 
     def notify(self) -> None:
-        for listener in list(_LISTENERS.get(self.directory, [])):
-            listener()
+        """Call the listeners of this directory (those still alive)."""
+        listeners = _LISTENERS.get(self.directory, [])
+        listeners[:] = [ref for ref in listeners if ref() is not None]
+        for ref in list(listeners):
+            listener = ref()
+            if listener is not None:
+                listener()
 
     # Internals
 

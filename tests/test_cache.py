@@ -102,6 +102,32 @@ def test_listeners_hear_clears(cache: ResponseCache) -> None:
     assert heard == [1]
 
 
+def test_a_panel_nobody_holds_is_not_kept_alive_by_the_cache(cache: ResponseCache) -> None:
+    import gc
+    import weakref
+
+    class Panel:
+        def __init__(self) -> None:
+            self.refreshed = 0
+
+        def refresh(self) -> None:
+            self.refreshed += 1
+
+    kept, dropped = Panel(), Panel()
+    cache.subscribe(kept.refresh)
+    cache.subscribe(dropped.refresh)
+    gone = weakref.ref(dropped)
+    del dropped
+    gc.collect()
+    assert gone() is None  # the cache's registry did not hold it
+    cache.put("k", RESPONSE, "p")
+    cache.clear("p")
+    assert kept.refreshed == 1
+    cache.unsubscribe(kept.refresh)
+    cache.clear("full")
+    assert kept.refreshed == 1
+
+
 def test_a_reply_stored_as_its_own_bytes_reads_back_whole(cache: ResponseCache) -> None:
     raw = b'{\n  "choices": [{"message": {"role": "assistant", "content": "a,\\"projects\\":[\\"p\\"]"}}]\n}\n'
     cache.put_many([("k1", raw), ("k2", RESPONSE)], "p")
