@@ -93,6 +93,13 @@ class Dispatcher:
         self._schema = schema
         self._waiting: Callable[[float], None] | None = None  # set by run: shows a wait on the progress bar
         self._summary = GenerationSummary("")  # set by run: counts what goes over the wire
+        self._breakers: dict[int, _Breaker] = {}  # by id of a route of this run
+
+    def _breaker(self, route: Route) -> _Breaker:
+        breaker = self._breakers.get(id(route))
+        if breaker is None:
+            breaker = self._breakers[id(route)] = _Breaker()
+        return breaker
 
     async def run(self, units: list[Unit], slots: Slots, writer: CacheWriter | None) -> None:
         import asyncio
@@ -191,8 +198,9 @@ class Dispatcher:
         summary = self._summary
         while True:
             async with slot:
-                if route.stopped is not None:
-                    return route.stopped
+                breaker = self._breaker(route)
+                if breaker.stopped is not None:
+                    return breaker.stopped
                 now = time.monotonic()
                 ticket = await bucket.wait_turn(tokens, self._waiting, (deadline or now + self._max_wait) - now)
                 if ticket is None:  # the limits known now would hold it past max_wait
@@ -213,7 +221,7 @@ class Dispatcher:
                     bucket.observe(ticket, read_server_limits(reply.headers, route.provider.name))
                     outcome = self._interpret(reply, route, ticket)
                     if isinstance(outcome, Fresh):
-                        route.failures_in_a_row = 0
+                        breaker.failures_in_a_row = 0
                         bucket.succeeded(ticket)
                     if not isinstance(outcome, Retry):
                         return outcome
@@ -237,7 +245,7 @@ class Dispatcher:
                 _log.info("%s; waiting %.1f s as the server asked", outcome.error, seconds)
                 await asyncio.sleep(seconds)
                 continue
-            _count_failure(route, outcome.error)
+            breaker.failed(route, outcome.error)
             failures += 1
             if failures >= self._max_attempts:
                 outcome.error.args = (f"{outcome.error.args[0]} (gave up after {self._max_attempts} attempts)",)
@@ -272,18 +280,17 @@ class Dispatcher:
             what = f"redirected to {where}: pass that URL as url=" if where else "redirected without a Location"
             return _failure(route, f"http {status}", f"HTTP {status}: {what}", status)
         if status in (401, 403):
-            route.stopped = AuthenticationError(
+            return self._breaker(route).stop(AuthenticationError(
                 hide_key(f"{route.name} at {route.endpoint} refused the request (HTTP {status}: "
                          f"{server_message(reply.content)}): {_key_advice(route)}; the rest of its requests were "
                          "not sent", route),
                 cause=f"http {status}", status=status,
-            )
-            return route.stopped
+            ))
         if status == 429 and _error_code(reply) in _QUOTA_SPENT_CODES:
-            route.stopped = _failure(route, "quota spent", f"HTTP 429: {server_message(reply.content)}: the account's "
-                                     "quota or credit is spent, so waiting will not help: top it up, then re-run "
-                                     "(the rest of its requests were not sent)", status)
-            return route.stopped
+            return self._breaker(route).stop(_failure(
+                route, "quota spent", f"HTTP 429: {server_message(reply.content)}: the account's quota or credit is "
+                "spent, so waiting will not help: top it up, then re-run (the rest of its requests were not sent)",
+                status))
         error = _failure(route, f"http {status}", f"HTTP {status}: {server_message(reply.content)}", status)
         if not retryable_status(status):
             return error
@@ -342,20 +349,35 @@ def _waited_too_long(route: Route, retry: Retry, seconds: float, max_wait: float
                     "re-run later (what was received is cached), or pass a larger max_wait=", retry.error.status)
 
 
-def _count_failure(route: Route, error: RequestFailedError) -> None:
-    """The circuit breaker: after a long run of failed attempts on a route with no success in
-    between, stop sending on it. Only real failures count (5xx, timeouts, drops, malformed
-    replies), not being told to wait, and the run is longer than a burst of them at full
-    concurrency can make; an endpoint that is down ends the batch in seconds instead of hours."""
-    route.failures_in_a_row += 1
-    if route.stopped is None and route.failures_in_a_row >= max(MIN_FAILURES_TO_STOP,
-                                                                4 * route.bucket.max_concurrent_requests):
-        route.stopped = RequestFailedError(
-            f"{route.name} at {route.endpoint}: stopped sending after {route.failures_in_a_row} "
-            f"failed attempts in a row with no success (the last: {error.args[0]}); the requests not sent are "
-            "failed; re-run later, when the server answers again (what was received is cached)",
-            cause="stopped", status=error.status,
-        )
+class _Breaker:
+    """Whether a route of this run still sends: not after its key was refused or its quota spent,
+    nor after a long run of failed attempts with no success in between (the circuit breaker).
+    Only real failures count (5xx, timeouts, drops, malformed replies), not being told to wait,
+    and the run is longer than a burst of them at full concurrency can make; an endpoint that is
+    down ends the call in seconds instead of hours."""
+
+    __slots__ = ("failures_in_a_row", "stopped")
+
+    def __init__(self) -> None:
+        self.stopped: RequestFailedError | None = None  # why nothing more is sent on the route
+        self.failures_in_a_row = 0
+
+    def stop(self, error: RequestFailedError) -> RequestFailedError:
+        """Stop the route for ``error``, which the request and every later one on it get."""
+        self.stopped = error
+        return error
+
+    def failed(self, route: Route, error: RequestFailedError) -> None:
+        """Count a failed attempt on ``route``; stop it after too many in a row."""
+        self.failures_in_a_row += 1
+        if self.stopped is None and self.failures_in_a_row >= max(MIN_FAILURES_TO_STOP,
+                                                                  4 * route.bucket.max_concurrent_requests):
+            self.stopped = RequestFailedError(
+                f"{route.name} at {route.endpoint}: stopped sending after {self.failures_in_a_row} "
+                f"failed attempts in a row with no success (the last: {error.args[0]}); the requests not sent are "
+                "failed; re-run later, when the server answers again (what was received is cached)",
+                cause="stopped", status=error.status,
+            )
 
 
 def _not_json(constant: str) -> Any:

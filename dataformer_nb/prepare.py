@@ -19,7 +19,7 @@ from urllib.parse import quote, quote_plus, urlsplit
 import httpx
 
 from .cachekey import KeyMaker
-from .errors import ConfigurationError, InvalidRequestError, MissingAPIKeyError, RequestFailedError
+from .errors import ConfigurationError, InvalidRequestError, MissingAPIKeyError
 from .limits import RateBucket, RateLimiter
 from .providers import (
     ECHO_BASE_URL,
@@ -70,10 +70,6 @@ class Route:
     bucket: RateBucket
     keys: KeyMaker = field(repr=False)
     password: Secret | None = None  # of a user:password@ in the URL, sent as Basic auth
-    # Why nothing more is sent on this route in this run: the key was refused, or the server
-    # failed every one of a long run of attempts (dispatch's circuit breaker).
-    stopped: RequestFailedError | None = None
-    failures_in_a_row: int = 0
     url: httpx.URL = field(init=False, repr=False)
     echo: bool = field(init=False, repr=False)
 
