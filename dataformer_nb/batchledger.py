@@ -127,11 +127,13 @@ class BatchJob:
     collected: bool
 
     def row(self) -> list[str]:
+        """The job as a row of the batches table: id, provider, state, answered / requests, project, created."""
         counts = f"{self.done:,} / {self.requests:,}" + (f" ({self.failed:,} failed)" if self.failed else "")
         return [self.id, self.provider, self.state, counts, self.project, when(self.created)]
 
     @property
     def state(self) -> str:
+        """``collected`` once its results are in the cache, else the service's last word (``in_progress``, ...)."""
         return "collected" if self.collected else self.status
 
     def __repr__(self) -> str:

@@ -25,12 +25,13 @@ from .batchapi import AGAIN, BatchAPI, BatchStatus, LineResult, UnusableIdError
 from .batchledger import HELD, BatchLedger, BatchRecord
 from .cache import NewResponse, ResponseCache
 from .errors import BatchError, BatchPending, CacheError, RequestFailedError
+from .options import SendOptions
 from .prepare import Route, Unit, hide_key
 from .providers import GenType, open_batch_api, wire_for_batch_protocol
 from .replies import ReplyProblem, read_reply
 from .schema import OutputSchema
 from .slots import Slots, prompt_text
-from .transport import TransportChoice, open_transport
+from .transport import open_transport
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -44,16 +45,15 @@ MAX_POLL_FAILURES = 10  # polls in a row that may fail (network, 5xx) before the
 class BatchRunner:
     """Sends the units of one call through provider batches (or waits for those that hold them)."""
 
-    def __init__(self, cache: ResponseCache, project: str, *, gen_type: GenType, poll_interval: float,
-                 batch_size: int | None, transport: TransportChoice, timeout: float, progress: bool = False,
-                 progress_label: str = "generate", body_of: Callable[[Unit], dict[str, Any]] | None = None,
-                 schema: OutputSchema | None = None, say: Callable[[str], None] = _log.info) -> None:
+    def __init__(self, cache: ResponseCache, project: str, options: SendOptions, *, progress_label: str = "generate",
+                 body_of: Callable[[Unit], dict[str, Any]] | None = None, schema: OutputSchema | None = None,
+                 say: Callable[[str], None] = _log.info) -> None:
         """``body_of`` builds a unit's body; without it the runner only reads and cancels batches."""
         self.ledger = BatchLedger(cache.directory)
-        self._cache, self._project, self._gen_type = cache, project, gen_type
-        self._poll_interval, self._batch_size = poll_interval, batch_size
-        self._transport, self._timeout = transport, timeout
-        self._progress, self._label = progress, progress_label
+        self._cache, self._project, self._gen_type = cache, project, options.gen_type
+        self._poll_interval, self._batch_size = options.batch_poll_interval, options.batch_size
+        self._transport, self._timeout = options.transport, options.timeout
+        self._progress, self._label = options.progress, progress_label
         self._body_of, self._schema, self._say = body_of, schema, say
         self.records: list[BatchRecord] = []  # the batches this run submitted or awaits
         self._apis: dict[tuple[int, int], BatchAPI] = {}  # by (client, route)
@@ -69,10 +69,9 @@ class BatchRunner:
                 covered = {key for record in self.records for key in record.keys}
                 submitting = [u for u in units if u.cache_key not in covered]
                 self.records += await self._submit(client, submitting)
-                slots.summary.requests_sent += len(submitting)  # a batch's line is one attempt
-                slots.summary.attempts += len(submitting)
+                slots.attempted(first=True, count=len(submitting))  # a batch's line is one attempt
             self._fail_held(by_key, slots)
-            slots.summary.batches = tuple(r.id or r.local for r in self.records)
+            slots.submitted([r.id or r.local for r in self.records])
             if not wait:
                 self._leave_pending(by_key, slots)
                 return self.records
@@ -281,7 +280,8 @@ class BatchRunner:
             if isinstance(outcome, RequestFailedError):
                 if unit is not None:
                     slots.failed(unit, outcome)
-                    slots.summary.invalid_replies += outcome.cause == "invalid output"
+                    if outcome.cause == "invalid output":
+                        slots.invalid_reply()
                 continue
             response, parsed = outcome
             data, usage = dumpb(response), response.get("usage")

@@ -244,6 +244,7 @@ class ResponseCache:
         return int(self._cache.volume())
 
     def close(self) -> None:
+        """Close the SQLite connection (it reopens on next use)."""
         self._cache.close()
 
     # Reading and writing responses

@@ -25,18 +25,17 @@ from .cachewriter import CacheWriter
 from .echo import EchoTransport
 from .errors import AuthenticationError, CacheError, RequestFailedError
 from .limits import WAIT_SHOWN_SECONDS, RateBucket, Ticket, estimate_request_tokens
+from .options import SendOptions
 from .prepare import Route, Unit, hide_key, holds_a_secret
-from .providers import UNREADABLE_REPLY, GenType
+from .providers import UNREADABLE_REPLY
 from .replies import ReplyProblem, read_reply
 from .results import GenerationSummary
 from .schema import OutputSchema
 from .serverlimits import read as read_server_limits
 from .slots import Slots, prompt_text
 from .transport import (
-    DEFAULT_MAX_REPLY_BYTES,
     Reply,
     ReplyTooLargeError,
-    TransportChoice,
     open_transport,
     post,
     retryable_status,
@@ -47,7 +46,6 @@ if TYPE_CHECKING:  # imported where it runs: see _sync
 
 _log = logging.getLogger("dataformer_nb")
 MAX_BACKOFF_SECONDS = 30.0
-DEFAULT_MAX_WAIT = 600.0  # seconds one request may spend waiting out rate limits
 MIN_FAILURES_TO_STOP = 50
 MAX_RETRY_AFTER_SECONDS = 24 * 3600.0  # larger is garbled; max_wait decides what is worth waiting for
 # OpenAI's (and compatible servers') 429 for an account out of credit: no wait ends it.
@@ -76,23 +74,21 @@ class Fresh(NamedTuple):
 class Dispatcher:
     """Sends units under their buckets' limits, retrying what can be retried."""
 
-    def __init__(self, *, gen_type: GenType, max_attempts: int, timeout: float, retry_base_delay: float,
-                 transport: TransportChoice, progress: bool, body_of: Callable[[Unit], dict[str, Any]],
-                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES, progress_label: str = "generate",
-                 max_wait: float = DEFAULT_MAX_WAIT, schema: OutputSchema | None = None) -> None:
-        self._gen_type = gen_type
-        self._max_attempts = max_attempts
-        self._timeout = timeout
-        self._retry_base_delay = retry_base_delay
-        self._transport = transport
-        self._progress = progress
+    def __init__(self, options: SendOptions, *, body_of: Callable[[Unit], dict[str, Any]],
+                 progress_label: str = "generate", schema: OutputSchema | None = None) -> None:
+        self._gen_type = options.gen_type
+        self._max_attempts = options.max_attempts
+        self._timeout = options.timeout
+        self._retry_base_delay = options.retry_base_delay
+        self._transport = options.transport
+        self._progress = options.progress
+        self._max_reply_bytes = options.max_reply_bytes
+        self._max_wait = options.max_wait
         self._body_of = body_of
-        self._max_reply_bytes = max_reply_bytes
         self._progress_label = progress_label
-        self._max_wait = max_wait
         self._schema = schema
         self._waiting: Callable[[float], None] | None = None  # set by run: shows a wait on the progress bar
-        self._summary = GenerationSummary("")  # set by run: counts what goes over the wire
+        self._slots = Slots([], "")  # set by run: the call whose requests go over the wire
         self._breakers: dict[int, _Breaker] = {}  # by id of a route of this run
 
     def _breaker(self, route: Route) -> _Breaker:
@@ -108,7 +104,8 @@ class Dispatcher:
 
         buckets = {id(u.route.bucket): u.route.bucket for u in units}
         concurrency = {key: asyncio.Semaphore(b.max_concurrent_requests) for key, b in buckets.items()}
-        summary = self._summary = slots.summary
+        self._slots = slots
+        summary = slots.summary
         bar = tqdm(total=slots.size, initial=summary.cached, desc=self._progress_label, unit="req",
                    disable=not self._progress or not units, dynamic_ncols=True)
         _show_counts(bar, summary)  # a re-run's cached count shows from the start
@@ -165,7 +162,7 @@ class Dispatcher:
             _log.info("interrupted after %d new responses", summary.sent)
             raise
         finally:
-            summary.server_limits = _learned_limits(buckets.values())
+            slots.limits_seen(_learned_limits(buckets.values()))
             if writer is not None:
                 writer.close()
             _show_counts(bar, summary)
@@ -195,7 +192,7 @@ class Dispatcher:
         tokens = estimate_request_tokens(body)
         failures = waits = 0
         deadline = None
-        summary = self._summary
+        slots = self._slots
         while True:
             async with slot:
                 breaker = self._breaker(route)
@@ -205,8 +202,7 @@ class Dispatcher:
                 ticket = await bucket.wait_turn(tokens, self._waiting, (deadline or now + self._max_wait) - now)
                 if ticket is None:  # the limits known now would hold it past max_wait
                     return _held_too_long(route, self._max_wait)
-                summary.requests_sent += not (failures or waits)
-                summary.attempts += 1
+                slots.attempted(first=not (failures or waits))
                 outcome: Fresh | RequestFailedError | Retry
                 try:
                     reply = await post(transport, route.url, content, route.headers, self._timeout,
@@ -269,7 +265,8 @@ class Dispatcher:
                 return Retry(_failure(route, "malformed json", f"unreadable reply ({type(exc).__name__}: {exc})"))
             read = read_reply(route.style, self._gen_type, data, self._schema)
             if isinstance(read, ReplyProblem):  # retried like any malformed reply, and never cached
-                self._summary.invalid_replies += read.cause == "invalid output"
+                if read.cause == "invalid output":
+                    self._slots.invalid_reply()
                 return Retry(_failure(route, read.cause, read.message))
             response = read.response
             usage = response.get("usage") or {}
@@ -312,11 +309,9 @@ def _write_failed(writer: CacheWriter, slots: Slots) -> CacheError:
     slots.not_sent(RequestFailedError("not sent: the cache could not be written, so sending stopped",
                                       cause="not sent"))
     assert writer.error is not None
-    error = CacheError(f"{writer.error}; sending stopped. The {received} responses received in this run are in "
-                       "this error's .results and in llm.last_results (the ones not saved are not in the cache): "
-                       "free disk space or pass another cache_dir=, then re-run")
-    error.results = slots.results()
-    return error
+    return CacheError(f"{writer.error}; sending stopped. The {received} responses received in this run are in "
+                      "this error's .results and in llm.last_results (the ones not saved are not in the cache): "
+                      "free disk space or pass another cache_dir=, then re-run", results=slots.results())
 
 
 def _show_counts(bar: Any, summary: GenerationSummary) -> None:

@@ -48,7 +48,9 @@ class CacheError(DataformerError):
     run (responses received included, the requests not sent failed); otherwise None.
     """
 
-    results: Any = None
+    def __init__(self, message: str, *, results: Any = None) -> None:
+        super().__init__(message)
+        self.results = results
 
 
 class BatchError(DataformerError):

@@ -8,24 +8,24 @@ and return the results in request order.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
-import math
-import numbers
 import os
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from ._format import batches
 from ._sync import gc_paused, run_sync
 from .cache import FULL, ClearReport, ResponseCache, clear_names, normalize_project
 from .cachewriter import CacheWriter
-from .dispatch import DEFAULT_MAX_WAIT, Dispatcher
+from .dispatch import Dispatcher
 from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError
 from .limits import LimitsReport, RateLimiter, estimate_prompt_and_budget
+from .options import DEFAULT_BATCH_POLL_INTERVAL, DEFAULT_MAX_WAIT, SendOptions
+from .options import is_number as _is_number
+from .options import positive as _positive
 from .prepare import Preparer, Route, Target, Unit, by_key, check_key, optional_str
 from .providers import (
     GenType,
@@ -56,10 +56,23 @@ if TYPE_CHECKING:  # imported where batches are used: together ~30 ms of an ~90 
     from .batchrun import BatchRunner
 
 DEFAULT_MAX_CONCURRENT_REQUESTS = 64
-DEFAULT_BATCH_POLL_INTERVAL = 30.0  # seconds between two reads of a batch's status
 _log = logging.getLogger("dataformer_nb")
 MIN_RPM = 1 / 60  # one request an hour
 MIN_TPM = 1.0
+
+
+class _Option:
+    """An ``AsyncLLM`` attribute kept in its :class:`SendOptions`: setting it makes new options,
+    checked again (``llm.timeout = -1`` is refused as ``timeout=-1`` is)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, llm: Any, owner: type | None = None) -> Any:
+        return self if llm is None else getattr(llm._options, self.name)
+
+    def __set__(self, llm: Any, value: Any) -> None:
+        llm._options = dataclasses.replace(llm._options, **{self.name: value})
 
 
 class AsyncLLM:
@@ -69,6 +82,18 @@ class AsyncLLM:
     (``PROJECT_NAME``, ``DATAFORMER_CACHE_DIR``, ``<PROVIDER>_API_KEY``,
     ``<PROVIDER>_BASE_URL``), then defaults. Creating the object sends nothing and opens nothing.
     """
+
+    # Read from, and set into, the run's SendOptions (setting one checks it again).
+    gen_type: GenType = _Option()  # type: ignore[assignment]
+    max_attempts: int = _Option()  # type: ignore[assignment]
+    timeout: float = _Option()  # type: ignore[assignment]
+    retry_base_delay: float = _Option()  # type: ignore[assignment]
+    transport: TransportChoice = _Option()  # type: ignore[assignment]
+    progress: bool = _Option()  # type: ignore[assignment]
+    max_reply_bytes: int = _Option()  # type: ignore[assignment]
+    max_wait: float = _Option()  # type: ignore[assignment]
+    batch_poll_interval: float = _Option()  # type: ignore[assignment]
+    batch_size: int | None = _Option()  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -123,36 +148,18 @@ class AsyncLLM:
         self.max_tokens_per_minute = _rate(max_tokens_per_minute, "max_tokens_per_minute", MIN_TPM)
         self.max_concurrent_requests = int(_positive(max_concurrent_requests, "max_concurrent_requests", integer=True)
                                            or DEFAULT_MAX_CONCURRENT_REQUESTS)
-        self.max_attempts = int(_positive(max_attempts, "max_attempts", integer=True, none_means=None))  # type: ignore[arg-type]
         if gen_type is None:  # an embeddings URL says what it serves
             gen_type = "embedding" if embedding_gen_type(self.url) else "chat"
-        if gen_type not in ("chat", "text", "embedding"):
-            raise ConfigurationError(f"gen_type={gen_type!r} must be 'chat', 'text' or 'embedding'")
-        self.gen_type: GenType = gen_type
+        # How requests are sent, checked once; the attributes of the same names read and set it.
+        self._options = SendOptions(
+            gen_type=gen_type, max_attempts=max_attempts, timeout=timeout, retry_base_delay=retry_base_delay,
+            transport=transport, progress=progress, max_reply_bytes=max_reply_bytes, max_wait=max_wait,
+            batch_poll_interval=batch_poll_interval, batch_size=batch_size)
         self.project_name = normalize_project(resolve(PROJECT_ENV, project_name or None, DEFAULT_PROJECT))
         self.cache_dir = resolve_dir(CACHE_DIR_ENV, cache_dir, DEFAULT_CACHE_DIR, "cache_dir")
-        self.timeout = float(_positive(timeout, "timeout", none_means=None))  # type: ignore[arg-type]
-        if not _is_number(retry_base_delay) or not 0 <= retry_base_delay <= 60:
-            raise ConfigurationError(
-                f"retry_base_delay={retry_base_delay!r} must be a number of seconds from 0 to 60 (default 0.5)"
-            )
-        self.retry_base_delay = float(retry_base_delay)
-        if not (transport in ("aiohttp", "httpx") or isinstance(transport, httpx.AsyncBaseTransport)):
-            raise ConfigurationError(f"transport={transport!r} must be 'aiohttp', 'httpx' or an httpx transport")
-        self.transport = transport
-        self.max_reply_bytes = int(_positive(max_reply_bytes, "max_reply_bytes", integer=True,
-                                             none_means="the default, 64 MiB") or DEFAULT_MAX_REPLY_BYTES)
-        # How long one request may wait out rate limits (429s, 503s saying when) before it fails.
-        self.max_wait = float(_positive(max_wait, "max_wait", none_means=None))  # type: ignore[arg-type]
         # model -> (dollars per 1M prompt tokens, per 1M completion tokens): the summary's cost.
         # Never looked up on the network: prices change, and a notebook must run offline.
         self.prices = check_prices(prices)
-        # generate(batch=True): how often a batch's status is read, and the most requests one batch holds
-        # (the service's own limit when None; smaller batches finish, and are cached, sooner).
-        self.batch_poll_interval = float(_positive(batch_poll_interval, "batch_poll_interval", none_means=None))  # type: ignore[arg-type]
-        size = _positive(batch_size, "batch_size", integer=True, none_means="the service's own limit")
-        self.batch_size = None if size is None else int(size)
-        self.progress = progress
         self.verbose = verbose
         self.last_summary: GenerationSummary | None = None
         self.last_results: Results | None = None  # also after a failed write or an interrupt
@@ -308,7 +315,7 @@ class AsyncLLM:
                 self._say(str(self.cache.clear(clear_project_cache)))
             hits = self.cache.lookup(list(units), project) if use_cache else {}
             slots = Slots(request_list, project, self.prices)
-            slots.summary.saved_tokens = getattr(hits, "saved_tokens", 0)
+            slots.saved(getattr(hits, "saved_tokens", 0))
             to_send = [u for key, u in units.items() if key not in hits]
             # After to_send: a cached reply that no longer validates fails, it is not bought again.
             parsed = None if output_schema is None else _revalidate(hits, units, output_schema, slots)
@@ -320,18 +327,12 @@ class AsyncLLM:
                 from .batchledger import BatchList
                 from .batchrun import BatchRunner
 
-                self._batch_runner = BatchRunner(
-                    self.cache, project, gen_type=self.gen_type, poll_interval=self.batch_poll_interval,
-                    batch_size=self.batch_size, transport=self.transport, timeout=self.timeout, progress=self.progress,
-                    progress_label=progress_label, body_of=body_of, schema=output_schema, say=self._say)
+                self._batch_runner = BatchRunner(self.cache, project, self._options, progress_label=progress_label,
+                                                 body_of=body_of, schema=output_schema, say=self._say)
                 batch_jobs = BatchList(r.job() for r in await self._batch_runner.run(to_send, slots, wait))
             else:
-                dispatcher = Dispatcher(
-                    gen_type=self.gen_type, max_attempts=self.max_attempts, timeout=self.timeout,
-                    retry_base_delay=self.retry_base_delay, transport=self.transport, progress=self.progress,
-                    body_of=body_of, max_reply_bytes=self.max_reply_bytes, progress_label=progress_label,
-                    max_wait=self.max_wait, schema=output_schema,
-                )
+                dispatcher = Dispatcher(self._options, body_of=body_of, progress_label=progress_label,
+                                        schema=output_schema)
                 await dispatcher.run(to_send, slots, CacheWriter(self.cache, project) if use_cache else None)
         except CacheError as exc:
             if exc.results is None:  # a batch's results could not be stored: it stays to collect
@@ -354,8 +355,7 @@ class AsyncLLM:
         self.last_summary = slots.summary
         if summary:
             self._say(str(slots.summary))
-        self.last_results = slots.results()
-        self.last_results.batches = batch_jobs or []
+        self.last_results = slots.results(batch_jobs)
         if task_id_generator is not None:
             return _threaded(task_id_generator, self.last_results, use_cache)
         return self.last_results
@@ -403,8 +403,7 @@ class AsyncLLM:
     def _runner(self, project: str) -> BatchRunner:
         from .batchrun import BatchRunner
 
-        return BatchRunner(self.cache, project, gen_type=self.gen_type, poll_interval=self.batch_poll_interval,
-                           batch_size=self.batch_size, transport=self.transport, timeout=self.timeout, say=self._say)
+        return BatchRunner(self.cache, project, dataclasses.replace(self._options, progress=False), say=self._say)
 
     def _default_route(self) -> Route:
         """Where this client's own requests go (its provider, url, key), for calls about batches."""
@@ -543,23 +542,6 @@ def _show_log_lines(level: int | str) -> None:
                                  "logging.INFO or 'WARNING'") from None
     if not any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
         logger.addHandler(logging.StreamHandler())
-
-
-def _is_number(value: Any) -> bool:
-    """A finite real number (numpy's included), not a bool."""
-    # bool registers as numbers.Real at run time, which mypy does not model (it calls this unreachable)
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)  # type: ignore[unreachable]
-
-
-def _positive(value: Any, name: str, integer: bool = False, *, none_means: str | None = "no limit") -> float | None:
-    """``value`` as a positive number; None is allowed only where it means something (``none_means``)."""
-    kind = "a positive whole number" if integer else "a positive number"
-    if value is None and none_means is not None:
-        return None
-    if not _is_number(value) or value <= 0 or (integer and value != int(value)):
-        allowed = f" (or None for {none_means})" if none_means else ""
-        raise ConfigurationError(f"{name}={value!r} must be {kind}{allowed}")
-    return int(value) if integer else float(value)
 
 
 def _rate(value: Any, name: str, minimum: float) -> float | None:

@@ -65,9 +65,11 @@ class Provider:
 
     @property
     def base_url_env(self) -> str:
+        """The variable that overrides its base URL: ``<NAME>_BASE_URL``."""
         return f"{self.name.upper()}_BASE_URL"
 
     def base(self, env: Mapping[str, str]) -> str:
+        """Its base URL: ``<NAME>_BASE_URL`` in ``env`` if set, else :attr:`base_url`."""
         return env.get(self.base_url_env) or self.base_url
 
 

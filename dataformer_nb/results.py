@@ -37,14 +37,14 @@ class GenerationResult:
     __slots__ = ("_response", "cached", "error", "metadata", "parsed", "request")
 
     def __init__(self, request: Mapping[str, Any], response: dict[str, Any] | bytes | None, cached: bool = False,
-                 error: RequestFailedError | None = None, metadata: Any = None) -> None:
+                 error: RequestFailedError | None = None, metadata: Any = None, parsed: Any = None) -> None:
         self.request = request
         # JSON bytes until first asked for: 10^5 decoded responses take ~200 MB, their JSON a quarter.
         self._response = response
         self.cached = cached
         self.error = error
         self.metadata = metadata
-        self.parsed: Any = None  # with schema=: the reply as a model instance (or a dict for a JSON Schema)
+        self.parsed: Any = parsed  # with schema=: the reply as a model instance (or a dict for a JSON Schema)
 
     @property
     def response(self) -> dict[str, Any] | None:
@@ -62,6 +62,7 @@ class GenerationResult:
 
     @property
     def usage(self) -> dict[str, Any] | None:
+        """The response's ``usage`` (prompt, completion, total tokens), or None."""
         return (self.response or {}).get("usage")
 
     @property
@@ -146,10 +147,12 @@ class GenerationSummary:
 
     @property
     def failed(self) -> int:
+        """Requests that failed for good (by cause in :attr:`failures`)."""
         return sum(self.failures.values())
 
     @property
     def total(self) -> int:
+        """Every request of the call: sent, cached, failed or pending."""
         return self.sent + self.cached + self.failed + self.pending
 
     def __str__(self) -> str:
@@ -194,6 +197,7 @@ class Plan:
     seconds: float | None
 
     def rows(self) -> list[list[str]]:
+        """The plan as (what, how much) rows, as ``%%generate --dry-run`` shows it."""
         time = "no limit known" if self.seconds is None else f"{self.seconds:,.0f} s under the known limits"
         return [
             ["requests", f"{self.requests:,}"],
@@ -230,13 +234,17 @@ class Results(list[GenerationResult]):
 
     @property
     def texts(self) -> list[str | None]:
+        """Each result's text, in request order (None where a request failed or is pending)."""
         return [r.text for r in self]
 
     @property
     def failed(self) -> list[GenerationResult]:
+        """The results that hold an error (pending ones included: ``result.pending`` tells them)."""
         return [r for r in self if r.error is not None]
 
     def to_records(self) -> list[dict[str, Any]]:
+        """One plain dict per result (:meth:`GenerationResult.to_dict`), secrets redacted: for
+        ``json.dumps`` or a DataFrame."""
         return [r.to_dict() for r in self]
 
     def to_list(self) -> list[list[Any]]:

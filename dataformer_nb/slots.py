@@ -34,16 +34,14 @@ class Slots:
         for key, response in hits.items():  # inline: this runs for every slot of a warm re-run
             for i in units[key].indices:
                 request = requests[i]
-                result = results[i] = GenerationResult(request, response, True, None, request.get("metadata"))
+                results[i] = GenerationResult(request, response, True, None, request.get("metadata"),
+                                              None if parsed is None else parsed[key])
                 self.summary.cached += 1
-                if parsed is not None:
-                    result.parsed = parsed[key]
 
     def fresh(self, unit: Unit, response: dict[str, Any] | bytes, usage: Any, parsed: Any = None) -> float | None:
         """Fill the slots of ``unit`` with a response received; what it cost, if its model has a price."""
         for i in unit.indices:
-            self._results[i] = self._result(i, response)
-            self._results[i].parsed = parsed  # type: ignore[union-attr]
+            self._results[i] = self._result(i, response, parsed=parsed)
         summary = self.summary
         summary.sent += len(unit.indices)
         prompt, completion = usage_tokens(usage)
@@ -72,17 +70,43 @@ class Slots:
             self._results[i] = self._result(i, None, error=error)
         self.summary.pending += len(unit.indices)
 
+    # What went over the wire, for the summary: every count is kept here.
+
+    def attempted(self, first: bool, count: int = 1) -> None:
+        """``count`` requests went over the wire (``first``: for the first time, not a retry)."""
+        summary = self.summary
+        summary.attempts += count
+        if first:
+            summary.requests_sent += count
+
+    def invalid_reply(self) -> None:
+        """A reply came that did not follow the schema asked for."""
+        self.summary.invalid_replies += 1
+
+    def submitted(self, batch_ids: Sequence[str]) -> None:
+        """The provider batches that hold this call's requests."""
+        self.summary.batches = tuple(batch_ids)
+
+    def saved(self, tokens: int) -> None:
+        """The tokens the cache served this call."""
+        self.summary.saved_tokens = tokens
+
+    def limits_seen(self, description: str) -> None:
+        """What the servers said (or 429s taught) of their limits."""
+        self.summary.server_limits = description
+
     @property
     def size(self) -> int:
         return len(self._results)
 
-    def results(self) -> Results:
-        return Results(self._results, self.summary)  # type: ignore[arg-type]
+    def results(self, batches: Sequence[Any] | None = None) -> Results:
+        """The results, in request order (``batches``: the provider batches that hold them)."""
+        return Results(self._results, self.summary, batches)  # type: ignore[arg-type]
 
     def _result(self, i: int, response: dict[str, Any] | bytes | None, *, cached: bool = False,
-                error: RequestFailedError | None = None) -> GenerationResult:
+                error: RequestFailedError | None = None, parsed: Any = None) -> GenerationResult:
         request = self._requests[i]
-        return GenerationResult(request, response, cached, error, request.get("metadata"))
+        return GenerationResult(request, response, cached, error, request.get("metadata"), parsed)
 
 
 def prompt_text(request: Mapping[str, Any]) -> str:

@@ -19,6 +19,22 @@ def test_mypy_is_clean() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_every_public_name_is_documented() -> None:
+    import inspect
+
+    import dataformer_nb
+
+    missing = []
+    for name in dataformer_nb.__all__:
+        obj = getattr(dataformer_nb, name)
+        missing += [] if inspect.getdoc(obj) else [name]
+        for member, value in vars(obj).items() if inspect.isclass(obj) else ():
+            if not member.startswith("_") and (callable(value) or isinstance(value, property)):
+                doc = inspect.getdoc(value) if isinstance(value, property) else inspect.getdoc(getattr(obj, member))
+                missing += [] if doc else [f"{name}.{member}"]
+    assert not missing
+
+
 def test_quickstart_runs_offline(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "dataformer_nb", "quickstart", "--cache-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)

@@ -1,0 +1,82 @@
+"""How the requests of a run are sent: validated once, passed down as one object."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, fields
+from typing import Any
+
+import httpx
+
+from .errors import ConfigurationError
+from .transport import DEFAULT_MAX_REPLY_BYTES, TransportChoice
+from .wire import GenType
+
+DEFAULT_MAX_WAIT = 600.0  # seconds one request may spend waiting out rate limits
+DEFAULT_BATCH_POLL_INTERVAL = 30.0  # seconds between two reads of a batch's status
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """The options of :class:`~dataformer_nb.AsyncLLM` that say how requests are sent, online
+    (:class:`~dataformer_nb.dispatch.Dispatcher`) and in batch mode
+    (:class:`~dataformer_nb.batchrun.BatchRunner`). Each is checked when the object is made:
+    a ConfigurationError names the argument at fault and what it takes."""
+
+    gen_type: GenType = "chat"
+    max_attempts: int = 5
+    timeout: float = 120.0  # seconds for one reply
+    retry_base_delay: float = 0.5  # the first backoff, doubling per failed attempt
+    transport: TransportChoice = "aiohttp"
+    progress: bool = True
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+    max_wait: float = DEFAULT_MAX_WAIT  # how long one request may wait out rate limits before it fails
+    # generate(batch=True): how often a batch's status is read, and the most requests one batch holds
+    # (the service's own limit when None; smaller batches finish, and are cached, sooner).
+    batch_poll_interval: float = DEFAULT_BATCH_POLL_INTERVAL
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.gen_type not in ("chat", "text", "embedding"):
+            raise ConfigurationError(f"gen_type={self.gen_type!r} must be 'chat', 'text' or 'embedding'")
+        self._set("max_attempts", positive(self.max_attempts, "max_attempts", integer=True, none_means=None))
+        self._set("timeout", positive(self.timeout, "timeout", none_means=None))
+        if not is_number(self.retry_base_delay) or not 0 <= self.retry_base_delay <= 60:
+            raise ConfigurationError(
+                f"retry_base_delay={self.retry_base_delay!r} must be a number of seconds from 0 to 60 (default 0.5)"
+            )
+        self._set("retry_base_delay", float(self.retry_base_delay))
+        if not (self.transport in ("aiohttp", "httpx") or isinstance(self.transport, httpx.AsyncBaseTransport)):
+            raise ConfigurationError(f"transport={self.transport!r} must be 'aiohttp', 'httpx' or an httpx transport")
+        size = positive(self.max_reply_bytes, "max_reply_bytes", integer=True, none_means="the default, 64 MiB")
+        self._set("max_reply_bytes", DEFAULT_MAX_REPLY_BYTES if size is None else int(size))
+        self._set("max_wait", positive(self.max_wait, "max_wait", none_means=None))
+        self._set("batch_poll_interval", positive(self.batch_poll_interval, "batch_poll_interval", none_means=None))
+        batch_size = positive(self.batch_size, "batch_size", integer=True, none_means="the service's own limit")
+        self._set("batch_size", None if batch_size is None else int(batch_size))
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)  # frozen: only __post_init__ normalises a field
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The options' names (each is an ``AsyncLLM`` argument and attribute of the same name)."""
+        return tuple(f.name for f in fields(cls))
+
+
+def is_number(value: Any) -> bool:
+    """A finite real number (numpy's included), not a bool."""
+    # bool registers as numbers.Real at run time, which mypy does not model (it calls this unreachable)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)  # type: ignore[unreachable]
+
+
+def positive(value: Any, name: str, integer: bool = False, *, none_means: str | None = "no limit") -> float | None:
+    """``value`` as a positive number; None is allowed only where it means something (``none_means``)."""
+    kind = "a positive whole number" if integer else "a positive number"
+    if value is None and none_means is not None:
+        return None
+    if not is_number(value) or value <= 0 or (integer and value != int(value)):
+        allowed = f" (or None for {none_means})" if none_means else ""
+        raise ConfigurationError(f"{name}={value!r} must be {kind}{allowed}")
+    return int(value) if integer else float(value)
