@@ -22,7 +22,6 @@ from ._format import server_message
 from ._json import dumpb
 from ._usage import token_count
 from .cachewriter import CacheWriter
-from .echo import EchoTransport
 from .errors import AuthenticationError, CacheError, RequestFailedError
 from .limits import WAIT_SHOWN_SECONDS, RateBucket, Ticket, estimate_request_tokens
 from .options import SendOptions
@@ -50,7 +49,6 @@ MIN_FAILURES_TO_STOP = 50
 MAX_RETRY_AFTER_SECONDS = 24 * 3600.0  # larger is garbled; max_wait decides what is worth waiting for
 # OpenAI's (and compatible servers') 429 for an account out of credit: no wait ends it.
 _QUOTA_SPENT_CODES = {"insufficient_quota", "billing_hard_limit_reached"}
-_ECHO = EchoTransport()
 
 
 class Retry(NamedTuple):
@@ -136,7 +134,7 @@ class Dispatcher:
             for unit in queue:
                 if writer is not None and writer.error is not None:
                     return  # the cache cannot take more: send nothing new; requests in flight finish
-                await run_one(_ECHO if unit.route.echo else network, unit)  # type: ignore[arg-type]
+                await run_one(unit.route.transport or network, unit)  # type: ignore[arg-type]
 
         network = self._network_transport(units, buckets.values())
         workers: list[asyncio.Future[None]] = []
@@ -175,8 +173,8 @@ class Dispatcher:
             raise _write_failed(writer, slots)
 
     def _network_transport(self, units: list[Unit], buckets: Iterable[RateBucket]) -> httpx.AsyncBaseTransport | None:
-        """The transport for what goes over the network (None if everything is echo)."""
-        if all(u.route.echo for u in units):
+        """The transport for what goes over the network (None if every route has its own)."""
+        if all(u.route.transport is not None for u in units):
             return None
         return open_transport(self._transport, sum(b.max_concurrent_requests for b in buckets))
 

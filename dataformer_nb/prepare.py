@@ -22,7 +22,6 @@ from .cachekey import KeyMaker
 from .errors import ConfigurationError, InvalidRequestError, MissingAPIKeyError
 from .limits import RateBucket, RateLimiter
 from .providers import (
-    ECHO_BASE_URL,
     GenType,
     Provider,
     Style,
@@ -32,6 +31,7 @@ from .providers import (
     check_url,
     endpoint_url,
     get_provider,
+    own_transport,
     resolve_api_key,
     split_credentials,
     wire_style,
@@ -41,7 +41,6 @@ from .settings import Secret, SecretHeaders, check_secret, environment
 
 ROUTING_KEYS = frozenset({"api_provider", "url", "api_key", "model", "metadata"})
 _MISSING = object()
-_ECHO_HOST = httpx.URL(ECHO_BASE_URL).host
 
 
 @dataclass(frozen=True)
@@ -71,11 +70,12 @@ class Route:
     keys: KeyMaker = field(repr=False)
     password: Secret | None = None  # of a user:password@ in the URL, sent as Basic auth
     url: httpx.URL = field(init=False, repr=False)
-    echo: bool = field(init=False, repr=False)
+    # The provider's own in-process transport (the echo provider's), or None: the network's.
+    transport: httpx.AsyncBaseTransport | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.url = httpx.URL(self.endpoint)
-        self.echo = self.url.host == _ECHO_HOST
+        self.transport = own_transport(self.url)
 
 
 @dataclass(slots=True)

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+import httpx
+
+from .echo import EchoTransport
 from .errors import BatchError, ConfigurationError, DataformerWarning, MissingAPIKeyError, UnknownProviderError
 from .settings import bad_secret, valid_secret
 from .wire import (
@@ -33,8 +36,6 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
-    import httpx
-
     from .batchapi import BatchAPI
 
 __all__ = ["ANTHROPIC_VERSION", "PROVIDERS", "UNREADABLE_REPLY", "GenType", "Provider", "Style", "get_provider",
@@ -62,6 +63,9 @@ class Provider:
     key_required: bool = True
     batch_api: bool = False  # serves its wire format's batch API (see WireFormat.batch_api)
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    # A transport of its own, in-process (the echo provider's): requests to its host never reach
+    # the network, whichever provider names that host.
+    transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False, compare=False)
 
     @property
     def base_url_env(self) -> str:
@@ -88,7 +92,7 @@ PROVIDERS: dict[str, Provider] = {
                  style="anthropic", batch_api=True, extra_headers={"anthropic-version": ANTHROPIC_VERSION}),
         Provider("ollama", "http://localhost:11434", "OLLAMA_API_KEY", "llama3.1", style="ollama",
                  key_required=False),
-        Provider("echo", ECHO_BASE_URL, None, "echo", key_required=False),
+        Provider("echo", ECHO_BASE_URL, None, "echo", key_required=False, transport=EchoTransport()),
     )
 }
 
@@ -155,6 +159,14 @@ def get_provider(name: object) -> Provider:
             "or pass url= for any OpenAI-compatible server"
         )
     return PROVIDERS[key]
+
+
+def own_transport(url: httpx.URL) -> httpx.AsyncBaseTransport | None:
+    """The in-process transport of the provider whose host ``url`` names, if it brings one."""
+    for provider in PROVIDERS.values():
+        if provider.transport is not None and httpx.URL(provider.base_url).host == url.host:
+            return provider.transport
+    return None
 
 
 def provider_for_url(url: str | None, default: str) -> str:
