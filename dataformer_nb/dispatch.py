@@ -2,7 +2,7 @@
 
 :class:`Dispatcher` sends the units that were not cached, and fills their slots
 (:class:`dataformer_nb.slots.Slots`) as replies come; the responses go to the cache through a
-:class:`dataformer_nb.cachewriter.CacheWriter`.
+:class:`dataformer_nb.cache.writer.CacheWriter`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import httpx
 from ._format import server_message
 from ._json import dumpb
 from ._usage import token_count
-from .cachewriter import CacheWriter
+from .cache.writer import CacheWriter
 from .errors import AuthenticationError, CacheError, RequestFailedError
 from .limits import WAIT_SHOWN_SECONDS, RateBucket, Ticket, estimate_request_tokens
 from .options import SendOptions

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._format import batches
 from ._sync import gc_paused, run_sync
 from .cache import FULL, ClearReport, ResponseCache, clear_names, normalize_project
-from .cachewriter import CacheWriter
+from .cache.writer import CacheWriter
 from .dispatch import Dispatcher
 from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError
 from .limits import LimitsReport, RateLimiter, estimate_prompt_and_budget

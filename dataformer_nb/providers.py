@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from ._shape import response_text
 from .echo import EchoTransport
 from .errors import BatchError, ConfigurationError, DataformerWarning, MissingAPIKeyError, UnknownProviderError
 from .settings import bad_secret, valid_secret
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from .batchapi import BatchAPI
 
 __all__ = ["ANTHROPIC_VERSION", "PROVIDERS", "UNREADABLE_REPLY", "GenType", "Provider", "Style", "get_provider",
-           "openai_shape", "register_provider"]
+           "openai_shape", "register_provider", "response_text"]
 
 Style = str  # the name of a registered wire format (dataformer_nb.wire)
 
@@ -376,13 +377,3 @@ def _check_embeddings(response: Mapping[str, Any]) -> None:
         vector = item.get("embedding") if isinstance(item, dict) else None
         if not isinstance(vector, (list, str)):  # a list of floats, or base64 (encoding_format="base64")
             raise ValueError("an item of 'data' has no 'embedding'")
-
-
-def response_text(response: Mapping[str, Any] | None) -> str | None:
-    """The text of the first choice of an OpenAI-shaped response."""
-    if not response or "choices" not in response:  # failed, or an embedding
-        return None
-    choice = response["choices"][0]
-    if "message" in choice:
-        return choice["message"].get("content")
-    return choice.get("text")

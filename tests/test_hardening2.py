@@ -754,7 +754,7 @@ def test_any_json_reply_is_read_or_is_an_unreadable_reply(value: object, style: 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(JSON.map(lambda v: json.dumps(v, allow_nan=True)), st.text(max_size=30)), max_size=6))
 def test_any_stored_record_is_a_record_or_none(tags: list[str]) -> None:
-    from dataformer_nb.cache import _decode_records, _entry_record
+    from dataformer_nb.cache.records import _decode_records, _entry_record
 
     records = [_entry_record(r) for r in _decode_records(tags)]
     assert len(records) == len(tags)

@@ -13,7 +13,7 @@ import diskcache
 import pytest
 
 from dataformer_nb import AsyncLLM, CacheError, ResponseCache
-from dataformer_nb import migrations as migrations_module
+from dataformer_nb.cache import migrations as migrations_module
 from dataformer_nb.echo import echo_reply
 
 from .test_cachekey import PINNED_0_1_0

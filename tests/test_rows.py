@@ -10,8 +10,8 @@ import diskcache
 import pytest
 
 from dataformer_nb import CacheError, ResponseCache
-from dataformer_nb._rows import RowReader
-from dataformer_nb.cache import JSONOnlyDisk
+from dataformer_nb.cache.disk import JSONOnlyDisk
+from dataformer_nb.cache.rows import RowReader
 
 
 def test_the_reader_returns_what_cache_get_returns(tmp_path: Path) -> None:

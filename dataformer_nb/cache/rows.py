@@ -22,7 +22,7 @@ from typing import Any
 
 import diskcache
 
-from .errors import CacheError
+from ..errors import CacheError
 
 TABLE_COLUMNS = frozenset({"key", "raw", "mode", "value", "tag", "filename", "expire_time"})
 BATCH = 500

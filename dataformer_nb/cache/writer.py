@@ -6,9 +6,10 @@ import concurrent.futures
 import contextlib
 from typing import Any
 
-from ._json import dumpb
-from .cache import NewResponse, ResponseCache
-from .errors import CacheError
+from .._json import dumpb
+from ..errors import CacheError
+from .records import NewResponse
+from .store import ResponseCache
 
 
 class CacheWriter:

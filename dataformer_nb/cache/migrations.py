@@ -15,9 +15,9 @@ from typing import Any
 
 import diskcache
 
-from ._json import dumpb, dumps, loads_or_none
-from .errors import DataformerWarning
-from .names import stored_name
+from .._json import dumpb, dumps, loads_or_none
+from ..errors import DataformerWarning
+from ..names import stored_name
 
 Migration = Callable[[diskcache.Cache, dict[str, Any]], None]
 

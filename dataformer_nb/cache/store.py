@@ -26,7 +26,7 @@ Times are epoch seconds. A repeated identical request's k-th sample has its own 
 ``cachekey``), so it needs nothing more here. The entry rides in the response's row (its
 tag) so that a hit reads one row, as 0.1.0 did, without parsing bytes (measured on 10^5
 hits: a second row per response, even joined in the same query, doubled the read); hits
-are read 500 keys a query (``_rows``). A write costs the same whatever the cache's size;
+are read 500 keys a query (``rows``). A write costs the same whatever the cache's size;
 ``projects()`` reads one small record per project. Clearing a project reads every entry
 once, removes the project from each and deletes those no other project uses.
 
@@ -47,25 +47,38 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 import diskcache
 
-from ._format import human_size, plural
-from ._json import dumpb, dumps, is_count, is_time, loads_or_none
-from ._rows import RowReader, refused_row
-from ._usage import usage_tokens
-from .errors import CacheError, ConfigurationError, DataformerWarning, UnknownProjectWarning
+from .._format import plural
+from .._json import dumps, is_count, is_time
+from .._shape import response_text
+from ..errors import CacheError, ConfigurationError, DataformerWarning, UnknownProjectWarning
+from ..names import FULL, normalize_project, stored_name
+from ..settings import DEFAULT_CACHE_DIR
+from .disk import JSONOnlyDisk
 from .migrations import MIGRATIONS
-from .names import FULL, normalize_project, stored_name
-from .settings import DEFAULT_CACHE_DIR
+from .records import (
+    ClearReport,
+    Entry,
+    Hits,
+    NewResponse,
+    ProjectInfo,
+    _decode_records,
+    _entry,
+    _entry_record,
+    _finite,
+    _new_response,
+    _text_or_none,
+    clear_names,
+)
+from .rows import RowReader
 
 FORMAT = 2
 READ_BATCH = 500
-PROMPT_KEPT = 1000  # characters of a prompt kept in its response's record, for browsing
 T = TypeVar("T")
 META = "meta"
 RESPONSE, PROJECT = "response:", "project:"
@@ -80,123 +93,6 @@ def _reference(listener: Callable[[], None]) -> Callable[[], Callable[[], None] 
     if inspect.ismethod(listener):
         return weakref.WeakMethod(listener)
     return lambda: listener
-
-
-class JSONOnlyDisk(diskcache.Disk):
-    """Keys are strings. Records (dicts) are stored as JSON text; responses as their JSON
-    bytes, read back as bytes (a response is decoded only when a result asks for it).
-    A row stored any other way was not written by dataformer_nb and is refused."""
-
-    def __init__(self, directory: str, **settings: Any) -> None:
-        super().__init__(directory, **settings)
-        self.cache_directory = Path(directory)  # for messages (Disk keeps its own privately)
-
-    def put(self, key: Any) -> tuple[Any, bool]:
-        if not isinstance(key, str):
-            raise CacheError(f"cache keys are strings, not {type(key).__name__}")
-        return super().put(key)
-
-    def get(self, key: Any, raw: bool) -> Any:
-        if not raw:
-            raise CacheError("the cache holds a pickled key: refusing to unpickle it")
-        return key
-
-    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
-        if isinstance(value, bytes):
-            return super().store(value, read, key)
-        return super().store(dumps(value), read, key)
-
-    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        if mode == diskcache.core.MODE_PICKLE:
-            raise CacheError("the cache holds a pickled value: refusing to unpickle it")
-        if mode != diskcache.core.MODE_RAW:
-            raise CacheError(refused_row(self.cache_directory, "a value stored in a file"))
-        data = super().fetch(mode, filename, value, read)
-        return data if isinstance(data, bytes) else json.loads(data)
-
-    def remove(self, file_path: str) -> None:
-        # Every value is inline: a row that names a file was not written by us, and what it
-        # names (possibly outside the cache) is never deleted.
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class NewResponse:
-    """A response to store: its key, its JSON bytes, and the tokens it cost."""
-
-    key: str
-    data: bytes
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    prompt: str = ""
-    cost: float | None = None  # dollars, when its model has a price
-
-    @classmethod
-    def with_usage(cls, key: str, data: bytes, usage: Any, prompt: str = "", cost: float | None = None
-                   ) -> NewResponse:
-        """From a reply's ``usage`` (OpenAI's shape); counts that are not whole numbers count 0."""
-        return cls(key, data, *usage_tokens(usage), prompt[:PROMPT_KEPT], cost)
-
-
-@dataclass(frozen=True)
-class ProjectInfo:
-    """What one project holds: ``responses`` it used, their ``bytes``, when it was last used,
-    the tokens of the responses it generated, and the tokens it was served from the cache."""
-
-    name: str
-    responses: int
-    bytes: int
-    last_used: datetime
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    saved_tokens: int = 0
-    cost: float | None = None  # of the responses it generated, when every one had a price
-
-
-class Hits(dict[str, bytes]):
-    """Cached responses by key (their JSON), and the tokens they saved: what they cost when generated."""
-
-    saved_tokens = 0
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One response a project uses: its key, the prompt that asked for it (if recorded), the
-    response, its tokens, when it was stored, and every project that uses it."""
-
-    key: str
-    prompt: str
-    response: dict[str, Any]
-    prompt_tokens: int
-    completion_tokens: int
-    created: datetime
-    projects: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "prompt": self.prompt, "response": self.response,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "created": self.created.isoformat(), "projects": list(self.projects)}
-
-
-@dataclass(frozen=True)
-class ClearReport:
-    """What a clear removed: project names, memberships, entries deleted and bytes freed.
-
-    ``kept_shared`` counts responses the cleared projects used that stay because another
-    project still uses them.
-    """
-
-    projects: tuple[str, ...]
-    responses_deleted: int
-    bytes_freed: int
-    kept_shared: int
-
-    def __str__(self) -> str:
-        names = ", ".join(self.projects) or "nothing"
-        text = f"cleared {names}: {plural(self.responses_deleted, 'response')} deleted ({human_size(self.bytes_freed)})"
-        if self.kept_shared:
-            text += f", {self.kept_shared} kept because other projects use them"
-        return text
 
 
 class ResponseCache:
@@ -369,8 +265,6 @@ class ResponseCache:
     def to_pandas(self, project: str) -> Any:
         """``project``'s responses as a DataFrame: key, prompt, text, tokens, created, projects."""
         import pandas
-
-        from .providers import response_text
 
         return pandas.DataFrame([
             {"key": e.key, "prompt": e.prompt, "text": _text_or_none(response_text, e.response),
@@ -713,15 +607,6 @@ class ResponseCache:
         self._write(META, meta)
 
 
-def _new_response(item: NewResponse | tuple[str, Mapping[str, Any] | bytes]) -> NewResponse:
-    if isinstance(item, NewResponse):
-        return item
-    key, response = item
-    data = response if isinstance(response, bytes) else dumpb(response)
-    decoded = json.loads(data) if isinstance(response, bytes) else response
-    return NewResponse.with_usage(key, data, decoded.get("usage"))
-
-
 def _owner_only(directory: Path) -> None:
     """Make the cache directory 0700 and its database files 0600, as a new cache is: a cache
     made by an older release, or under another umask, may be readable by other users."""
@@ -763,72 +648,3 @@ def _batched(rows: Iterable[T], size: int) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
-
-
-def _entry(key: str, value: bytes, record: dict[str, Any]) -> Entry | None:
-    """A browsed response, or None if its bytes are not a JSON object."""
-    response = loads_or_none(value)
-    if not isinstance(response, dict):
-        return None
-    return Entry(key, record.get("prompt", ""), response, record["prompt_tokens"], record["completion_tokens"],
-                 datetime.fromtimestamp(record["created"], timezone.utc), tuple(record["projects"]))
-
-
-def _text_or_none(response_text: Callable[[Any], str | None], response: Any) -> str | None:
-    try:
-        return response_text(response)
-    except (KeyError, IndexError, TypeError, AttributeError):  # an embedding, or another shape
-        return None
-
-
-def _decode_records(texts: list[str]) -> list[Any]:
-    """JSON records, decoded as one array: one json.loads per record costs three times as much.
-    If that fails, or a tag held more than one record, each is decoded alone (None if it is not JSON)."""
-    if not texts:
-        return []
-    try:
-        records = json.loads("[" + ",".join(texts) + "]")
-        if len(records) == len(texts):
-            return records
-    except (ValueError, RecursionError):
-        pass
-    return [loads_or_none(text) for text in texts]
-
-
-def _entry_record(record: Any) -> dict[str, Any] | None:
-    """A response's record as it was written (projects, size, tokens, created, prompt), or None:
-    checked on every read, warm re-runs included, so only type tests."""
-    if type(record) is not dict:
-        return None
-    projects, created, prompt = record.get("projects"), record.get("created", 0), record.get("prompt", "")
-    if (type(projects) is not list or not all(type(p) is str for p in projects)
-            or not (is_count(record.get("size")) and is_count(record.get("prompt_tokens", 0))
-                    and is_count(record.get("completion_tokens", 0)))
-            or not is_time(created) or type(prompt) is not str):
-        return None
-    if "prompt_tokens" not in record or "completion_tokens" not in record or "created" not in record:
-        return {"prompt_tokens": 0, "completion_tokens": 0, "created": 0, **record}
-    return record
-
-
-def _finite(value: Any) -> bool:
-    return type(value) in (int, float) and -1e15 < value < 1e15
-
-
-def clear_names(projects: object) -> list[str]:
-    """The canonical names ``clear_project_cache`` names (``full`` among them for everything)."""
-    if isinstance(projects, str):
-        items: list[object] = [projects]
-    elif isinstance(projects, (list, tuple, set, frozenset)):
-        items = list(projects)
-    else:
-        raise ConfigurationError(
-            f"clear_project_cache={projects!r} must be a project name, a list of names, or 'full'"
-        )
-    names = []
-    for item in items:
-        if isinstance(item, str) and item.strip().lower() == FULL:
-            names.append(FULL)
-        else:
-            names.append(normalize_project(item, "clear_project_cache"))
-    return names
