@@ -46,20 +46,22 @@ class BatchRunner:
     """Sends the units of one call through provider batches (or waits for those that hold them)."""
 
     def __init__(self, cache: ResponseCache, project: str, options: SendOptions, *, progress_label: str = "generate",
-                 body_of: Callable[[Unit], dict[str, Any]] | None = None, schema: OutputSchema | None = None,
+                 schema: OutputSchema | None = None,
                  say: Callable[[str], None] = _log.info) -> None:
-        """``body_of`` builds a unit's body; without it the runner only reads and cancels batches."""
+        """``schema``: what the replies of the batches it collects must follow."""
         self.ledger = BatchLedger(cache.directory)
         self._cache, self._project, self._gen_type = cache, project, options.gen_type
         self._poll_interval, self._batch_size = options.batch_poll_interval, options.batch_size
         self._transport, self._timeout = options.transport, options.timeout
         self._progress, self._label = options.progress, progress_label
-        self._body_of, self._schema, self._say = body_of, schema, say
+        self._schema, self._say = schema, say
         self.records: list[BatchRecord] = []  # the batches this run submitted or awaits
         self._apis: dict[tuple[int, int], BatchAPI] = {}  # by (client, route)
 
-    async def run(self, units: list[Unit], slots: Slots, wait: bool = True) -> list[BatchRecord]:
-        """Have every unit answered by a batch; with ``wait=False``, return once they are submitted."""
+    async def run(self, units: list[Unit], slots: Slots, body_of: Callable[[Unit], dict[str, Any]],
+                  wait: bool = True) -> list[BatchRecord]:
+        """Have every unit answered by a batch (``body_of`` builds a unit's body, as sent); with
+        ``wait=False``, return once they are submitted."""
         async with self._client() as client:
             by_key = {unit.cache_key: unit for unit in units}
             for unit in units:  # every route must have a batch API before anything is submitted
@@ -68,7 +70,7 @@ class BatchRunner:
                 self.records = await self._resume(client, by_key)
                 covered = {key for record in self.records for key in record.keys}
                 submitting = [u for u in units if u.cache_key not in covered]
-                self.records += await self._submit(client, submitting)
+                self.records += await self._submit(client, submitting, body_of)
                 slots.attempted(first=True, count=len(submitting))  # a batch's line is one attempt
             self._fail_held(by_key, slots)
             slots.submitted([r.id or r.local for r in self.records])
@@ -143,7 +145,8 @@ class BatchRunner:
             resumed.append(record)
         return resumed
 
-    async def _submit(self, client: httpx.AsyncClient, units: list[Unit]) -> list[BatchRecord]:
+    async def _submit(self, client: httpx.AsyncClient, units: list[Unit], body_of: Callable[[Unit], dict[str, Any]]
+                      ) -> list[BatchRecord]:
         submitted: list[BatchRecord] = []
         by_route: dict[int, list[Unit]] = {}
         for unit in units:
@@ -151,7 +154,7 @@ class BatchRunner:
         # Every batch is built before the first is submitted: a request too large for any batch is
         # refused before anything is paid for.
         planned = [(own[0].route, chunk, lines) for own in by_route.values()
-                   for chunk, lines in self._chunks(self._api(client, own[0].route), own)]
+                   for chunk, lines in self._chunks(self._api(client, own[0].route), own, body_of)]
         try:
             for route, chunk, lines in planned:
                 submitted.append(await self._create(self._api(client, route), route, chunk, lines))
@@ -163,15 +166,15 @@ class BatchRunner:
             raise
         return submitted
 
-    def _chunks(self, api: BatchAPI, units: list[Unit]) -> Iterable[tuple[list[Unit], list[bytes]]]:
+    def _chunks(self, api: BatchAPI, units: list[Unit], body_of: Callable[[Unit], dict[str, Any]]
+                ) -> Iterable[tuple[list[Unit], list[bytes]]]:
         """``units`` in batches within the service's limits (and ``batch_size``)."""
         most = min(api.max_requests, self._batch_size or api.max_requests)
         chunk: list[Unit] = []
         lines: list[bytes] = []
         size = api.batch_bytes([])
-        assert self._body_of is not None, "a runner that submits needs body_of"
         for unit in units:
-            line = api.line(unit.cache_key, self._body_of(unit))
+            line = api.line(unit.cache_key, body_of(unit))
             if api.batch_bytes([line]) > api.max_bytes:
                 raise BatchError(f"request_list[{unit.indices[0]}] alone takes {len(line):,} bytes, more than a "
                                  f"batch may ({api.max_bytes:,}): send it without batch=True")

@@ -328,8 +328,8 @@ class AsyncLLM:
                 from .batchrun import BatchRunner
 
                 self._batch_runner = BatchRunner(self.cache, project, self._options, progress_label=progress_label,
-                                                 body_of=body_of, schema=output_schema, say=self._say)
-                batch_jobs = BatchList(r.job() for r in await self._batch_runner.run(to_send, slots, wait))
+                                                 schema=output_schema, say=self._say)
+                batch_jobs = BatchList(r.job() for r in await self._batch_runner.run(to_send, slots, body_of, wait))
             else:
                 dispatcher = Dispatcher(self._options, body_of=body_of, progress_label=progress_label,
                                         schema=output_schema)
