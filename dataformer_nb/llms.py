@@ -23,9 +23,14 @@ from .cache.writer import CacheWriter
 from .dispatch import Dispatcher
 from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError
 from .limits import LimitsReport, RateLimiter, estimate_prompt_and_budget
-from .options import DEFAULT_BATCH_POLL_INTERVAL, DEFAULT_MAX_WAIT, SendOptions
+from .options import (
+    DEFAULT_BATCH_POLL_INTERVAL,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_WAIT,
+    LimitOptions,
+    SendOptions,
+)
 from .options import is_number as _is_number
-from .options import positive as _positive
 from .prepare import Preparer, Route, Target, Unit, by_key, check_key, optional_str
 from .providers import (
     GenType,
@@ -55,10 +60,7 @@ if TYPE_CHECKING:  # imported where batches are used: together ~30 ms of an ~90 
     from .batchledger import BatchJob, BatchList
     from .batchrun import BatchRunner
 
-DEFAULT_MAX_CONCURRENT_REQUESTS = 64
 _log = logging.getLogger("dataformer_nb")
-MIN_RPM = 1 / 60  # one request an hour
-MIN_TPM = 1.0
 
 
 class _Option:
@@ -136,18 +138,16 @@ class AsyncLLM:
                 f"sampling_params={sampling_params!r} must be a dict such as {{'temperature': 0.7}}"
             )
         self.sampling_params = dict(sampling_params or {})
-        if not isinstance(max_rps, bool):
-            raise ConfigurationError(f"max_rps={max_rps!r} must be True (pace per second, no burst) or False")
-        self.max_rps = max_rps
         # Accepted for dataformer's code: token estimates here need no tokenizer (nothing to download).
         self.token_encoding_name = token_encoding_name
         self.logging_level = logging_level
         if logging_level is not None:
             _show_log_lines(logging_level)
-        self.max_requests_per_minute = _rate(max_requests_per_minute, "max_requests_per_minute", MIN_RPM)
-        self.max_tokens_per_minute = _rate(max_tokens_per_minute, "max_tokens_per_minute", MIN_TPM)
-        self.max_concurrent_requests = int(_positive(max_concurrent_requests, "max_concurrent_requests", integer=True)
-                                           or DEFAULT_MAX_CONCURRENT_REQUESTS)
+        limits = LimitOptions(max_requests_per_minute, max_tokens_per_minute, max_concurrent_requests, max_rps)
+        self.max_requests_per_minute = limits.max_requests_per_minute
+        self.max_tokens_per_minute = limits.max_tokens_per_minute
+        self.max_concurrent_requests: int = limits.max_concurrent_requests or DEFAULT_MAX_CONCURRENT_REQUESTS
+        self.max_rps = limits.max_rps
         if gen_type is None:  # an embeddings URL says what it serves
             gen_type = "embedding" if embedding_gen_type(self.url) else "chat"
         # How requests are sent, checked once; the attributes of the same names read and set it.
@@ -542,16 +542,6 @@ def _show_log_lines(level: int | str) -> None:
                                  "logging.INFO or 'WARNING'") from None
     if not any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
         logger.addHandler(logging.StreamHandler())
-
-
-def _rate(value: Any, name: str, minimum: float) -> float | None:
-    rate = _positive(value, name)
-    if rate is not None and rate < minimum:
-        raise ConfigurationError(
-            f"{name}={value!r} is less than {minimum:g} a minute, so a batch would take days: "
-            f"pass at least {minimum:g}, or None for no limit"
-        )
-    return rate
 
 
 def get_request_list(instructions: str | Sequence[str], sampling_params: Mapping[str, Any] | None = None

@@ -14,6 +14,9 @@ from .transport import DEFAULT_MAX_REPLY_BYTES, TransportChoice
 from .wire import GenType
 
 DEFAULT_MAX_WAIT = 600.0  # seconds one request may spend waiting out rate limits
+DEFAULT_MAX_CONCURRENT_REQUESTS = 64
+MIN_RPM = 1 / 60  # one request an hour
+MIN_TPM = 1.0
 DEFAULT_BATCH_POLL_INTERVAL = 30.0  # seconds between two reads of a batch's status
 
 
@@ -63,6 +66,38 @@ class SendOptions:
     def names(cls) -> tuple[str, ...]:
         """The options' names (each is an ``AsyncLLM`` argument and attribute of the same name)."""
         return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True)
+class LimitOptions:
+    """The limits you set on an :class:`~dataformer_nb.AsyncLLM` (each provider's own come from
+    its headers or its 429s): requests and tokens a minute (None: no limit of yours), requests
+    in flight, and ``max_rps`` (pace per second, with no burst). Checked when made, like
+    :class:`SendOptions`."""
+
+    max_requests_per_minute: float | None = None
+    max_tokens_per_minute: float | None = None
+    max_concurrent_requests: int | None = DEFAULT_MAX_CONCURRENT_REQUESTS  # None: the default, 64
+    max_rps: bool = False
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
+        set_("max_requests_per_minute", _rate(self.max_requests_per_minute, "max_requests_per_minute", MIN_RPM))
+        set_("max_tokens_per_minute", _rate(self.max_tokens_per_minute, "max_tokens_per_minute", MIN_TPM))
+        concurrency = positive(self.max_concurrent_requests, "max_concurrent_requests", integer=True)
+        set_("max_concurrent_requests", DEFAULT_MAX_CONCURRENT_REQUESTS if concurrency is None else int(concurrency))
+        if not isinstance(self.max_rps, bool):
+            raise ConfigurationError(f"max_rps={self.max_rps!r} must be True (pace per second, no burst) or False")
+
+
+def _rate(value: Any, name: str, minimum: float) -> float | None:
+    rate = positive(value, name)
+    if rate is not None and rate < minimum:
+        raise ConfigurationError(
+            f"{name}={value!r} is less than {minimum:g} a minute, so a batch would take days: "
+            f"pass at least {minimum:g}, or None for no limit"
+        )
+    return rate
 
 
 def is_number(value: Any) -> bool:
