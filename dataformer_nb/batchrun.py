@@ -176,7 +176,7 @@ class BatchRunner:
         for unit in units:
             line = api.line(unit.cache_key, body_of(unit))
             if api.batch_bytes([line]) > api.max_bytes:
-                raise BatchError(f"request_list[{unit.indices[0]}] alone takes {len(line):,} bytes, more than a "
+                raise BatchError(f"request_list[{unit.index}] alone takes {len(line):,} bytes, more than a "
                                  f"batch may ({api.max_bytes:,}): send it without batch=True")
             if chunk and (len(chunk) >= most or size + len(line) + 1 > api.max_bytes):
                 yield chunk, lines

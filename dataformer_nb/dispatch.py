@@ -126,7 +126,7 @@ class Dispatcher:
             if waiting_shown[0]:
                 waiting_shown[0] = False
                 bar.set_description_str(self._progress_label, refresh=False)
-            bar.update(len(unit.indices))  # before the save below: an interrupt there must not leave it behind
+            bar.update(1)  # before the save below: an interrupt there must not leave it behind
             if writer is not None and not isinstance(outcome, RequestFailedError):
                 await writer.save(unit.cache_key, outcome.response, outcome.usage, prompt_text(unit.request), cost)
 

@@ -320,7 +320,7 @@ class AsyncLLM:
             # After to_send: a cached reply that no longer validates fails, it is not bought again.
             parsed = None if output_schema is None else _revalidate(hits, units, output_schema, slots)
             slots.cached(hits, units, parsed)
-        body_of = lambda unit: preparer.body(unit.request, unit.route, unit.indices[0])  # noqa: E731
+        body_of = lambda unit: preparer.body(unit.request, unit.route, unit.index)  # noqa: E731
         batch_jobs = None
         try:
             if batch:
@@ -384,7 +384,7 @@ class AsyncLLM:
         cost: float | None = 0.0 if self.prices else None
         per_bucket: dict[int, list[Any]] = {}
         for unit in to_send:
-            p, b = estimate_prompt_and_budget(preparer.body(unit.request, unit.route, unit.indices[0]))
+            p, b = estimate_prompt_and_budget(preparer.body(unit.request, unit.route, unit.index))
             prompt, budget = prompt + p, budget + b
             this = cost_of((self.prices or {}).get(unit.route.model), p, b)
             cost = None if cost is None or this is None else cost + this

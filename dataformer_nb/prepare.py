@@ -80,12 +80,13 @@ class Route:
 
 @dataclass(slots=True)
 class Unit:
-    """One distinct request to send, and the result slots it fills."""
+    """One distinct request to send, and the result slot it fills (a repeated request is a unit
+    of its own, under a sample key: see :func:`by_key`)."""
 
     route: Route
     request: Mapping[str, Any]
     cache_key: str
-    indices: list[int]
+    index: int  # its place in the request list (an int, not a list: 10^5 one-item lists weighed ~9 MB)
 
 
 class Preparer:
@@ -123,11 +124,11 @@ class Preparer:
                 f"request_list[{index}] holds a value that is not JSON-serialisable ({exc}): "
                 "use strings, numbers, booleans, None, lists and dicts"
             ) from None
-        return Unit(route, request, key, [index])
+        return Unit(route, request, key, index)
 
     def sample_key(self, unit: Unit, sample: int) -> str:
         """The cache key of the ``sample``-th copy of ``unit``'s request (see cachekey)."""
-        return unit.route.keys.key(self.body(unit.request, unit.route, unit.indices[0]), sample)
+        return unit.route.keys.key(self.body(unit.request, unit.route, unit.index), sample)
 
     def body(self, request: Mapping[str, Any], route: Route, index: int) -> dict[str, Any]:
         """The JSON body ``request`` is sent as."""

@@ -28,22 +28,21 @@ class Slots:
 
     def cached(self, hits: Mapping[str, bytes], units: Mapping[str, Unit],
                parsed: Mapping[str, Any] | None = None) -> None:
-        """Fill the slots of every unit found in the cache (``hits``: key -> response; ``parsed``:
+        """Fill the slot of every unit found in the cache (``hits``: key -> response; ``parsed``:
         key -> its validated output, with a schema)."""
         results, requests = self._results, self._requests
         for key, response in hits.items():  # inline: this runs for every slot of a warm re-run
-            for i in units[key].indices:
-                request = requests[i]
-                results[i] = GenerationResult(request, response, True, None, request.get("metadata"),
-                                              None if parsed is None else parsed[key])
-                self.summary.cached += 1
+            i = units[key].index
+            request = requests[i]
+            results[i] = GenerationResult(request, response, True, None, request.get("metadata"),
+                                          None if parsed is None else parsed[key])
+        self.summary.cached += len(hits)
 
     def fresh(self, unit: Unit, response: dict[str, Any] | bytes, usage: Any, parsed: Any = None) -> float | None:
-        """Fill the slots of ``unit`` with a response received; what it cost, if its model has a price."""
-        for i in unit.indices:
-            self._results[i] = self._result(i, response, parsed=parsed)
+        """Fill the slot of ``unit`` with a response received; what it cost, if its model has a price."""
+        self._results[unit.index] = self._result(unit.index, response, parsed=parsed)
         summary = self.summary
-        summary.sent += len(unit.indices)
+        summary.sent += 1
         prompt, completion = usage_tokens(usage)
         summary.prompt_tokens += prompt
         summary.completion_tokens += completion
@@ -60,15 +59,14 @@ class Slots:
                 self.summary.failures[error.cause] += 1
 
     def failed(self, unit: Unit, error: RequestFailedError) -> None:
-        for i in unit.indices:
-            self._results[i] = self._result(i, None, error=error)
-        self.summary.failures[error.cause] += len(unit.indices)
+        """Fill the slot of ``unit`` with its failure."""
+        self._results[unit.index] = self._result(unit.index, None, error=error)
+        self.summary.failures[error.cause] += 1
 
     def pending(self, unit: Unit, error: BatchPending) -> None:
-        """Fill the slots of ``unit``, which waits in a provider batch (``error`` says which)."""
-        for i in unit.indices:
-            self._results[i] = self._result(i, None, error=error)
-        self.summary.pending += len(unit.indices)
+        """Fill the slot of ``unit``, which waits in a provider batch (``error`` says which)."""
+        self._results[unit.index] = self._result(unit.index, None, error=error)
+        self.summary.pending += 1
 
     # What went over the wire, for the summary: every count is kept here.
 
