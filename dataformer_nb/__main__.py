@@ -17,6 +17,7 @@ QUESTIONS = [
 
 
 def quickstart(cache_dir: str | None) -> None:
+    """The README's quick start, end to end on the offline echo provider: a first run, then a re-run from the cache."""
     llm = AsyncLLM(api_provider="echo", project_name="quickstart", cache_dir=cache_dir, progress=False)
     requests = get_request_list(QUESTIONS, {"temperature": 0.7})
     results = llm.generate(requests)  # prints its summary line
@@ -32,6 +33,7 @@ def quickstart(cache_dir: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m dataformer_nb`` (and the ``dataformer-nb`` script): the subcommands."""
     parser = argparse.ArgumentParser(prog="python -m dataformer_nb")
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("quickstart", help="generate with the offline echo provider, twice")

@@ -36,10 +36,12 @@ if TYPE_CHECKING:
 
 
 def plural(n: int, word: str) -> str:
+    """``n`` and the ``word``, in the plural unless ``n`` is 1: ``3 requests``."""
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def batches(n: int) -> str:
+    """``n batch`` or ``n batches``."""
     return f"{n} batch" if n == 1 else f"{n} batches"
 
 
@@ -94,6 +96,7 @@ def safe_markdown(text: str) -> str:
 
 
 def human_size(n: float) -> str:
+    """A size in bytes as people read it: ``1.2 MB``."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -137,9 +140,11 @@ def projects_table(projects: Iterable[ProjectInfo], caption: str = "") -> dict[s
 
 
 def tokens(prompt: int, completion: int) -> str:
+    """Prompt and completion tokens as the tables show them: ``1,200 / 3,400``."""
     return f"{prompt:,} / {completion:,}"
 
 
 def money(amount: float) -> str:
+    """Dollars, with the digits a small amount needs: ``$0.000123``, ``$1.25``."""
     digits = 6 if amount < 0.01 else 4 if amount < 1 else 2
     return f"${amount:,.{digits}f}"

@@ -73,6 +73,7 @@ class BatchAPI:
         self._name, self._redact = name, redact
 
     def line(self, custom_id: str, body: Mapping[str, Any]) -> bytes:
+        """The request ``body`` as one line of the batch's input, under ``custom_id``."""
         raise NotImplementedError
 
     def batch_bytes(self, lines: list[bytes]) -> int:
@@ -89,12 +90,15 @@ class BatchAPI:
         return None
 
     async def status(self, batch_id: str) -> BatchStatus:
+        """The batch's state as the service reports it now."""
         raise NotImplementedError
 
     async def results(self, batch_id: str, status: BatchStatus) -> Iterator[LineResult]:
+        """One LineResult per result line of an ended batch: a line that cannot be read fails only its request."""
         raise NotImplementedError
 
     async def cancel(self, batch_id: str) -> BatchStatus:
+        """Ask the service to cancel the batch; its state after the request."""
         raise NotImplementedError
 
     async def _call(self, method: str, path: str, doing: str, *, max_bytes: int = DEFAULT_MAX_REPLY_BYTES,

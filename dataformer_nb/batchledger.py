@@ -82,6 +82,7 @@ class BatchRecord:
         return self.collected is None
 
     def job(self) -> BatchJob:
+        """What a user sees of this record: a BatchJob."""
         shown = self.id or f"({'held' if self.status == HELD else 'submitting'} {self.local[:8]})"
         return BatchJob(shown, self.provider, self.status, self.requests,
                         self.done, self.failed, self.project,
@@ -162,6 +163,7 @@ class BatchList(list[BatchJob]):
 
 
 def is_batch_id(text: object) -> bool:
+    """Whether ``value`` can be a service's batch id: printable, short, no path or URL characters."""
     return isinstance(text, str) and _ID.fullmatch(text) is not None
 
 

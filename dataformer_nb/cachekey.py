@@ -48,6 +48,8 @@ class KeyMaker:
         self._after_sample = f',"url":{dumps_sorted(url)},"v":{KEY_VERSION}}}'
 
     def key(self, body: Mapping[str, Any], sample: int = 0) -> str:
+        """The cache key of a request ``body`` as sent (and of its ``sample``-th repeat): the SHA-256
+        of the documented JSON text."""
         sample_member = f',"sample":{int(sample)}' if sample else ""
         text = f'{{"body":{dumps_sorted(canonical(body))}{self._before_sample}{sample_member}{self._after_sample}'
         return hashlib.sha256(text.encode()).hexdigest()

@@ -96,6 +96,8 @@ class Dispatcher:
         return breaker
 
     async def run(self, units: list[Unit], slots: Slots, writer: CacheWriter | None) -> None:
+        """Send ``units`` (the requests not cached), each route under its bucket's limits, filling
+        ``slots`` as replies come and giving the responses to ``writer`` (None: not cached)."""
         import asyncio
 
         from tqdm.auto import tqdm

@@ -17,7 +17,9 @@ from .limits import estimate_tokens
 
 
 class EchoTransport(httpx.AsyncBaseTransport):
+    """The echo provider's transport: answers every request in-process, never over the network."""
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """The echo reply to ``request`` (HTTP 400 if its body is not JSON)."""
         try:
             body = json.loads(await request.aread())
         except ValueError:

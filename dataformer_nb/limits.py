@@ -465,6 +465,7 @@ class RateBucket:
     # Telling
 
     def describe(self) -> BucketLimits:
+        """What this bucket knows of its limits, for the summary and ``llm.limits()``."""
         return BucketLimits(
             self.max_requests_per_minute, self.max_tokens_per_minute, self.max_concurrent_requests,
             self._server_requests.stated, self._server_tokens.stated,
@@ -519,6 +520,7 @@ class RateLimiter:
         self._buckets: dict[tuple[str, str], RateBucket] = {}
 
     def bucket(self, endpoint: str, key_fingerprint: str) -> RateBucket:
+        """The bucket of (``endpoint``, key fingerprint), made on first use with the user's limits."""
         key = (endpoint, key_fingerprint)
         if key not in self._buckets:
             self._buckets[key] = RateBucket(*self._limits, per_second=self._per_second)

@@ -564,6 +564,7 @@ def _clip(text: str, limit: int = 80) -> str:
 
 
 def load_ipython_extension(ipython: Any) -> None:
+    """Register the ``%%generate`` and ``%dataformer`` magics with ``ipython``."""
     magics = Dataformer(shell=ipython, parent=ipython)
     ipython.register_magics(magics)
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, Dataformer)] + [magics]

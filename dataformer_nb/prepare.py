@@ -216,6 +216,8 @@ def by_key(units: list[Unit], preparer: Preparer) -> dict[str, Unit]:
 
 
 def check_prompt(payload: Mapping[str, Any], gen_type: GenType, index: int) -> None:
+    """InvalidRequestError naming ``request_list[index]`` unless ``payload`` holds what ``gen_type``
+    needs (messages, a prompt, an input)."""
     if gen_type == "embedding":
         text = payload.get("input")
         if not isinstance(text, str) and not (isinstance(text, list) and text and
@@ -274,6 +276,7 @@ def check_key(value: Any, name: str) -> str | None:
 
 
 def optional_str(value: Any, name: str) -> str | None:
+    """``value`` if it is None or a non-empty string, else a ConfigurationError naming ``name``."""
     if value is None or isinstance(value, str):
         return value
     raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}")

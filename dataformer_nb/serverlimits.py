@@ -51,6 +51,7 @@ class Quota:
         return self.limit / self.window if self.limit and self.window else None
 
     def describe(self, unit: str) -> str:
+        """The quota as the summary shows it: ``600 req/min (599 left)``."""
         if self.limit is None:
             return f"{unit}: {_number(self.remaining)} left"
         per = {1.0: "s", MINUTE: "min", HOUR: "h", DAY: "day"}.get(self.window or 0.0)

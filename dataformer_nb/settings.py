@@ -44,6 +44,7 @@ class Secret:
         self._value = value
 
     def reveal(self) -> str:
+        """The secret itself (only where it is sent: never shown, logged or stored)."""
         return self._value
 
     def __repr__(self) -> str:

@@ -95,6 +95,7 @@ class Slots:
 
     @property
     def size(self) -> int:
+        """How many slots (requests) the call has."""
         return len(self._results)
 
     def results(self, batches: Sequence[Any] | None = None) -> Results:

@@ -95,6 +95,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return await self._send("POST", url, content, headers, (timeout, None), decompress=True, max_bytes=max_bytes)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """httpx's transport interface over aiohttp: the request sent, its reply read whole (capped)."""
         timeout = request.extensions.get("timeout", {})
         status, headers, content = await self._send(
             request.method, str(request.url), await request.aread(),  # read: a multipart upload streams
@@ -132,6 +133,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
+        """Close the aiohttp session and its connections."""
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -75,6 +75,7 @@ class Entry:
     projects: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
+        """The entry as a plain dict (for export and pandas)."""
         return {"key": self.key, "prompt": self.prompt, "response": self.response,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "created": self.created.isoformat(), "projects": list(self.projects)}

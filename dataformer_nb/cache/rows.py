@@ -110,6 +110,7 @@ class RowReader:
 
 
 def refused_row(directory: Path, key: str) -> str:
+    """The CacheError text for a row in ``directory`` that dataformer_nb did not write (``what`` it holds)."""
     return (f"the cache in {directory} holds a row not written by dataformer_nb ({key!r} is not stored inline "
             "as JSON): refusing to read it; clear the cache or pass another cache_dir=")
 

@@ -104,6 +104,7 @@ class FakeBatchServer:
         return self.__enter__()
 
     def close(self) -> None:
+        """Stop the server and its thread."""
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -213,6 +214,7 @@ class FakeBatchServer:
     # Endpoints: each returns (status, body); body is a dict (JSON) or bytes.
 
     def handle(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, Any]:
+        """Answer one HTTP request as the batch APIs do (the server's handler calls it)."""
         if self.key is not None and self.key not in (headers.get("x-api-key"),
                                                      (headers.get("authorization") or "").removeprefix("Bearer ")):
             return 401, {"error": {"type": "authentication_error", "message": "invalid api key"}}

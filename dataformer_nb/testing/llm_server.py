@@ -31,6 +31,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeLLMServer:
+    """A loopback server speaking the online APIs with scripted faults (see the module's
+    documentation); a context manager."""
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.completed: Counter[str] = Counter()  # successful replies, by prompt
@@ -71,9 +73,11 @@ class FakeLLMServer:
         return len(self.requests)
 
     def script(self, prompt: str, *actions: str) -> None:
+        """Play ``actions`` (``ok``, ``429``, ``drop``, ...), one per request whose prompt is ``prompt``."""
         self.scripts[prompt] = deque(actions)
 
     def release(self) -> None:
+        """Let every request held by a ``hold`` (or ``slow``) action go on."""
         self._released.set()
 
     def wait_for_requests(self, n: int, timeout: float) -> bool:
@@ -88,6 +92,7 @@ class FakeLLMServer:
 
 
 def prompt_of(body: dict[str, Any]) -> str:
+    """The prompt of a request ``body``, whatever its format (the last user message, a prompt, an input)."""
     if "input" in body:
         return str(body["input"])
     if "messages" in body:
