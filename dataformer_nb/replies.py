@@ -8,24 +8,21 @@ re-run submits it again; a cached reply that no longer validates fails its reque
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._format import one_line
 from .providers import UNREADABLE_REPLY, GenType, Style, check_reply, response_text, to_openai
 from .schema import OutputSchema
 
 
-@dataclass(frozen=True)
-class ReadReply:
+class ReadReply(NamedTuple):
     """A reply read: the response in OpenAI's shape, and its validated output (with a schema)."""
 
     response: dict[str, Any]
     parsed: Any = None
 
 
-@dataclass(frozen=True)
-class ReplyProblem:
+class ReplyProblem(NamedTuple):
     """Why a reply cannot be used: ``cause`` for the summaries (``malformed json``, ``invalid
     output``), ``message`` for the user."""
 
