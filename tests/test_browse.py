@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dataformer_nb import AsyncLLM, CachePanel
+import pytest
+
+from dataformer_nb import AsyncLLM, CachePanel, ConfigurationError
 from dataformer_nb.widget import PAGE_SIZE
 
 from .conftest import chat
@@ -27,6 +29,15 @@ def test_a_project_reads_a_page_at_a_time_with_a_filter(cache_dir: Path) -> None
         f"question {i:02d}" for i in range(10, 20)]
     assert [e.prompt for e in llm.cache.entries("p", 0, 10, contains="echo: question 07")] == ["question 07"]
     assert llm.cache.entries("other", 0, 10) == []
+
+
+def test_no_filter_given_as_none_reads_every_response(cache_dir: Path) -> None:
+    llm = echo_llm(cache_dir)
+    llm.generate([chat(f"t{i}") for i in range(4)], project_name="t4")
+    assert [e.prompt for e in llm.cache.entries("t4", 0, 10, None)] == ["t0", "t1", "t2", "t3"]
+    assert len(list(llm.cache.iter_entries("t4", None))) == 4
+    with pytest.raises(ConfigurationError, match="must be a string"):
+        llm.cache.entries("t4", 0, 10, 5)  # type: ignore[arg-type]
 
 
 def test_removing_one_entry_keeps_it_for_the_projects_that_share_it(cache_dir: Path) -> None:

@@ -35,6 +35,30 @@ def test_every_public_name_is_documented() -> None:
     assert not missing
 
 
+def test_the_notebooks_extra_brings_what_the_example_notebooks_import() -> None:
+    import json
+    import re
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 on
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["notebooks"]
+    installed = {re.split(r"[<>=!~; \[]", req, maxsplit=1)[0].lower().replace("_", "-") for req in wanted}
+    distributions = {"dotenv": "python-dotenv", "IPython": "ipython"}
+    missing = set()
+    for notebook in (ROOT / "example_notebooks").glob("*.ipynb"):
+        if notebook.name.endswith(".executed.ipynb"):
+            continue
+        for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+            for module in re.findall(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", "".join(cell["source"]), re.M):
+                if module in sys.stdlib_module_names or module == "dataformer_nb":
+                    continue
+                if distributions.get(module, module).lower().replace("_", "-") not in installed:
+                    missing.add(f"{notebook.name}: {module}")
+    assert not missing, "add these to the notebooks extra: " + ", ".join(sorted(missing))
+
+
 def test_quickstart_runs_offline(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "dataformer_nb", "quickstart", "--cache-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)

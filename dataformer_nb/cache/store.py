@@ -201,13 +201,14 @@ class ResponseCache:
 
     # Browsing a project
 
-    def entries(self, project: str, offset: int = 0, limit: int = 50, contains: str = "") -> list[Entry]:
+    def entries(self, project: str, offset: int = 0, limit: int = 50, contains: str | None = "") -> list[Entry]:
         """A page of the responses ``project`` uses, in the order they were stored: ``limit`` of them
         after ``offset``, only those whose prompt or response holds ``contains`` (any case) if given.
         Reads only the page (and the rows an offset skips), whatever the cache's size."""
         project = normalize_project(project)
+        contains = "" if contains is None else contains  # None, like "": every response
         if not isinstance(contains, str):
-            raise ConfigurationError(f"contains={contains!r} must be a string (\"\" for every response)")
+            raise ConfigurationError(f"contains={contains!r} must be a string (\"\" or None for every response)")
         rows = [row for row in self._rows.page(RESPONSE, project, contains, limit, offset) if isinstance(row[1], bytes)]
         records = self._records([tag for _, _, tag in rows])
         entries = [_entry(key[len(RESPONSE):], value, record) for (key, value, _), record in zip(rows, records,
@@ -215,7 +216,7 @@ class ResponseCache:
                    if record is not None]
         return [entry for entry in entries if entry is not None]
 
-    def iter_entries(self, project: str, contains: str = "", page: int = 500) -> Iterator[Entry]:
+    def iter_entries(self, project: str, contains: str | None = "", page: int = 500) -> Iterator[Entry]:
         """Every response ``project`` uses (see :meth:`entries`), a page at a time."""
         offset = 0
         while True:
