@@ -4,9 +4,13 @@ loop is running (Jupyter), and with the cyclic GC paused while 10^5 requests are
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
+import inspect
 import threading
+import warnings
 from collections.abc import Callable, Coroutine, Iterator
+from types import FrameType
 from typing import Any, TypeVar
 
 from .errors import GenerationInterrupted
@@ -15,6 +19,32 @@ from .errors import GenerationInterrupted
 # importing dataformer_nb takes (python -X importtime), past the benchmark's import target.
 
 T = TypeVar("T")
+# Where the user called generate (file, line, module, its globals): warnings raised while the run
+# goes on, on a private loop or a worker thread, have no frame of the user's on their stack.
+# A task copies the context it is created in, so the run sees what the caller's thread set.
+_CALLER: contextvars.ContextVar[FrameType | None] = contextvars.ContextVar("dataformer_nb_caller", default=None)
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """Warn, attributed to the user's line: the caller of the synchronous call under way (its
+    line, whatever thread or loop the run is on), else the caller of the function calling this."""
+    frame = _CALLER.get()
+    if frame is None:
+        warnings.warn(message, category, stacklevel=4)  # past this function and its caller
+        return
+    module_globals = frame.f_globals
+    warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
+                           module=module_globals.get("__name__", "__main__"),
+                           registry=module_globals.setdefault("__warningregistry__", {}),
+                           module_globals=module_globals)
+
+
+def _user_frame() -> FrameType | None:
+    """The innermost frame that is not dataformer_nb's own."""
+    frame = inspect.currentframe()
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith("dataformer_nb"):
+        frame = frame.f_back
+    return frame
 
 
 def run_sync(coro: Coroutine[Any, Any, T], interrupted: Callable[[], str] | None = None) -> T:
@@ -24,12 +54,15 @@ def run_sync(coro: Coroutine[Any, Any, T], interrupted: Callable[[], str] | None
     GenerationInterrupted with ``interrupted()`` as its message, without the chain of our
     internals (the worker thread's join, the event loop's cancellation).
     """
+    token = _CALLER.set(_user_frame())
     try:
         return _run(coro)
     except KeyboardInterrupt as exc:
         if interrupted is None or isinstance(exc, GenerationInterrupted):
             raise
         error = GenerationInterrupted(interrupted())
+    finally:
+        _CALLER.reset(token)
     raise error from None  # outside the except block: no "during handling of" chain
 
 

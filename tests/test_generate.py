@@ -353,3 +353,23 @@ def test_the_progress_bar_says_when_the_run_waits_on_a_rate_limit(server: FakeLL
     server.script("limited", "429")
     make_llm(progress=True).generate([chat("limited")], progress_label="questions")
     assert "questions (waiting 2 s: rate limit)" in capsys.readouterr().err
+
+
+def test_a_warning_from_the_run_points_at_the_users_line(make_llm) -> None:
+    # The run goes on on a private loop (here) or a worker thread (under a running loop, as in
+    # Jupyter): neither has the user's frame on its stack, so the warning names the call's line.
+    import asyncio
+
+    from dataformer_nb import UnknownProjectWarning
+
+    llm = make_llm(api_provider="echo")
+    with pytest.warns(UnknownProjectWarning) as caught:
+        llm.generate([chat("a")], clear_project_cache="nope")
+    assert caught[0].filename == __file__
+
+    async def in_a_notebook() -> None:
+        llm.generate([chat("b")], clear_project_cache="nope either")
+
+    with pytest.warns(UnknownProjectWarning) as caught:
+        asyncio.run(in_a_notebook())
+    assert caught[0].filename == __file__ and "nope either" in str(caught[0].message)

@@ -56,6 +56,7 @@ import diskcache
 from .._format import plural
 from .._json import dumps, is_count, is_time
 from .._shape import response_text
+from .._sync import warn
 from ..errors import CacheError, ConfigurationError, DataformerWarning, UnknownProjectWarning
 from ..names import FULL, normalize_project, stored_name
 from ..settings import DEFAULT_CACHE_DIR
@@ -360,12 +361,8 @@ class ResponseCache:
         known = set(self._meta()["projects"])
         unknown = [n for n in names if n not in known]
         if unknown:
-            warnings.warn(
-                f"clear_project_cache: no project named {', '.join(map(repr, unknown))} in the cache; "
-                f"known projects: {', '.join(sorted(known)) or 'none'}",
-                UnknownProjectWarning,
-                stacklevel=3,
-            )
+            warn(f"clear_project_cache: no project named {', '.join(map(repr, unknown))} in the cache; "
+                 f"known projects: {', '.join(sorted(known)) or 'none'}", UnknownProjectWarning)
         names = [n for n in names if n in known]
         report = self._clear_projects(set(names)) if names else ClearReport((), 0, 0, 0)
         self.notify()
