@@ -254,14 +254,21 @@ class Results(list[GenerationResult]):
         return [[r.request, r.response] + ([r.metadata] if r.metadata is not None else []) for r in self]
 
     def to_pandas(self) -> pandas.DataFrame:
-        """One row per result: prompt, text, cached, error, metadata, and the fields of a structured
-        output (needs pandas)."""
+        """One row per result: prompt, text, cached, error (the whole message), cause (its short
+        category: ``timeout``, ``http 500``, ``batch pending``, ...), metadata, and the fields of a
+        structured output, with pandas' nullable types where a failure leaves a hole (an int field
+        stays an int column, ``<NA>`` where the request failed). Needs pandas."""
         import pandas
 
         rows = [{"prompt": prompt_of(r.request), "text": r.text, "cached": r.cached,
-                 "error": None if r.error is None else str(r.error), "metadata": r.metadata, **_fields(r.parsed)}
+                 "error": None if r.error is None else str(r.error), "metadata": r.metadata, **_fields(r.parsed),
+                 "cause": None if r.error is None else r.error.cause}
                 for r in self]
-        return pandas.DataFrame(rows)
+        frame = pandas.DataFrame(rows)
+        fields = [c for c in frame.columns if c not in ("prompt", "text", "cached", "error", "metadata", "cause")]
+        if fields:
+            frame[fields] = frame[fields].convert_dtypes()
+        return frame
 
     def to_jsonl(self, path: str | os.PathLike[str]) -> None:
         """Write one JSON record per line (see :meth:`GenerationResult.to_dict`)."""

@@ -123,3 +123,10 @@ def test_the_summary_counts_every_attempt_of_replies_that_fail_validation(echo_j
     assert "over the wire: 3 requests, 9 attempts, 8 failed the schema" in str(summary)
     again = llm.generate([chat(BAD)], schema=Person)  # a re-run pays again, and says so
     assert (again.summary.sent, again.summary.attempts, again.summary.invalid_replies) == (0, 4, 4)
+
+
+def test_a_failed_row_leaves_a_hole_not_a_float(echo_json: FakeLLMServer, make_llm) -> None:
+    frame = make_llm(max_attempts=1).generate([chat(GOOD), chat(BAD)], schema=Person).to_pandas()
+    assert str(frame["age"].dtype) == "Int64" and frame["age"][0] == 3 and frame["age"].isna()[1]
+    assert frame["cause"].isna()[0] and frame["cause"][1] == "invalid output"
+    assert "does not follow schema Person" in frame["error"][1]
