@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Literal
 
 import pytest
 from pydantic import BaseModel
@@ -130,3 +131,26 @@ def test_a_failed_row_leaves_a_hole_not_a_float(echo_json: FakeLLMServer, make_l
     assert str(frame["age"].dtype) == "Int64" and frame["age"][0] == 3 and frame["age"].isna()[1]
     assert frame["cause"].isna()[0] and frame["cause"][1] == "invalid output"
     assert "does not follow schema Person" in frame["error"][1]
+
+
+def test_the_echo_provider_answers_a_schema_with_an_instance_of_it(make_llm) -> None:
+    # Structured outputs, tried with no key and no network.
+    from pydantic import BaseModel
+
+    class Pet(BaseModel):
+        name: str
+        legs: int
+
+    class Owner(BaseModel):
+        name: str
+        pets: list[Pet]
+        kind: Literal["person", "company"]
+
+    llm = make_llm(api_provider="echo", max_attempts=1)
+    results = llm.generate([chat("Who owns Rex?")], schema=Owner)
+    assert results.summary.failed == 0 and results[0].parsed == Owner(name="Echo: Who owns Rex?", pets=[],
+                                                                       kind="person")
+    with_bounds = {"type": "object", "required": ["n", "tags"], "properties": {
+        "n": {"type": "integer", "minimum": 3}, "tags": {"type": "array", "minItems": 2, "items": {"type": "string"}}}}
+    result, = llm.generate([chat("x")], schema=with_bounds)
+    assert result.parsed == {"n": 3, "tags": ["Echo: x", "Echo: x"]}
