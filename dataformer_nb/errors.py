@@ -11,6 +11,18 @@ from typing import Any
 class DataformerError(Exception):
     """Base class of every error raised by dataformer_nb."""
 
+    def _render_traceback_(self) -> list[str]:
+        """How IPython and Jupyter show it (the hook IPython asks exceptions for): its message as
+        one block, without the frames of the library, its worker thread and asyncio, which say
+        nothing a user can act on; ``%xmode Verbose`` shows them all. Plain Python is unchanged."""
+        from IPython import get_ipython  # called by IPython only: it is there
+
+        shell = get_ipython()
+        handler = getattr(shell, "InteractiveTB", None)
+        if handler is not None and getattr(handler, "mode", "") == "Verbose":
+            return list(handler.structured_traceback(type(self), self, self.__traceback__))
+        return [f"{type(self).__name__}: {self}"]
+
 
 class ConfigurationError(DataformerError, ValueError):
     """A constructor argument, environment variable or option is invalid."""

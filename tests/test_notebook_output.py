@@ -162,3 +162,21 @@ def test_a_batch_says_its_summary_once_in_the_caption_unbroken(ip, capsys) -> No
     with capture_output() as single:
         ip.run_cell("%%generate echo\nJust one.")
     assert single.stdout.count("1 request: 1 sent") == 1  # a single prompt: the line says it
+
+
+def test_a_library_error_shows_as_one_block_in_ipython_and_whole_in_verbose_mode(ip, monkeypatch) -> None:
+    monkeypatch.delenv("TOGETHER_API_KEY", raising=False)
+    code = "from dataformer_nb import AsyncLLM\nAsyncLLM(api_provider='together').generate([{'messages': " \
+           "[{'role': 'user', 'content': 'x'}]}])"
+    with capture_output() as shown:
+        ip.run_cell(code)
+    text = shown.stdout + shown.stderr
+    assert "MissingAPIKeyError: TOGETHER_API_KEY is not set" in text
+    assert "_sync.py" not in text and "asyncio" not in text and text.count("\n") <= 2
+    ip.run_line_magic("xmode", "Verbose")
+    try:
+        with capture_output() as shown:
+            ip.run_cell(code)
+    finally:
+        ip.run_line_magic("xmode", "Context")
+    assert "MissingAPIKeyError" in shown.stdout + shown.stderr and "llms.py" in shown.stdout + shown.stderr
