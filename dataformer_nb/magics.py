@@ -26,7 +26,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, TraitError, Unicode, default
 
 from ._format import projects_table, safe_markdown, table_bundle
 from .cache import FULL, ResponseCache
-from .errors import ConfigurationError, DataformerError, DataformerWarning
+from .errors import ConfigurationError, DataformerError, DataformerWarning, GenerationInterrupted
 from .llms import AsyncLLM
 from .providers import PROVIDERS, get_provider
 from .results import GenerationResult, Results
@@ -224,6 +224,8 @@ class Dataformer(Magics):
                 batch=args.batch,
                 wait=not args.no_wait,
             )
+        except GenerationInterrupted as exc:  # still an interrupt, naming what this notebook holds
+            raise GenerationInterrupted(self._interrupted(str(exc), args, llm)) from None
         except DataformerError as exc:
             raise UsageError(str(exc)) from None
         if args.into:
@@ -234,6 +236,20 @@ class Dataformer(Magics):
         if args.out:
             self._user_ns[args.out] = value
         return value
+
+    def _interrupted(self, message: str, args: Any, llm: AsyncLLM) -> str:
+        """The interrupt's message, naming where the results kept are in this notebook: ``-o VAR``
+        gets them; else ``VAR.last_results`` of ``--llm VAR``; else the cache alone holds them."""
+        if args.out and llm.last_results is not None:
+            self._user_ns[args.out] = CellResults(llm.last_results, args.format or self.format, batch=True,
+                                                  max_rows=self.max_rows, where=args.out)
+            where = args.out
+        elif args.llm:
+            where = f"{args.llm}.last_results"
+        else:
+            return (message.replace(" (cache, llm.last_results)", " (cache)")
+                    .replace("kept in llm.last_results", "not kept (pass -o VAR to keep them)"))
+        return message.replace("llm.last_results", where)
 
     def _over(self, args: Any) -> _Over | None:
         if args.over_file:

@@ -180,3 +180,19 @@ def test_a_library_error_shows_as_one_block_in_ipython_and_whole_in_verbose_mode
     finally:
         ip.run_line_magic("xmode", "Context")
     assert "MissingAPIKeyError" in shown.stdout + shown.stderr and "llms.py" in shown.stdout + shown.stderr
+
+
+def test_an_interrupted_magic_keeps_what_arrived_in_its_out_variable(ip, server: FakeLLMServer,
+                                                                       cache_dir: Path) -> None:
+    server.script("n3", "sigint")
+    ip.user_ns["nums"] = [f"n{i}" for i in range(6)]
+    ip.run_cell("from dataformer_nb import AsyncLLM\n"
+                f"llm = AsyncLLM(api_provider='together', cache_dir={str(cache_dir)!r}, max_concurrent_requests=1, "
+                "progress=False, verbose=False)")
+    with capture_output() as shown:
+        ip.run_cell("%%generate --llm llm --over nums -o out\n{item}")
+    server.release()
+    text = shown.stdout + shown.stderr
+    assert "interrupted: 3 new responses saved (cache, out); a re-run sends the other 3" in text
+    assert "last_results" not in text
+    assert [r.text for r in ip.user_ns["out"]][:3] == ["Answer: n0", "Answer: n1", "Answer: n2"]
