@@ -50,10 +50,7 @@ class BatchRunner:
                  say: Callable[[str], None] = _log.info) -> None:
         """``schema``: what the replies of the batches it collects must follow."""
         self.ledger = BatchLedger(cache.directory)
-        self._cache, self._project, self._gen_type = cache, project, options.gen_type
-        self._poll_interval, self._batch_size = options.batch_poll_interval, options.batch_size
-        self._transport, self._timeout = options.transport, options.timeout
-        self._progress, self._label = options.progress, progress_label
+        self._cache, self._project, self._options, self._label = cache, project, options, progress_label
         self._schema, self._say = schema, say
         self.records: list[BatchRecord] = []  # the batches this run submitted or awaits
         self._apis: dict[tuple[int, int], BatchAPI] = {}  # by (client, route)
@@ -169,7 +166,7 @@ class BatchRunner:
     def _chunks(self, api: BatchAPI, units: list[Unit], body_of: Callable[[Unit], dict[str, Any]]
                 ) -> Iterable[tuple[list[Unit], list[bytes]]]:
         """``units`` in batches within the service's limits (and ``batch_size``)."""
-        most = min(api.max_requests, self._batch_size or api.max_requests)
+        most = min(api.max_requests, self._options.batch_size or api.max_requests)
         chunk: list[Unit] = []
         lines: list[bytes] = []
         size = api.batch_bytes([])
@@ -190,7 +187,7 @@ class BatchRunner:
     async def _create(self, api: BatchAPI, route: Route, units: list[Unit], lines: list[bytes]) -> BatchRecord:
         """Submit one batch: recorded first (an intent), then created, then recorded with its id."""
         record = self.ledger.new(protocol=api.protocol, api=api.base, provider=route.name, key=fingerprint(route),
-                                 model=route.model, gen_type=self._gen_type, project=self._project,
+                                 model=route.model, gen_type=self._options.gen_type, project=self._project,
                                  created=time.time(), keys=[u.cache_key for u in units])
         try:
             record.id = await api.submit(lines, record, lambda: self.ledger.save(record))
@@ -229,7 +226,7 @@ class BatchRunner:
         routes = {id(r): by_key[next(k for k in r.keys if k in by_key)].route for r in self.records}
         active = list(self.records)
         bar = tqdm(total=sum(r.requests for r in active), desc=self._label, unit="req", dynamic_ncols=True,
-                   disable=not self._progress or not active)
+                   disable=not self._options.progress or not active)
         failures = 0
         try:
             while active:
@@ -246,7 +243,7 @@ class BatchRunner:
                         if not exc.transient or failures >= MAX_POLL_FAILURES:
                             raise BatchError(f"{exc}: the batches stay recorded; re-run the same call to resume "
                                              "waiting", status=exc.status) from None
-                        _log.info("%s; trying again in %.0f s", exc, self._poll_interval)
+                        _log.info("%s; trying again in %.0f s", exc, self._options.batch_poll_interval)
                         continue
                     failures = 0
                     self._update(record, status)
@@ -255,7 +252,7 @@ class BatchRunner:
                         active.remove(record)
                 _show(bar, self._label, self.records, active)
                 if active:
-                    await asyncio.sleep(self._poll_interval)
+                    await asyncio.sleep(self._options.batch_poll_interval)
         finally:
             bar.close()
 
@@ -361,14 +358,14 @@ class BatchRunner:
     # The service
 
     def _client(self) -> httpx.AsyncClient:
-        transport = open_transport(self._transport, 4)
-        return httpx.AsyncClient(transport=transport, timeout=self._timeout)
+        transport = open_transport(self._options.transport, 4)
+        return httpx.AsyncClient(transport=transport, timeout=self._options.timeout)
 
     def _api(self, client: httpx.AsyncClient, route: Route) -> BatchAPI:
         key = (id(client), id(route))
         if key not in self._apis:
-            self._apis[key] = open_batch_api(route.provider, route.style, route.endpoint, self._gen_type, client,
-                                             route.headers, route.name, lambda text: hide_key(text, route))
+            self._apis[key] = open_batch_api(route.provider, route.style, route.endpoint, self._options.gen_type,
+                                             client, route.headers, route.name, lambda text: hide_key(text, route))
         return self._apis[key]
 
     @staticmethod

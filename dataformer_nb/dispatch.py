@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -74,26 +75,16 @@ class Dispatcher:
 
     def __init__(self, options: SendOptions, *, body_of: Callable[[Unit], dict[str, Any]],
                  progress_label: str = "generate", schema: OutputSchema | None = None) -> None:
-        self._gen_type = options.gen_type
-        self._max_attempts = options.max_attempts
-        self._timeout = options.timeout
-        self._retry_base_delay = options.retry_base_delay
-        self._transport = options.transport
-        self._progress = options.progress
-        self._max_reply_bytes = options.max_reply_bytes
-        self._max_wait = options.max_wait
+        self._options = options
         self._body_of = body_of
         self._progress_label = progress_label
         self._schema = schema
         self._waiting: Callable[[float], None] | None = None  # set by run: shows a wait on the progress bar
         self._slots = Slots([], "")  # set by run: the call whose requests go over the wire
-        self._breakers: dict[int, _Breaker] = {}  # by id of a route of this run
+        self._breakers: defaultdict[int, _Breaker] = defaultdict(_Breaker)  # by id of a route of this run
 
     def _breaker(self, route: Route) -> _Breaker:
-        breaker = self._breakers.get(id(route))
-        if breaker is None:
-            breaker = self._breakers[id(route)] = _Breaker()
-        return breaker
+        return self._breakers[id(route)]
 
     async def run(self, units: list[Unit], slots: Slots, writer: CacheWriter | None) -> None:
         """Send ``units`` (the requests not cached), each route under its bucket's limits, filling
@@ -107,7 +98,7 @@ class Dispatcher:
         self._slots = slots
         summary = slots.summary
         bar = tqdm(total=slots.size, initial=summary.cached, desc=self._progress_label, unit="req",
-                   disable=not self._progress or not units, dynamic_ncols=True)
+                   disable=not self._options.progress or not units, dynamic_ncols=True)
         _show_counts(bar, summary)  # a re-run's cached count shows from the start
         waiting_shown = [False]
 
@@ -169,7 +160,7 @@ class Dispatcher:
             if summary.failed and not summary.sent:
                 bar.colour = "red"  # a run where nothing arrived must not end in a green bar
             bar.close()
-            if network is not None and network is not self._transport:
+            if network is not None and network is not self._options.transport:
                 await network.aclose()
         if writer is not None and writer.error is not None:
             raise _write_failed(writer, slots)
@@ -178,7 +169,7 @@ class Dispatcher:
         """The transport for what goes over the network (None if every route has its own)."""
         if all(u.route.transport is not None for u in units):
             return None
-        return open_transport(self._transport, sum(b.max_concurrent_requests for b in buckets))
+        return open_transport(self._options.transport, sum(b.max_concurrent_requests for b in buckets))
 
     async def _send(self, transport: httpx.AsyncBaseTransport, unit: Unit, slot: asyncio.Semaphore
                     ) -> Fresh | RequestFailedError:
@@ -199,18 +190,18 @@ class Dispatcher:
                 if breaker.stopped is not None:
                     return breaker.stopped
                 now = time.monotonic()
-                ticket = await bucket.wait_turn(tokens, self._waiting, (deadline or now + self._max_wait) - now)
+                ticket = await bucket.wait_turn(tokens, self._waiting, (deadline or now + self._options.max_wait) - now)
                 if ticket is None:  # the limits known now would hold it past max_wait
-                    return _held_too_long(route, self._max_wait)
+                    return _held_too_long(route, self._options.max_wait)
                 slots.attempted(first=not (failures or waits))
                 outcome: Fresh | RequestFailedError | Retry
                 try:
-                    reply = await post(transport, route.url, content, route.headers, self._timeout,
-                                       self._max_reply_bytes)
+                    reply = await post(transport, route.url, content, route.headers, self._options.timeout,
+                                       self._options.max_reply_bytes)
                 except ReplyTooLargeError as exc:  # asking again would bring the same reply
                     return _failure(route, "reply too large", f"{exc}: raise max_reply_bytes= if it is expected")
                 except httpx.TimeoutException:
-                    outcome = Retry(_failure(route, "timeout", f"no reply within {self._timeout:g} s"))
+                    outcome = Retry(_failure(route, "timeout", f"no reply within {self._options.timeout:g} s"))
                 except httpx.TransportError as exc:
                     outcome = Retry(_failure(route, "connection", f"connection failed ({exc!r})"))
                 else:
@@ -233,9 +224,9 @@ class Dispatcher:
                 seconds = (outcome.seconds * random.uniform(1.0, 1.1) if outcome.seconds is not None
                            else self._backoff(steps))
                 now = time.monotonic()
-                deadline = deadline or now + self._max_wait
+                deadline = deadline or now + self._options.max_wait
                 if now + seconds > deadline:
-                    return _waited_too_long(route, outcome, seconds, self._max_wait)
+                    return _waited_too_long(route, outcome, seconds, self._options.max_wait)
                 if self._waiting is not None and seconds >= WAIT_SHOWN_SECONDS:
                     self._waiting(seconds)
                 _log.info("%s; waiting %.1f s as the server asked", outcome.error, seconds)
@@ -243,13 +234,13 @@ class Dispatcher:
                 continue
             breaker.failed(route, outcome.error)
             failures += 1
-            if failures >= self._max_attempts:
-                outcome.error.args = (f"{outcome.error.args[0]} (gave up after {self._max_attempts} attempts)",)
+            if failures >= self._options.max_attempts:
+                outcome.error.args = (f"{outcome.error.args[0]} (gave up after {self._options.max_attempts} attempts)",)
                 _log.info("%s", outcome.error)
                 return outcome.error
             delay = self._backoff(failures)
             _log.info("%s; retrying in %.1f s (attempt %d of %d)", outcome.error, delay, failures + 1,
-                      self._max_attempts)
+                      self._options.max_attempts)
             await asyncio.sleep(delay)
 
     def _interpret(self, reply: Reply, route: Route, ticket: Ticket) -> Fresh | RequestFailedError | Retry:
@@ -263,7 +254,7 @@ class Dispatcher:
                 data = _STRICT_JSON.decode(reply.content.decode())
             except UNREADABLE_REPLY as exc:
                 return Retry(_failure(route, "malformed json", f"unreadable reply ({type(exc).__name__}: {exc})"))
-            read = read_reply(route.style, self._gen_type, data, self._schema)
+            read = read_reply(route.style, self._options.gen_type, data, self._schema)
             if isinstance(read, ReplyProblem):  # retried like any malformed reply, and never cached
                 if read.cause == "invalid output":
                     self._slots.invalid_reply()
@@ -298,7 +289,7 @@ class Dispatcher:
         return Retry(error)
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(MAX_BACKOFF_SECONDS, self._retry_base_delay * 2 ** (attempt - 1))
+        ceiling = min(MAX_BACKOFF_SECONDS, self._options.retry_base_delay * 2 ** (attempt - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 

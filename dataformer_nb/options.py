@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -43,29 +43,23 @@ class SendOptions:
     def __post_init__(self) -> None:
         if self.gen_type not in ("chat", "text", "embedding"):
             raise ConfigurationError(f"gen_type={self.gen_type!r} must be 'chat', 'text' or 'embedding'")
-        self._set("max_attempts", positive(self.max_attempts, "max_attempts", integer=True, none_means=None))
-        self._set("timeout", positive(self.timeout, "timeout", none_means=None))
+        _normalise(self, "max_attempts", positive(self.max_attempts, "max_attempts", integer=True, none_means=None))
+        _normalise(self, "timeout", positive(self.timeout, "timeout", none_means=None))
         if not is_number(self.retry_base_delay) or not 0 <= self.retry_base_delay <= 60:
             raise ConfigurationError(
                 f"retry_base_delay={self.retry_base_delay!r} must be a number of seconds from 0 to 60 (default 0.5)"
             )
-        self._set("retry_base_delay", float(self.retry_base_delay))
+        _normalise(self, "retry_base_delay", float(self.retry_base_delay))
         if not (self.transport in ("aiohttp", "httpx") or isinstance(self.transport, httpx.AsyncBaseTransport)):
             raise ConfigurationError(f"transport={self.transport!r} must be 'aiohttp', 'httpx' or an httpx transport")
         size = positive(self.max_reply_bytes, "max_reply_bytes", integer=True, none_means="the default, 64 MiB")
-        self._set("max_reply_bytes", DEFAULT_MAX_REPLY_BYTES if size is None else int(size))
-        self._set("max_wait", positive(self.max_wait, "max_wait", none_means=None))
-        self._set("batch_poll_interval", positive(self.batch_poll_interval, "batch_poll_interval", none_means=None))
+        _normalise(self, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES if size is None else int(size))
+        _normalise(self, "max_wait", positive(self.max_wait, "max_wait", none_means=None))
+        interval = positive(self.batch_poll_interval, "batch_poll_interval", none_means=None)
+        _normalise(self, "batch_poll_interval", interval)
         batch_size = positive(self.batch_size, "batch_size", integer=True, none_means="the service's own limit")
-        self._set("batch_size", None if batch_size is None else int(batch_size))
+        _normalise(self, "batch_size", None if batch_size is None else int(batch_size))
 
-    def _set(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)  # frozen: only __post_init__ normalises a field
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        """The options' names (each is an ``AsyncLLM`` argument and attribute of the same name)."""
-        return tuple(f.name for f in fields(cls))
 
 
 @dataclass(frozen=True)
@@ -81,13 +75,18 @@ class LimitOptions:
     max_rps: bool = False
 
     def __post_init__(self) -> None:
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
-        set_("max_requests_per_minute", _rate(self.max_requests_per_minute, "max_requests_per_minute", MIN_RPM))
-        set_("max_tokens_per_minute", _rate(self.max_tokens_per_minute, "max_tokens_per_minute", MIN_TPM))
+        rpm = _rate(self.max_requests_per_minute, "max_requests_per_minute", MIN_RPM)
+        _normalise(self, "max_requests_per_minute", rpm)
+        _normalise(self, "max_tokens_per_minute", _rate(self.max_tokens_per_minute, "max_tokens_per_minute", MIN_TPM))
         concurrency = positive(self.max_concurrent_requests, "max_concurrent_requests", integer=True)
-        set_("max_concurrent_requests", DEFAULT_MAX_CONCURRENT_REQUESTS if concurrency is None else int(concurrency))
+        _normalise(self, "max_concurrent_requests",
+                   DEFAULT_MAX_CONCURRENT_REQUESTS if concurrency is None else int(concurrency))
         if not isinstance(self.max_rps, bool):
             raise ConfigurationError(f"max_rps={self.max_rps!r} must be True (pace per second, no burst) or False")
+
+
+def _normalise(options: Any, name: str, value: Any) -> None:
+    object.__setattr__(options, name, value)  # frozen: only __post_init__ normalises a field
 
 
 def _rate(value: Any, name: str, minimum: float) -> float | None:
