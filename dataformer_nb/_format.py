@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import sys
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -114,11 +115,34 @@ def table_bundle(header: list[str], rows: list[list[str]], caption: str = "") ->
                          for c in row) + "</tr>"
         for row in rows
     )
-    # A caption may wrap between its " · " parts, never inside one ("project" apart from its name).
-    parts = " · ".join(f"<span style='white-space:nowrap'>{html.escape(p)}</span>" for p in caption.split(" · "))
-    caption_html = f"<caption style='text-align:left'>{parts}</caption>" if caption else ""
+    caption_html = f"<caption style='text-align:left'>{wrapping_line(caption)}</caption>" if caption else ""
     return {"text/plain": "\n".join([*lines, caption]).rstrip(),
             "text/html": f"<table>{caption_html}<tr>{head}</tr>{body}</table>"}
+
+
+def wrapping_line(line: str) -> str:
+    """``line`` as HTML that wraps only before a " · " (each part whole, the dot starting the
+    next line: a break after it would leave it dangling at the end of a line)."""
+    return wrapping_html([html.escape(part) for part in line.split(" · ")])
+
+
+def show_line(line: str) -> None:
+    """Print ``line``; in a notebook, show it as HTML that wraps only before a " · " (a printed
+    line wraps anywhere there, even inside a word), with the same text for terminals and files."""
+    shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
+    if getattr(shell, "kernel", None) is None:  # a terminal, a script, or IPython without a kernel
+        print(line)
+        return
+    from IPython.display import display
+
+    display({"text/plain": line, "text/html": wrapping_line(line)}, raw=True)
+
+
+def wrapping_html(parts: list[str], separator: str = "· ") -> str:
+    """HTML ``parts`` (escaped already) that wrap only between one another, each after the first
+    opening with ``separator``."""
+    return " ".join(f"<span style='white-space:nowrap'>{separator if i else ''}{part}</span>"
+                    for i, part in enumerate(parts))
 
 
 def when(moment: datetime) -> str:

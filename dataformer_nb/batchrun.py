@@ -21,6 +21,7 @@ import httpx
 
 from ._format import batches, plural
 from ._json import dumpb
+from ._progress import progress_bar
 from .batchapi import AGAIN, BatchAPI, BatchStatus, LineResult, UnusableIdError
 from .batchledger import HELD, BatchLedger, BatchRecord
 from .cache import NewResponse, ResponseCache
@@ -221,11 +222,9 @@ class BatchRunner:
     async def _wait(self, client: httpx.AsyncClient, by_key: Mapping[str, Unit], slots: Slots) -> None:
         import asyncio
 
-        from tqdm.auto import tqdm
-
         routes = {id(r): by_key[next(k for k in r.keys if k in by_key)].route for r in self.records}
         active = list(self.records)
-        bar = tqdm(total=sum(r.requests for r in active), desc=self._label, unit="req", dynamic_ncols=True,
+        bar = progress_bar(total=sum(r.requests for r in active), desc=self._label, unit="req", dynamic_ncols=True,
                    disable=not self._options.progress or not active)
         failures = 0
         try:

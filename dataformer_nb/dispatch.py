@@ -21,6 +21,7 @@ import httpx
 
 from ._format import server_message
 from ._json import dumpb
+from ._progress import progress_bar
 from ._usage import token_count
 from .cache.writer import CacheWriter
 from .errors import AuthenticationError, CacheError, RequestFailedError
@@ -91,13 +92,11 @@ class Dispatcher:
         ``slots`` as replies come and giving the responses to ``writer`` (None: not cached)."""
         import asyncio
 
-        from tqdm.auto import tqdm
-
         buckets = {id(u.route.bucket): u.route.bucket for u in units}
         concurrency = {key: asyncio.Semaphore(b.max_concurrent_requests) for key, b in buckets.items()}
         self._slots = slots
         summary = slots.summary
-        bar = tqdm(total=slots.size, initial=summary.cached, desc=self._progress_label, unit="req",
+        bar = progress_bar(total=slots.size, initial=summary.cached, desc=self._progress_label, unit="req",
                    disable=not self._options.progress or not units, dynamic_ncols=True)
         _show_counts(bar, summary)  # a re-run's cached count shows from the start
         waiting_shown = [False]

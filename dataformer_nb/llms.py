@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._format import batches
+from ._format import batches, show_line
 from ._sync import gc_paused, run_sync
 from .cache import FULL, ClearReport, ResponseCache, clear_names, normalize_project
 from .cache.writer import CacheWriter
@@ -460,7 +460,7 @@ class AsyncLLM:
     def _say(self, text: str) -> None:
         _log.info(text)
         if self.verbose and self.logging_level is None:  # with logging_level=, the log line is the one shown
-            print(f"dataformer_nb: {text}")
+            show_line(text)  # the same words as the %%generate table's caption: one form of the summary
 
 
 # What the calls that shared a task_id_generator returned, by generator (see _threaded).

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 from typing import Any
 
 import ipywidgets as w
 
-from ._format import batches, human_size, money, plural, projects_table, table_bundle, tokens, when
+from ._format import batches, human_size, money, plural, projects_table, table_bundle, tokens, when, wrapping_html
 from .batchledger import BatchLedger
 from .cache import FULL, ClearReport, Entry, ProjectInfo, ResponseCache
 from .errors import DataformerError
 from .providers import response_text
 from .settings import CACHE_DIR_ENV, DEFAULT_CACHE_DIR, resolve_dir
 
-_ROW = w.Layout(grid_template_columns="minmax(6em, 1fr) 6em 5.5em 7.5em 6em 9.5em 14em", align_items="center")
-_ENTRY = w.Layout(grid_template_columns="minmax(8em, 2fr) minmax(8em, 3fr) 6em 9.5em 6em 6.5em", align_items="center")
 PAGE_SIZE = 20
+# Numbers right-aligned, headers bold and never wrapped (a Label neither wraps nor overflows: it
+# ends in "…" where its column is too narrow, which the widths below avoid).
+_STYLE = ("<style>.dfnb-number {justify-self: end} .dfnb-title {font-weight: bold}"
+          " .dfnb-batches th, .dfnb-batches td {padding: 0.2em 1.5em 0.2em 0}</style>")
 
 
 class CachePanel:
@@ -40,16 +43,21 @@ class CachePanel:
         self._cache_dir = resolve_dir(CACHE_DIR_ENV, directory, DEFAULT_CACHE_DIR, "cache_dir")
         self.header = w.HTML()
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.compact_button = w.Button(description="Compact", icon="compress",
+                                       tooltip="give back to the disk the room deleted responses left in the cache")
         self.delete_all_button = w.Button(description="Delete all", button_style="danger", icon="trash")
-        self.header_actions = w.HBox([self.refresh_button, self.delete_all_button])
-        self.rows = w.VBox()
+        self.header_actions = w.HBox([self.refresh_button, self.compact_button, self.delete_all_button],
+                                     layout=w.Layout(flex="0 0 auto"))
+        self.rows = w.VBox(layout=w.Layout(overflow="auto"))  # narrower than the table: it scrolls, never cut
         self.pending_batches = w.HTML()
         self.status = w.HTML()
-        self.widget = w.VBox([w.HBox([self.header, self.header_actions]), self.rows, self.pending_batches,
-                              self.status])
+        self.header.layout = w.Layout(flex="1 1 auto")
+        self.widget = w.VBox([w.HBox([self.header, self.header_actions], layout=w.Layout(flex_flow="row wrap")),
+                              self.rows, self.pending_batches, self.status])
         self.project_rows: dict[str, w.GridBox] = {}
         self.browsers: dict[str, EntriesView] = {}  # the projects opened with Browse
         self.refresh_button.on_click(lambda _: self.refresh())
+        self.compact_button.on_click(lambda _: self.compact())
         self.delete_all_button.on_click(lambda _: self._ask(self.header_actions, FULL))
         self._subscribed = False
         self.summary = ""  # the header as plain text, for the static fallback
@@ -86,15 +94,21 @@ class CachePanel:
                   if cache else "")
         on_disk = f"{human_size(cache.volume())} on disk" if cache else ""
         where = str(cache.directory if cache else "")
-        self.header.value = f"<b>Cache</b> <code>{html.escape(where)}</code>: {html.escape(unique)} · {on_disk}"
+        # The header wraps only between its parts (the path, the counts, the size on disk).
+        self.header.value = _STYLE + wrapping_html([f"<b>Cache</b> <code>{html.escape(where)}</code>:",
+                                                    html.escape(unique), f"· {html.escape(on_disk)}"], "")
         self.summary = f"Cache {where}: {unique} · {on_disk}"
-        self.project_rows = {p.name: self._row(p) for p in projects}
+        priced = any(p.cost is not None for p in projects)
+        titles = ["project", "responses", "size", "tokens in / out", "tokens saved", *(["cost"] if priced else []),
+                  "last used"]
+        texts = {p.name: _project_cells(p, priced) for p in projects}
+        layout = _columns(titles, list(texts.values()), buttons="13.8em")
+        self.project_rows = {p.name: self._row(p, texts[p.name], layout) for p in projects}
         self.browsers = {name: view for name, view in self.browsers.items() if name in self.project_rows}
         for view in self.browsers.values():
             view.show()
         if projects:
-            titles = ("project", "responses", "size", "tokens in / out", "tokens saved", "last used", "")
-            header = w.GridBox([w.HTML(f"<b>{t}</b>") for t in titles], layout=_ROW)
+            header = w.GridBox(_titles(titles, numbers=range(1, len(titles) - 1)), layout=layout)
             self.rows.children = [header, *(child for name, row in self.project_rows.items()
                                             for child in (row, *([self.browsers[name].widget]
                                                                  if name in self.browsers else [])))]
@@ -102,10 +116,8 @@ class CachePanel:
             self.rows.children = [w.HTML("The cache holds no projects yet: run <code>generate</code> to fill it.")]
         self.delete_all_button.disabled = not projects
         pending = self._pending_table()
-        # Spaced like the project rows above it: a bare HTML table runs its columns together.
-        self.pending_batches.value = (f"<style>.dfnb-batches th, .dfnb-batches td {{padding: 0.2em 1.5em 0.2em 0}}"
-                                      f"</style><div class='dfnb-batches'>{pending['text/html']}</div>"
-                                      if pending else "")
+        # Spaced like the project rows above it (_STYLE): a bare HTML table runs its columns together.
+        self.pending_batches.value = f"<div class='dfnb-batches'>{pending['text/html']}</div>" if pending else ""
 
     def _pending_table(self) -> dict[str, str]:
         """The provider batches still to collect, by project, as last seen: the panel holds no key,
@@ -131,17 +143,13 @@ class CachePanel:
             self._subscribed = True
         return self._cache.projects()
 
-    def _row(self, project: ProjectInfo) -> w.GridBox:
+    def _row(self, project: ProjectInfo, texts: list[str], layout: w.Layout) -> w.GridBox:
         browse = w.Button(description="Browse", icon="list", layout=w.Layout(width="7.2em"))
         delete = w.Button(description="Delete", button_style="warning", icon="trash", layout=w.Layout(width="6.3em"))
         actions = w.HBox([browse, delete])
         browse.on_click(lambda _: self.browse(project.name))
         delete.on_click(lambda _: self._ask(actions, project.name))
-        cells = [w.Label(project.name), w.Label(str(project.responses)), w.Label(human_size(project.bytes)),
-                 w.Label(tokens(project.prompt_tokens, project.completion_tokens)
-                         + ("" if project.cost is None else f" · {money(project.cost)}")),
-                 w.Label(f"{project.saved_tokens:,}"), w.Label(when(project.last_used)), actions]
-        return w.GridBox(cells, layout=_ROW)
+        return w.GridBox([*_cells(texts, numbers=range(1, len(texts) - 1)), actions], layout=layout)
 
     def browse(self, project: str) -> EntriesView:
         """Open (or close, if open) the entries of ``project`` under its row."""
@@ -180,6 +188,23 @@ class CachePanel:
         self.refresh()
         self.status.value = html.escape(_freed(report))
 
+    def compact(self) -> None:
+        """Give back to the disk the room deleted responses left in the cache (see
+        :meth:`ResponseCache.compact`); says what it freed in the status line."""
+        self._set_buttons_disabled(True)
+        try:
+            if self._cache is None:
+                return
+            freed = self._cache.compact()
+        except (DataformerError, OSError) as exc:
+            self._error(str(exc))
+            return
+        finally:
+            self._set_buttons_disabled(False)
+        self.refresh()
+        self.status.value = html.escape(f"Compacted: freed {human_size(freed)}; "
+                                        f"{human_size(self._cache.volume())} on disk now.")
+
     def _set_buttons_disabled(self, disabled: bool) -> None:
         for button in self.header_actions.children:
             button.disabled = disabled
@@ -189,6 +214,57 @@ class CachePanel:
 
     def _error(self, message: str) -> None:
         self.status.value = _error_line(message)
+
+
+def _project_cells(project: ProjectInfo, priced: bool) -> list[str]:
+    cost = [money(project.cost) if project.cost is not None else "-"] if priced else []
+    return [project.name, f"{project.responses:,}", human_size(project.bytes),
+            tokens(project.prompt_tokens, project.completion_tokens), f"{project.saved_tokens:,}", *cost,
+            when(project.last_used)]
+
+
+def _columns(titles: list[str], rows: list[list[str]], buttons: str) -> w.Layout:
+    """The project rows' grid: columns that fit their text (a name longer than 30 digits ends in
+    "…", whole in its tooltip), then the buttons. In a narrower window the table scrolls."""
+    sizes = _widths(titles, rows)
+    sizes[0] = f"min({sizes[0]}, 31ch)"
+    return _grid([*sizes, buttons])
+
+
+def _widths(titles: list[str], rows: list[list[str]]) -> list[str]:
+    """Widths that fit each column's longest text, header included, in ``ch`` (the width of a
+    digit), with one more each for the words' share of guessing; bold headers a tenth wider."""
+    widest = [max([_width(title) * 1.1, *(_width(row[i]) for row in rows)]) for i, title in enumerate(titles)]
+    return [f"{math.ceil(n) + 1}ch" for n in widest]
+
+
+def _width(text: str) -> float:
+    """``text``'s width in ``ch``, near enough for the sans-serif fonts notebooks use: a digit is
+    1 by definition, most letters about 1, spaces, punctuation and thin letters half, m and w 1.5."""
+    return sum(0.5 if c in _THIN else 1.5 if c in "mwMW" else 1.0 for c in text)
+
+
+_THIN = frozenset(" .,:;/'|!()[]-ijlrtfI")
+
+
+def _grid(columns: list[str]) -> w.Layout:
+    return w.Layout(grid_template_columns=" ".join(columns), grid_gap="0 0.8em", align_items="center")
+
+
+def _titles(titles: list[str], numbers: range) -> list[w.Label]:
+    cells = [w.Label(title) for title in titles] + [w.Label("")]
+    for i, cell in enumerate(cells):
+        cell.add_class("dfnb-title")
+        if i in numbers:
+            cell.add_class("dfnb-number")
+    return cells
+
+
+def _cells(texts: list[str], numbers: range) -> list[w.Label]:
+    cells = [w.Label(text, tooltip=text) for text in texts]
+    for i in numbers:
+        cells[i].add_class("dfnb-number")
+    return cells
 
 
 def _freed(report: ClearReport) -> str:
@@ -240,19 +316,22 @@ class EntriesView:
         what = f" matching {self.filter.value.strip()!r}" if self.filter.value.strip() else ""
         self.position.value = (f"entries {self.offset + 1}-{self.offset + len(shown)}{what}" if shown
                                else f"no entries{what}")
-        self.entry_rows = {e.key: self._row(e) for e in shown}
-        titles = ("prompt", "answer", "tokens", "stored", "used by", "")
-        header = w.GridBox([w.HTML(f"<b>{t}</b>") for t in titles], layout=_ENTRY)
+        titles = ["tokens", "stored", "used by"]
+        texts = {e.key: [tokens(e.prompt_tokens, e.completion_tokens), when(e.created), plural(len(e.projects),
+                                                                                              "project")]
+                 for e in shown}
+        # Prompts and answers share what the fitted columns leave, in proportion 2 : 3.
+        layout = _grid(["minmax(8em, 2fr)", "minmax(8em, 3fr)", *_widths(titles, list(texts.values())), "6.5em"])
+        self.entry_rows = {e.key: self._row(e, texts[e.key], layout) for e in shown}
+        header = w.GridBox(_titles(["prompt", "answer", *titles], numbers=range(2, 3)), layout=layout)
         self.rows.children = [header, *self.entry_rows.values()] if shown else []
 
-    def _row(self, entry: Entry) -> w.GridBox:
+    def _row(self, entry: Entry, texts: list[str], layout: w.Layout) -> w.GridBox:
         delete = w.Button(description="Delete", icon="trash", layout=w.Layout(width="6.3em"))
         delete.on_click(lambda _: self.delete(entry.key))
         answer = _answer_of(entry.response)
         return w.GridBox([w.HTML(_cell(entry.prompt or "(not recorded)")), w.HTML(_cell(answer)),
-                          w.Label(tokens(entry.prompt_tokens, entry.completion_tokens)),
-                          w.Label(when(entry.created)), w.Label(plural(len(entry.projects), "project")), delete],
-                         layout=_ENTRY)
+                          *_cells(texts, numbers=range(0, 1)), delete], layout=layout)
 
     def delete(self, key: str) -> None:
         """Drop one response from the project (kept for the other projects that use it)."""

@@ -120,7 +120,7 @@ def test_logging_level_shows_the_summary_and_retry_lines(server: FakeLLMServer, 
     lines = [r.getMessage() for r in caplog.records if r.name == "dataformer_nb"]
     assert any("HTTP 500" in line and "retrying in" in line and "attempt 2 of 5" in line for line in lines)
     assert any(line.startswith("1 request: 1 sent") for line in lines)
-    assert "dataformer_nb: 1 request" not in capsys.readouterr().out  # the log line is the one shown
+    assert "1 request" not in capsys.readouterr().out  # the log line is the one shown
 
 
 def test_max_rps_paces_a_second_at_a_time() -> None:

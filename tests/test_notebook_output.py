@@ -11,6 +11,7 @@ from IPython.utils.capture import capture_output
 from jupyter_client.manager import start_new_kernel
 
 from dataformer_nb import CachePanel, InvalidRequestError, ResponseCache
+from dataformer_nb._format import wrapping_line
 from dataformer_nb.magics import Dataformer
 from dataformer_nb.testing import FakeLLMServer
 
@@ -158,7 +159,7 @@ def test_a_batch_says_its_summary_once_in_the_caption_unbroken(ip, capsys) -> No
     assert summary not in shown.stdout and "cached=0" not in shown.stderr and "failed=0" not in shown.stderr
     bundle, = (o.data for o in shown.outputs)
     assert f"{summary} · project dataformer · tokens " in bundle["text/plain"].splitlines()[-1]
-    assert "<span style='white-space:nowrap'>project dataformer</span>" in bundle["text/html"]
+    assert "<span style='white-space:nowrap'>· project dataformer</span>" in bundle["text/html"]
     with capture_output() as single:
         ip.run_cell("%%generate echo\nJust one.")
     assert single.stdout.count("1 request: 1 sent") == 1  # a single prompt: the line says it
@@ -196,3 +197,36 @@ def test_an_interrupted_magic_keeps_what_arrived_in_its_out_variable(ip, server:
     assert "interrupted: 3 new responses saved (cache, out); a re-run sends the other 3" in text
     assert "last_results" not in text
     assert [r.text for r in ip.user_ns["out"]][:3] == ["Answer: n0", "Answer: n1", "Answer: n2"]
+
+
+def test_generate_and_the_magic_say_the_summary_in_one_form_that_never_leaves_a_dot_dangling(
+        ip, cache_dir: Path, capsys) -> None:
+    ip.run_cell(f"from dataformer_nb import AsyncLLM\n"
+                f"llm = AsyncLLM(api_provider='echo', cache_dir={str(cache_dir)!r}, progress=False)\n"
+                "llm.generate([{'messages': [{'role': 'user', 'content': 'a'}]}], project_name='p');")
+    printed = capsys.readouterr().out.splitlines()[0]
+    with capture_output() as shown:
+        ip.run_cell("%%generate --llm llm --project p\nb")  # as new as "a", and as long
+    assert printed.startswith("1 request: 1 sent, 0 cached, 0 failed · project p · tokens")  # no prefix of its own
+    assert printed in shown.stdout.splitlines()  # the magic's line, word for word
+    html = wrapping_line("1 request: 1 sent · project p · tokens 1 / 2")
+    # Break opportunities are the spaces between the spans; a "·" always opens the next one.
+    assert [part.split(">", 1)[1] for part in html.split("</span> ")[1:]] == ["· project p", "· tokens 1 / 2</span>"]
+
+
+def test_a_saved_notebook_shows_every_bar_in_its_final_state_and_the_summary_unbroken(tmp_path: Path) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    code = (f"from dataformer_nb import AsyncLLM\nllm = AsyncLLM(api_provider='echo', cache_dir={str(tmp_path)!r})\n"
+            "results = llm.generate([{'messages': [{'role': 'user', 'content': str(i)}]} for i in range(4)])")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    bars = [o["data"]["text/plain"] for o in notebook.cells[0].outputs
+            if o.get("data", {}).get("text/plain", "").startswith("generate")]
+    assert len(bars) == 1 and "4/4" in bars[0] and "0/4" not in bars[0], bars
+    assert "application/vnd.jupyter.widget-view+json" in notebook.cells[0].outputs[0]["data"]  # still the live bar
+    # The summary in a notebook: the same words as printed, as HTML that wraps only before a "·".
+    summary = notebook.cells[0].outputs[-1]["data"]
+    assert summary["text/plain"].startswith("4 requests: 4 sent, 0 cached, 0 failed · project dataformer · tokens")
+    assert summary["text/html"] == wrapping_line(summary["text/plain"])

@@ -148,6 +148,7 @@ def _entry_record(record: Any) -> dict[str, Any] | None:
         return None
     projects, created, prompt = record.get("projects"), record.get("created", 0), record.get("prompt", "")
     if (type(projects) is not list or not all(type(p) is str for p in projects)
+            or type(record.get("by", "")) is not str or not _finite(record.get("cost", 0.0))
             or not (is_count(record.get("size")) and is_count(record.get("prompt_tokens", 0))
                     and is_count(record.get("completion_tokens", 0)))
             or not is_time(created) or type(prompt) is not str):
@@ -178,3 +179,18 @@ def clear_names(projects: object) -> list[str]:
         else:
             names.append(normalize_project(item, "clear_project_cache"))
     return names
+
+
+def without_entry(own: dict[str, Any], record: dict[str, Any], project: str) -> dict[str, Any]:
+    """A project's record once one of its responses is removed from it: one entry and its bytes
+    fewer and, if the project paid for it, its tokens and cost too (the panel follows deletes)."""
+    own = {**own, "entries": max(own["entries"] - 1, 0), "bytes": max(own["bytes"] - record["size"], 0)}
+    if record.get("by", record["projects"][0]) != project:
+        return own  # served to this project from the cache: it paid nothing for it
+    own["prompt_tokens"] = max(own["prompt_tokens"] - record["prompt_tokens"], 0)
+    own["completion_tokens"] = max(own["completion_tokens"] - record["completion_tokens"], 0)
+    if "cost" in record:
+        own["cost"] = max(own["cost"] - record["cost"], 0.0)
+    elif "by" in record:  # written since costs are kept, without one: its model had no price
+        own["unpriced"] = max(own["unpriced"] - 1, 0)
+    return own

@@ -105,6 +105,17 @@ class RowReader:
         except sqlite3.Error as exc:
             raise CacheError(f"the cache in {self.directory} cannot be read ({exc})") from exc
 
+    def compact(self) -> None:
+        """Rewrite the database with its pages full (SQLite's VACUUM; writers wait meanwhile). The
+        cache runs in SQLite's full auto-vacuum mode, which gives back only pages left wholly empty;
+        responses deleted here and there leave pages part-empty, which only this packs."""
+        with self._connect() as db:
+            try:
+                db.execute("VACUUM")
+            except sqlite3.Error as exc:
+                raise CacheError(f"the cache in {self.directory} could not be compacted ({exc}): "
+                                 "try again when no other run is writing to it") from exc
+
     def _connect(self) -> _Connection:
         return _Connection(self._database, self._pragmas)
 

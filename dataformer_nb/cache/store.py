@@ -12,9 +12,11 @@ Stored format 2, under string keys (``<key>`` is the SHA-256 of :mod:`dataformer
 - ``response:<key>``: the response's JSON document, as bytes, exactly as stored from the
   reply; the row's diskcache tag holds its entry record, JSON text:
   ``{"projects": [names], "size": bytes of the response, "prompt_tokens": p,
-  "completion_tokens": c, "created": t, "prompt": text}``: who uses the response, what it cost,
-  and the prompt that asked for it (its first 1,000 characters, for browsing; records written
-  before it was kept have none, and every reader takes it as optional);
+  "completion_tokens": c, "created": t, "prompt": text, "by": name, "cost": dollars}``: who uses
+  the response, what it cost, and the prompt that asked for it (its first 1,000 characters, for
+  browsing); ``by`` names the project that paid for it and ``cost`` is there when its model had a
+  price. ``prompt``, ``by`` and ``cost`` are optional: records written before them have none, and
+  every reader takes them as optional (without ``by``, the first project is taken as the payer);
 - ``project:<name>``: ``{"entries": n, "bytes": b, "last_used": t, "prompt_tokens": p,
   "completion_tokens": c, "saved_tokens": s, "cost": dollars, "unpriced": u}``: the responses
   it uses and their bytes, the tokens of the responses it generated, the tokens it was served
@@ -42,7 +44,6 @@ import json
 import os
 import sqlite3
 import stat
-import tempfile
 import time
 import warnings
 import weakref
@@ -55,11 +56,11 @@ import diskcache
 
 from .._format import plural
 from .._json import dumps, is_count, is_time
-from .._shape import response_text
 from .._sync import warn
 from ..errors import CacheError, ConfigurationError, DataformerWarning, UnknownProjectWarning
 from ..names import FULL, normalize_project, stored_name
 from ..settings import DEFAULT_CACHE_DIR
+from .browse import Browsing
 from .disk import JSONOnlyDisk
 from .migrations import MIGRATIONS
 from .records import (
@@ -73,8 +74,8 @@ from .records import (
     _entry_record,
     _finite,
     _new_response,
-    _text_or_none,
     clear_names,
+    without_entry,
 )
 from .rows import RowReader
 
@@ -96,7 +97,7 @@ def _reference(listener: Callable[[], None]) -> Callable[[], Callable[[], None] 
     return lambda: listener
 
 
-class ResponseCache:
+class ResponseCache(Browsing):
     """Responses on disk under ``directory``, each tagged with the projects that used it."""
 
     def __init__(self, directory: str | os.PathLike[str] = DEFAULT_CACHE_DIR) -> None:
@@ -127,6 +128,15 @@ class ResponseCache:
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.directory)!r})"
 
+    @property
+    def location(self) -> str:
+        """The cache's directory, as messages and the panel name it."""
+        return str(self.directory)
+
+    def has_project(self, project: str) -> bool:
+        """Whether ``project`` (a valid name) is in the cache."""
+        return project in self._meta()["projects"]
+
     def __len__(self) -> int:
         """The number of cached responses."""
         return int(self._meta()["responses"])
@@ -139,6 +149,19 @@ class ResponseCache:
     def volume(self) -> int:
         """Bytes the cache's files take on disk."""
         return int(self._cache.volume())
+
+    def compact(self) -> int:
+        """Pack the cache's database, giving back to the disk the room deleted responses left in
+        it (part-empty pages, which later responses would fill); the bytes freed.
+
+        SQLite rewrites its database to do it (VACUUM): for a large cache it takes seconds and
+        needs free disk space as large as the cache, and other runs' writes wait meanwhile.
+        Raises CacheError if the database is busy or the disk is full; the cache is unchanged then.
+        """
+        before = self.volume()
+        self._rows.compact()
+        self.notify()
+        return max(before - self.volume(), 0)
 
     def close(self) -> None:
         """Close the SQLite connection (it reopens on next use)."""
@@ -217,64 +240,6 @@ class ResponseCache:
                    if record is not None]
         return [entry for entry in entries if entry is not None]
 
-    def iter_entries(self, project: str, contains: str | None = "", page: int = 500) -> Iterator[Entry]:
-        """Every response ``project`` uses (see :meth:`entries`), a page at a time."""
-        offset = 0
-        while True:
-            batch = self.entries(project, offset, page, contains)
-            yield from batch
-            if len(batch) < page:
-                return
-            offset += page
-
-    def export(self, project: str, path: str | os.PathLike[str], overwrite: bool = False) -> int:
-        """Write ``project``'s responses to ``path`` as JSONL (one :meth:`Entry.to_dict` a line);
-        the number written.
-
-        An existing file is replaced only with ``overwrite=True``, and never through a symbolic
-        link; the lines go to a temporary file beside it, renamed over ``path`` once complete,
-        so a failure (an unknown project, a full disk) leaves ``path`` as it was.
-        """
-        project = normalize_project(project)
-        if project not in self._meta()["projects"]:
-            raise CacheError(f"no project named {project!r} in the cache in {self.directory}: "
-                             "llm.cache.projects() lists them")
-        target = Path(path)
-        if target.is_symlink():
-            raise CacheError(f"{target} is a symbolic link: export writes only to a plain path; pass another path")
-        if target.exists() and not (overwrite and target.is_file()):
-            raise CacheError(f"{target} exists: pass overwrite=True to replace it, or another path"
-                             if target.is_file() else f"{target} exists and is not a file: pass another path")
-        count = 0
-        try:
-            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
-                                             suffix=".tmp", delete=False) as f:
-                temporary = Path(f.name)
-                try:
-                    for entry in self.iter_entries(project):
-                        f.write(json.dumps(entry.to_dict(), ensure_ascii=False) + "\n")
-                        count += 1
-                except BaseException:
-                    f.close()
-                    temporary.unlink(missing_ok=True)
-                    raise
-            os.replace(temporary, target)
-        except OSError as exc:
-            raise CacheError(f"{project} could not be exported to {target} ({exc.strerror or exc}): "
-                             "check that its folder exists and can be written") from exc
-        return count
-
-    def to_pandas(self, project: str) -> Any:
-        """``project``'s responses as a DataFrame: key, prompt, text, tokens, created, projects."""
-        import pandas
-
-        return pandas.DataFrame([
-            {"key": e.key, "prompt": e.prompt, "text": _text_or_none(response_text, e.response),
-             "prompt_tokens": e.prompt_tokens, "completion_tokens": e.completion_tokens, "created": e.created,
-             "projects": list(e.projects)}
-            for e in self.iter_entries(project)
-        ])
-
     def remove(self, project: str, key: str) -> bool:
         """Drop one response from ``project``: deleted if no other project uses it, else kept for
         them. Whether ``project`` used it."""
@@ -292,8 +257,7 @@ class ResponseCache:
                 self._add_to_totals(-1, -int(record["size"]))
             own = self._project_record(project)
             if own is not None:
-                self._write(PROJECT + project, {**own, "entries": max(own["entries"] - 1, 0),
-                                                "bytes": max(own["bytes"] - record["size"], 0)})
+                self._write(PROJECT + project, without_entry(own, record, project))
         self.notify()
         return True
 
@@ -502,10 +466,13 @@ class ResponseCache:
     def _add_response(self, item: NewResponse, project: str) -> bool:
         """Store a new response for ``project`` unless its key is taken; whether it was stored.
         The caller adds what was stored to the totals (once per transaction)."""
-        entry = {"projects": [project], "size": len(item.data), "created": int(time.time()),
-                 "prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens}
+        entry: dict[str, Any] = {"projects": [project], "size": len(item.data), "created": int(time.time()),
+                                 "prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens,
+                                 "by": project}
         if item.prompt:
             entry["prompt"] = item.prompt
+        if item.cost is not None:
+            entry["cost"] = item.cost
         with self._sqlite_errors("written"):
             # add() inserts only if the key is absent: one statement fewer than a check and a set.
             return bool(self._cache.add(RESPONSE + item.key, item.data, tag=dumps(entry), retry=True))
