@@ -29,7 +29,7 @@ def quickstart(cache_dir: str | None) -> None:
         print(f"  {result.text}")
     llm.generate(requests)
     print("Run again: served from the cache.")
-    print(projects_table(llm.cache.projects(), f"Cache directory: {llm.cache.directory}")["text/plain"])
+    print(projects_table(llm.cache.projects(), f"Cache: {llm.cache.location}")["text/plain"])
 
 
 def main(argv: list[str] | None = None) -> int:

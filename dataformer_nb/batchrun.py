@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from ._json import dumpb
 from ._progress import progress_bar
 from .batchapi import AGAIN, BatchAPI, BatchStatus, LineResult, UnusableIdError
 from .batchledger import HELD, BatchLedger, BatchRecord
-from .cache import NewResponse, ResponseCache
+from .cache import NewResponse, Store
 from .errors import BatchError, BatchPending, CacheError, RequestFailedError
 from .options import SendOptions
 from .prepare import Route, Unit, hide_key
@@ -46,11 +47,13 @@ MAX_POLL_FAILURES = 10  # polls in a row that may fail (network, 5xx) before the
 class BatchRunner:
     """Sends the units of one call through provider batches (or waits for those that hold them)."""
 
-    def __init__(self, cache: ResponseCache, project: str, options: SendOptions, *, progress_label: str = "generate",
+    def __init__(self, cache: Store, ledger_dir: str | os.PathLike[str], project: str, options: SendOptions, *,
+                 progress_label: str = "generate",
                  schema: OutputSchema | None = None,
                  say: Callable[[str], None] = _log.info) -> None:
-        """``schema``: what the replies of the batches it collects must follow."""
-        self.ledger = BatchLedger(cache.directory)
+        """Responses go to ``cache``, the batches' records to ``ledger_dir`` (the cache directory,
+        whichever store holds the responses); ``schema``: what the replies must follow."""
+        self.ledger = BatchLedger(ledger_dir)  # in the cache directory, for either store
         self._cache, self._project, self._options, self._label = cache, project, options, progress_label
         self._schema, self._say = schema, say
         self.records: list[BatchRecord] = []  # the batches this run submitted or awaits

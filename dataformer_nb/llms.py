@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._format import batches, show_line
 from ._sync import gc_paused, run_sync
-from .cache import FULL, ClearReport, ResponseCache, clear_names, normalize_project
+from .cache import FULL, ClearReport, ResponseCache, Store, clear_names, normalize_project, open_store
+from .cache.postgres import DEFAULT_SCHEMA, check_cache_url, where_url
 from .cache.writer import CacheWriter
 from .dispatch import Dispatcher
 from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError
@@ -45,6 +46,8 @@ from .results import GenerationResult, GenerationSummary, Plan, Results, cost_of
 from .schema import OutputSchema
 from .settings import (
     CACHE_DIR_ENV,
+    CACHE_SCHEMA_ENV,
+    CACHE_URL_ENV,
     DEFAULT_CACHE_DIR,
     DEFAULT_PROJECT,
     DEFAULT_PROVIDER,
@@ -125,6 +128,7 @@ class AsyncLLM:
         prices: Mapping[str, tuple[float, float]] | None = None,
         batch_poll_interval: float = DEFAULT_BATCH_POLL_INTERVAL,
         batch_size: int | None = None,
+        cache_url: str | None = None,
     ) -> None:
         # The positional order is dataformer 0.0.2's, so its code runs unchanged (README, "Coming from dataformer").
         self.url = None if url is None or url == "" else check_url(url)  # dataformer's default url is ""
@@ -157,6 +161,10 @@ class AsyncLLM:
             batch_poll_interval=batch_poll_interval, batch_size=batch_size)
         self.project_name = normalize_project(resolve(PROJECT_ENV, project_name or None, DEFAULT_PROJECT))
         self.cache_dir = resolve_dir(CACHE_DIR_ENV, cache_dir, DEFAULT_CACHE_DIR, "cache_dir")
+        # A team cache's URL holds its password: kept as a Secret, shown as host and database only.
+        url = resolve(CACHE_URL_ENV, cache_url or None, None)
+        self._cache_url = None if not url else Secret(check_cache_url(url))
+        self._cache_schema = resolve(CACHE_SCHEMA_ENV, None, DEFAULT_SCHEMA)
         # model -> (dollars per 1M prompt tokens, per 1M completion tokens): the summary's cost.
         # Never looked up on the network: prices change, and a notebook must run offline.
         self.prices = check_prices(prices)
@@ -166,7 +174,7 @@ class AsyncLLM:
         self._last_run_cached = True
         self._limiter = RateLimiter(self.max_requests_per_minute, self.max_tokens_per_minute,
                                     self.max_concurrent_requests, per_second=self.max_rps)
-        self._cache: ResponseCache | None = None
+        self._cache: Store | None = None
         self._batch_runner: BatchRunner | None = None  # the last run's, when it used batch=True
 
     @property
@@ -175,14 +183,18 @@ class AsyncLLM:
         return self._api_key
 
     def __repr__(self) -> str:
+        where = (f"cache_url={where_url(self._cache_url.reveal())!r}" if self._cache_url
+                 else f"cache_dir={self.cache_dir!r}")
         return (f"AsyncLLM(api_provider={self.api_provider!r}, model={self.model!r}, "
-                f"project_name={self.project_name!r}, cache_dir={self.cache_dir!r})")
+                f"project_name={self.project_name!r}, {where})")
 
     @property
-    def cache(self) -> ResponseCache:
-        """The response cache under ``cache_dir``, opened on first use."""
+    def cache(self) -> Store:
+        """The response cache, opened on first use: the team cache at ``cache_url`` if one is set
+        (argument, ``DATAFORMER_CACHE_URL``), else the local one under ``cache_dir``."""
         if self._cache is None:
-            self._cache = ResponseCache(self.cache_dir)
+            url = None if self._cache_url is None else self._cache_url.reveal()
+            self._cache = open_store(self.cache_dir, url, self._cache_schema)
         return self._cache
 
     def clear_cache(self, projects: str | Sequence[str]) -> ClearReport:
@@ -327,8 +339,8 @@ class AsyncLLM:
                 from .batchledger import BatchList
                 from .batchrun import BatchRunner
 
-                self._batch_runner = BatchRunner(self.cache, project, self._options, progress_label=progress_label,
-                                                 schema=output_schema, say=self._say)
+                self._batch_runner = BatchRunner(self.cache, self.cache_dir, project, self._options,
+                                                 progress_label=progress_label, schema=output_schema, say=self._say)
                 batch_jobs = BatchList(r.job() for r in await self._batch_runner.run(to_send, slots, body_of, wait))
             else:
                 dispatcher = Dispatcher(self._options, body_of=body_of, progress_label=progress_label,
@@ -396,14 +408,15 @@ class AsyncLLM:
 
     def _cached_users(self, keys: list[str]) -> dict[str, frozenset[str]]:
         """The projects using each cached key; without opening (or creating) a cache that is not there."""
-        if self._cache is None and not ResponseCache.exists(self.cache_dir):
+        if self._cache is None and self._cache_url is None and not ResponseCache.exists(self.cache_dir):
             return {}
         return self.cache.users(keys)
 
     def _runner(self, project: str) -> BatchRunner:
         from .batchrun import BatchRunner
 
-        return BatchRunner(self.cache, project, dataclasses.replace(self._options, progress=False), say=self._say)
+        return BatchRunner(self.cache, self.cache_dir, project, dataclasses.replace(self._options, progress=False),
+                           say=self._say)
 
     def _default_route(self) -> Route:
         """Where this client's own requests go (its provider, url, key), for calls about batches."""

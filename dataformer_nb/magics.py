@@ -25,13 +25,15 @@ from IPython.display import display
 from traitlets import Bool, Dict, Enum, Float, Int, TraitError, Unicode, default, validate
 
 from ._format import projects_table, safe_markdown, table_bundle
-from .cache import FULL, ResponseCache
+from .cache import FULL, Store, open_store
 from .errors import ConfigurationError, DataformerError, DataformerWarning, GenerationInterrupted
 from .llms import AsyncLLM
 from .providers import PROVIDERS, get_provider
 from .results import GenerationResult, Results
 from .settings import (
     CACHE_DIR_ENV,
+    CACHE_SCHEMA_ENV,
+    CACHE_URL_ENV,
     DEFAULT_CACHE_DIR,
     DEFAULT_PROJECT,
     DEFAULT_PROVIDER,
@@ -373,8 +375,10 @@ class Dataformer(Magics):
                 for p in PROVIDERS.values()]
         display(table_bundle(["provider", "base URL", "key variable", "key"], rows), raw=True)
 
-    def _cache(self) -> ResponseCache:
-        return ResponseCache(self.cache_dir)
+    def _cache(self) -> Store:
+        # The team cache's URL holds a password: it comes from DATAFORMER_CACHE_URL (environment
+        # or .env), never from a trait, which %config would print.
+        return open_store(self.cache_dir, resolve(CACHE_URL_ENV, None, None), resolve(CACHE_SCHEMA_ENV, None, None))
 
 
 _HELP_ROWS = [

@@ -29,6 +29,8 @@ PROVIDER_ENV = "DATAFORMER_PROVIDER"
 MODEL_ENV = "DATAFORMER_MODEL"
 PROJECT_ENV = "PROJECT_NAME"
 CACHE_DIR_ENV = "DATAFORMER_CACHE_DIR"
+CACHE_URL_ENV = "DATAFORMER_CACHE_URL"  # a team cache on PostgreSQL, instead of the directory's
+CACHE_SCHEMA_ENV = "DATAFORMER_CACHE_SCHEMA"  # the team cache's schema (default "dataformer")
 
 T = TypeVar("T")
 _dotenv_cache: dict[str, tuple[int, dict[str, str]]] = {}

@@ -12,10 +12,11 @@ import ipywidgets as w
 
 from ._format import batches, human_size, money, plural, projects_table, table_bundle, tokens, when, wrapping_html
 from .batchledger import BatchLedger
-from .cache import FULL, ClearReport, Entry, ProjectInfo, ResponseCache
+from .cache import FULL, ClearReport, Entry, PostgresCache, ProjectInfo, ResponseCache, Store, open_store
+from .cache.postgres import check_cache_url
 from .errors import DataformerError
 from .providers import response_text
-from .settings import CACHE_DIR_ENV, DEFAULT_CACHE_DIR, resolve_dir
+from .settings import CACHE_DIR_ENV, CACHE_SCHEMA_ENV, CACHE_URL_ENV, DEFAULT_CACHE_DIR, Secret, resolve, resolve_dir
 
 PAGE_SIZE = 20
 # Numbers right-aligned, headers bold and never wrapped (a Label neither wraps nor overflows: it
@@ -27,20 +28,28 @@ _STYLE = ("<style>.dfnb-number {justify-self: end} .dfnb-title {font-weight: bol
 class CachePanel:
     """Projects in a response cache: responses, size, last used, and a Delete button each.
 
-    ``CachePanel(cache)`` with a :class:`ResponseCache`, a directory, or anything with a
-    ``cache`` attribute (an ``AsyncLLM``); ``CachePanel(cache_dir=...)`` or ``CachePanel()``
-    for the configured directory. It refreshes itself after every
+    ``CachePanel(cache)`` with a :class:`ResponseCache` or :class:`PostgresCache`, a directory,
+    or anything with a ``cache`` attribute (an ``AsyncLLM``); ``CachePanel(cache_dir=...)``,
+    ``CachePanel(cache_url=...)`` or ``CachePanel()`` for the configured one (a team cache if
+    ``DATAFORMER_CACHE_URL`` is set). It refreshes itself after every
     ``generate`` or clear into the same directory in this kernel, and on Refresh for changes
     made by other processes. Deleting asks for confirmation in place.
     """
 
-    def __init__(self, cache: ResponseCache | str | os.PathLike[str] | Any = None, *,
-                 cache_dir: str | os.PathLike[str] | None = None) -> None:
-        if cache is not None and not isinstance(cache, (ResponseCache, str, os.PathLike)):
+    def __init__(self, cache: Store | str | os.PathLike[str] | Any = None, *,
+                 cache_dir: str | os.PathLike[str] | None = None, cache_url: str | None = None) -> None:
+        stores = (ResponseCache, PostgresCache)
+        if cache is not None and not isinstance(cache, (*stores, str, os.PathLike)):
+            cache_dir = cache_dir or getattr(cache, "cache_dir", None)  # where an AsyncLLM keeps its batch records
             cache = cache.cache  # an AsyncLLM, or anything else that holds a cache
-        self._cache: ResponseCache | None = cache if isinstance(cache, ResponseCache) else None
+        self._cache: Store | None = cache if isinstance(cache, stores) else None
         directory = cache if isinstance(cache, (str, os.PathLike)) else cache_dir
+        if isinstance(cache, ResponseCache):
+            directory = cache.directory
+        # Batch records stay in the cache directory whichever store holds the responses.
         self._cache_dir = resolve_dir(CACHE_DIR_ENV, directory, DEFAULT_CACHE_DIR, "cache_dir")
+        url = resolve(CACHE_URL_ENV, cache_url or None, None)
+        self._cache_url = None if self._cache is not None or not url else Secret(check_cache_url(url))
         self.header = w.HTML()
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.compact_button = w.Button(description="Compact", icon="compress",
@@ -93,7 +102,7 @@ class CachePanel:
         unique = (f"{plural(len(cache), 'response')}, {human_size(cache.stored_bytes)} (shared ones counted once)"
                   if cache else "")
         on_disk = f"{human_size(cache.volume())} on disk" if cache else ""
-        where = str(cache.directory if cache else "")
+        where = cache.location if cache else ""
         # The header wraps only between its parts (the path, the counts, the size on disk).
         self.header.value = _STYLE + wrapping_html([f"<b>Cache</b> <code>{html.escape(where)}</code>:",
                                                     html.escape(unique), f"· {html.escape(on_disk)}"], "")
@@ -124,7 +133,7 @@ class CachePanel:
         so it does not ask the provider (``llm.batches(refresh=True)`` does)."""
         if self._cache is None:
             return {}
-        records = BatchLedger(self._cache.directory).records()  # without their keys: not needed here
+        records = BatchLedger(self._cache_dir).records()  # without their keys: not needed here
         jobs = sorted((r.job() for r in records if r.pending), key=lambda j: j.project)
         if not jobs:
             return {}
@@ -135,9 +144,9 @@ class CachePanel:
 
     def _read(self) -> list[ProjectInfo]:
         if self._cache is None:
-            self._cache = ResponseCache(self._cache_dir)
-        if not self._cache.directory.is_dir():
-            raise DataformerError(f"the cache directory {self._cache.directory} no longer exists")
+            self._cache = open_store(self._cache_dir, None if self._cache_url is None else self._cache_url.reveal(),
+                                     resolve(CACHE_SCHEMA_ENV, None, None))
+        _check_still_there(self._cache)
         if not self._subscribed:
             self._cache.subscribe(self.refresh)
             self._subscribed = True
@@ -177,8 +186,7 @@ class CachePanel:
         self._set_buttons_disabled(True)
         try:
             assert self._cache is not None
-            if not self._cache.directory.is_dir():
-                raise DataformerError(f"the cache directory {self._cache.directory} no longer exists")
+            _check_still_there(self._cache)
             report = self._cache.clear(target)
         except (DataformerError, OSError) as exc:
             self._error(str(exc))
@@ -267,6 +275,12 @@ def _cells(texts: list[str], numbers: range) -> list[w.Label]:
     return cells
 
 
+def _check_still_there(cache: Store) -> None:
+    """A DataformerError if a local cache's directory was deleted (a team cache says so itself)."""
+    if isinstance(cache, ResponseCache) and not cache.directory.is_dir():
+        raise DataformerError(f"the cache directory {cache.directory} no longer exists")
+
+
 def _freed(report: ClearReport) -> str:
     text = f"Freed {plural(report.responses_deleted, 'response')} ({human_size(report.bytes_freed)})"
     if report.kept_shared:
@@ -278,7 +292,7 @@ class EntriesView:
     """The responses one project uses, a page at a time, with a filter, a Delete button each,
     and Export (JSONL). Each page reads only what it shows."""
 
-    def __init__(self, cache: ResponseCache, project: str, status: w.HTML) -> None:
+    def __init__(self, cache: Store, project: str, status: w.HTML) -> None:
         self._cache, self.project, self._status = cache, project, status
         self.offset = 0
         self.filter = w.Text(placeholder="filter: text in the prompt or answer", continuous_update=False,

@@ -11,6 +11,8 @@ from dataformer_nb import AsyncLLM
 from dataformer_nb.providers import PROVIDERS
 from dataformer_nb.testing import FakeLLMServer
 
+from . import postgres
+
 TOGETHER_KEY = "sk-together-test-SECRET-4f9a1c"
 
 
@@ -21,7 +23,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if provider.key_env:
             monkeypatch.delenv(provider.key_env, raising=False)
         monkeypatch.delenv(provider.base_url_env, raising=False)
-    for name in ("PROJECT_NAME", "DATAFORMER_CACHE_DIR", "DATAFORMER_PROVIDER", "DATAFORMER_MODEL"):
+    for name in ("PROJECT_NAME", "DATAFORMER_CACHE_DIR", "DATAFORMER_PROVIDER", "DATAFORMER_MODEL",
+                 "DATAFORMER_CACHE_URL", "DATAFORMER_CACHE_SCHEMA"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # .env files are looked for from the working directory up
 
@@ -70,3 +73,53 @@ def ip(server: FakeLLMServer, cache_dir: Path) -> Iterator[InteractiveShell]:
     yield shell
     shell.run_line_magic("config", "Dataformer.max_rows = 20")
     shell.run_line_magic("reload_ext", "dataformer_nb")  # fresh defaults for the next test
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server (tests/postgres.py says which)."""
+    yield from postgres.server_url()
+
+
+@pytest.fixture
+def team_url(postgres_server: str) -> Iterator[tuple[str, str]]:
+    """``(url, schema)``: a schema of its own for one test, dropped after it."""
+    import psycopg
+
+    schema = postgres.fresh_schema()
+    yield postgres_server, schema
+    with psycopg.connect(postgres_server, autocommit=True) as db:
+        db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a module that runs both stores, a test marked ``local_store`` runs on the local one only."""
+    items[:] = [item for item in items
+                if not (item.get_closest_marker("local_store") and getattr(item, "callspec", None)
+                        and item.callspec.params.get("store") == "team")]
+
+
+# A module whose tests are cache behaviour runs each of them on both stores: ``pytestmark = BOTH_STORES``.
+BOTH_STORES = [pytest.mark.parametrize("store", ["local", "team"], indirect=True), pytest.mark.usefixtures("store")]
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The store a test's AsyncLLMs, magics and panels use: "local" unless the test is
+    parametrized (``BOTH_STORES``); for "team", ``DATAFORMER_CACHE_URL`` names a server and
+    ``DATAFORMER_CACHE_SCHEMA`` a schema of the test's own, as a user would set them."""
+    kind = getattr(request, "param", "local")
+    if kind == "team":
+        url, schema = request.getfixturevalue("team_url")
+        monkeypatch.setenv("DATAFORMER_CACHE_URL", url)
+        monkeypatch.setenv("DATAFORMER_CACHE_SCHEMA", schema)
+    return kind
+
+
+def the_store(cache_dir: Path) -> Any:
+    """The store a test's AsyncLLMs write to (see ``store``): the team one if the test runs on it."""
+    import os
+
+    from dataformer_nb.cache import open_store
+
+    return open_store(str(cache_dir), os.environ.get("DATAFORMER_CACHE_URL"), os.environ.get("DATAFORMER_CACHE_SCHEMA"))

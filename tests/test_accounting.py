@@ -8,7 +8,9 @@ from IPython.utils.capture import capture_output
 from dataformer_nb import ConfigurationError
 from dataformer_nb.testing import FakeLLMServer
 
-from .conftest import chat
+from .conftest import BOTH_STORES, chat
+
+pytestmark = BOTH_STORES
 
 
 def test_the_summary_counts_the_runs_tokens_and_what_the_cache_saved(server: FakeLLMServer, make_llm) -> None:
@@ -109,6 +111,7 @@ def test_a_projects_cost_is_kept_when_its_models_are_priced(server: FakeLLMServe
     assert "cost" in table and "$0.0260" in table
 
 
+@pytest.mark.local_store
 def test_a_project_record_written_before_costs_reads_without_one(server: FakeLLMServer, make_llm) -> None:
     llm = make_llm()
     llm.generate([chat("a")], project_name="old")

@@ -19,7 +19,9 @@ from dataformer_nb import AsyncLLM, BatchError, CacheError, ConfigurationError, 
 from dataformer_nb.batchledger import BatchLedger
 from dataformer_nb.testing import FakeBatchServer
 
-from .conftest import chat
+from .conftest import BOTH_STORES, chat
+
+pytestmark = BOTH_STORES
 
 KEY = "sk-batch-test-SECRET-77c1"
 PROTOCOLS = ["openai", "anthropic", "together"]  # together: OpenAI's protocol in Together's dialect

@@ -10,7 +10,9 @@ import pytest
 from dataformer_nb import AsyncLLM, CachePanel, ConfigurationError
 from dataformer_nb.widget import PAGE_SIZE
 
-from .conftest import chat
+from .conftest import BOTH_STORES, chat
+
+pytestmark = BOTH_STORES
 
 
 def echo_llm(cache_dir: Path) -> AsyncLLM:

@@ -5,18 +5,32 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import diskcache
 import pytest
 
 from dataformer_nb import CacheError, ConfigurationError, ResponseCache, UnknownProjectWarning
+from dataformer_nb.cache.postgres import PostgresCache
 
 RESPONSE = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}
 
 
+@pytest.fixture(params=["local", "team"])
+def cache(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResponseCache | PostgresCache]:
+    """Each behaviour test runs against both stores: the local one and the team one (PostgreSQL)."""
+    if request.param == "local":
+        yield ResponseCache(tmp_path / "c")
+        return
+    store = PostgresCache(*request.getfixturevalue("team_url"))
+    yield store
+    store.close()
+
+
 @pytest.fixture
-def cache(tmp_path: Path) -> ResponseCache:
+def local_cache(tmp_path: Path) -> ResponseCache:
+    """For the tests of the local store's own storage (SQLite, diskcache, files)."""
     return ResponseCache(tmp_path / "c")
 
 
@@ -68,7 +82,8 @@ def test_bad_project_names_are_refused(cache: ResponseCache, name) -> None:
     assert len(cache) == 0
 
 
-def test_storage_is_json_without_eviction_and_owner_only(cache: ResponseCache) -> None:
+def test_storage_is_json_without_eviction_and_owner_only(local_cache: ResponseCache) -> None:
+    cache = local_cache
     cache.put("k", RESPONSE, "p")
     assert stat.S_IMODE(cache.directory.stat().st_mode) == 0o700
     with sqlite3.connect(cache.directory / "cache.db") as db:
@@ -80,7 +95,8 @@ def test_storage_is_json_without_eviction_and_owner_only(cache: ResponseCache) -
     assert json.loads(raw) == RESPONSE  # format 2: the response row holds the response's own JSON
 
 
-def test_a_pickled_value_is_refused_not_unpickled(cache: ResponseCache) -> None:
+def test_a_pickled_value_is_refused_not_unpickled(local_cache: ResponseCache) -> None:
+    cache = local_cache
     with diskcache.Cache(str(cache.directory)) as plain:  # default Disk: pickles
         plain.set("response:evil", {"response": object.__name__})
     with pytest.raises(CacheError, match="refusing to unpickle"):

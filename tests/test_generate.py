@@ -20,7 +20,9 @@ from dataformer_nb import (
 )
 from dataformer_nb.testing import FakeLLMServer
 
-from .conftest import TOGETHER_KEY, chat
+from .conftest import BOTH_STORES, TOGETHER_KEY, chat
+
+pytestmark = BOTH_STORES
 
 R1 = [chat("Why should people read books?"),
       chat("What is the importance of clouds?", api_provider="together")]
@@ -326,6 +328,7 @@ def test_keyboard_interrupt_keeps_finished_work(server: FakeLLMServer, make_llm)
     assert results.texts == [f"Answer: {p}" for p in prompts]
 
 
+@pytest.mark.local_store
 def test_the_api_key_is_in_no_byte_under_the_cache_dir(server: FakeLLMServer, make_llm, cache_dir) -> None:
     llm = make_llm(api_key=TOGETHER_KEY)
     llm.generate([chat(f"q{i}", api_key=TOGETHER_KEY) for i in range(5)], project_name="a")

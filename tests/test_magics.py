@@ -6,10 +6,12 @@ import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from dataformer_nb import AsyncLLM, CachePanel, ResponseCache, UnknownProjectWarning
+from dataformer_nb import AsyncLLM, CachePanel, UnknownProjectWarning
 from dataformer_nb.testing import FakeLLMServer
 
-from .conftest import TOGETHER_KEY
+from .conftest import BOTH_STORES, TOGETHER_KEY, the_store
+
+pytestmark = BOTH_STORES
 
 
 def cell(ip: InteractiveShell, line: str, body: str):
@@ -31,7 +33,7 @@ def test_single_prompt_interpolates_and_shows_markdown(ip, server, capsys, cache
     assert answers.texts == ["Answer: Why should people read books?"]
     assert ip.user_ns["_"] is answers  # the cell's value is the results
     assert "Answer: Why should people read books?" in capsys.readouterr().out
-    assert [p.name for p in ResponseCache(cache_dir).projects()] == ["questions"]
+    assert [p.name for p in the_store(cache_dir).projects()] == ["questions"]
 
 
 def test_over_a_list_and_rerun_is_all_cached(ip, server, capsys) -> None:
@@ -97,7 +99,7 @@ def test_no_cache_and_clear_cache(ip, server, cache_dir) -> None:
     with pytest.warns(UnknownProjectWarning, match="no project named 'b'"):
         assert cell(ip, "--project b --clear-cache a --clear-cache b -o x", "q").success
     assert server.count == 3
-    assert [p.name for p in ResponseCache(cache_dir).projects()] == ["b"]
+    assert [p.name for p in the_store(cache_dir).projects()] == ["b"]
 
 
 def test_failures_are_shown_not_swallowed(ip, server, capsys) -> None:
@@ -149,7 +151,7 @@ def test_subcommands(ip, server, capsys, cache_dir) -> None:
     assert isinstance(panel, CachePanel) and set(panel.project_rows) == {"beta"}
     ip.run_line_magic("dataformer", "clear full")
     assert panel.project_rows == {}  # the panel heard the clear
-    assert ResponseCache(cache_dir).projects() == []
+    assert the_store(cache_dir).projects() == []
     result = ip.run_cell("%dataformer frobnicate")
     assert "unknown subcommand" in str(result.error_in_exec)
 

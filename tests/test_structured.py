@@ -13,7 +13,9 @@ from pydantic import BaseModel
 from dataformer_nb import ConfigurationError
 from dataformer_nb.testing import FakeLLMServer
 
-from .conftest import chat
+from .conftest import BOTH_STORES, chat
+
+pytestmark = BOTH_STORES
 
 
 class Person(BaseModel):

@@ -7,11 +7,15 @@ import re
 import shutil
 import sqlite3
 
+import pytest
+
 from dataformer_nb import CachePanel, ResponseCache
 from dataformer_nb._format import human_size
 from dataformer_nb.cache import NewResponse
 
-from .conftest import TOGETHER_KEY, chat
+from .conftest import BOTH_STORES, TOGETHER_KEY, chat
+
+pytestmark = BOTH_STORES
 
 
 def buttons(row) -> dict[str, object]:
@@ -74,6 +78,7 @@ def test_a_generate_adds_a_row_without_refresh(server, make_llm) -> None:
     assert set(panel.project_rows) == {"a", "b", "c"}
 
 
+@pytest.mark.local_store
 def test_refresh_sees_changes_from_elsewhere(server, make_llm) -> None:
     llm = fill(make_llm)
     panel = CachePanel(llm)
@@ -83,6 +88,7 @@ def test_refresh_sees_changes_from_elsewhere(server, make_llm) -> None:
     assert "outside" in panel.project_rows
 
 
+@pytest.mark.local_store
 def test_a_vanished_cache_directory_shows_an_error_line(server, make_llm) -> None:
     llm = fill(make_llm)
     panel = CachePanel(llm)

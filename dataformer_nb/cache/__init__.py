@@ -1,7 +1,9 @@
-"""The response cache: one diskcache ``Cache`` (SQLite) in ``cache_dir``, JSON only, by project.
+"""The response cache: one diskcache ``Cache`` (SQLite) in ``cache_dir``, JSON only, by project;
+or a team's PostgreSQL database (``cache_url``), with the same interface and promises.
 
 - :mod:`.store`: :class:`ResponseCache`, responses and their projects, accounting, browsing,
-  export, listeners;
+  listeners; :mod:`.postgres`: :class:`PostgresCache`, the same on PostgreSQL;
+- :mod:`.browse`: what both build on their pages of entries (all of them, JSONL, pandas);
 - :mod:`.records`: the records kept beside responses, and the checks of what is read back;
 - :mod:`.disk`: the ``Disk`` that stores JSON only; :mod:`.rows`: batched reads of its table;
 - :mod:`.migrations`: the named migrations of the stored format;
@@ -10,8 +12,22 @@
 It knows nothing of HTTP.
 """
 
+from __future__ import annotations
+
+from .postgres import PostgresCache
 from .records import ClearReport, Entry, Hits, NewResponse, ProjectInfo, clear_names
 from .store import FULL, ResponseCache, normalize_project
 
-__all__ = ["FULL", "ClearReport", "Entry", "Hits", "NewResponse", "ProjectInfo", "ResponseCache", "clear_names",
-           "normalize_project"]
+# Either store: what generate, the panel and the magics hold.
+Store = ResponseCache | PostgresCache
+
+
+def open_store(cache_dir: str, cache_url: str | None = None, schema: str | None = None) -> Store:
+    """The team cache at ``cache_url`` (in ``schema``) if given, else the local one in ``cache_dir``."""
+    if cache_url:
+        return PostgresCache(cache_url, schema or "dataformer")
+    return ResponseCache(cache_dir)
+
+
+__all__ = ["FULL", "ClearReport", "Entry", "Hits", "NewResponse", "PostgresCache", "ProjectInfo", "ResponseCache",
+           "Store", "clear_names", "normalize_project", "open_store"]

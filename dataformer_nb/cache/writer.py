@@ -8,6 +8,7 @@ from typing import Any
 
 from .._json import dumpb
 from ..errors import CacheError
+from .postgres import PostgresCache
 from .records import NewResponse
 from .store import ResponseCache
 
@@ -23,7 +24,7 @@ class CacheWriter:
     group, and whatever arrives after, stays in :attr:`unsaved`.
     """
 
-    def __init__(self, cache: ResponseCache, project: str) -> None:
+    def __init__(self, cache: ResponseCache | PostgresCache, project: str) -> None:
         self._cache, self._project = cache, project
         self.unsaved: list[NewResponse] = []  # removed from only once committed
         self.error: CacheError | None = None

@@ -1,0 +1,562 @@
+"""The team cache: responses in PostgreSQL (psycopg 3), shared by every kernel and machine that
+names the same URL, with the interface and the promises of the local :class:`ResponseCache`.
+
+Tables, in a schema of their own (``dataformer`` unless told otherwise):
+
+- ``responses``: one row per response: its key, its JSON exactly as received (``bytea``), the
+  projects using it (``text[]``, in the order they came), size, tokens, when it was stored, the
+  prompt's first 1,000 characters, the project that paid for it and what it cost; ``seq`` keeps
+  the order they were stored in, for browsing;
+- ``projects``: a project's accounting, as the local store keeps it;
+- ``migrations``: the names of the migrations applied (:data:`MIGRATIONS`), each run once,
+  under an advisory lock, in its own transaction.
+
+Everything read back goes through the local store's checks (:func:`records._entry_record`,
+:func:`names.stored_name`): a row changed by something else is a miss, never a crash. The cache
+key and the stored JSON are the local store's, so a local cache copied in hits the same.
+
+Each thread has its own connection: the cache writer commits from its thread while a panel or
+``generate`` reads from another. The password in the URL is a secret: it appears in no repr,
+message or traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .._format import plural
+from .._sync import warn
+from ..errors import CacheError, ConfigurationError, DataformerWarning, UnknownProjectWarning
+from ..names import FULL, normalize_project, stored_name
+from ..settings import Secret
+from .browse import Browsing
+from .records import (
+    ClearReport,
+    Entry,
+    Hits,
+    NewResponse,
+    ProjectInfo,
+    _entry,
+    _entry_record,
+    _new_response,
+    clear_names,
+    without_entry,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+DEFAULT_SCHEMA = "dataformer"
+_PROJECT_FIELDS = ("entries", "bytes", "last_used", "prompt_tokens", "completion_tokens", "saved_tokens", "cost",
+                   "unpriced")
+# Named migrations of the team store's schema, in order; "{s}" is the schema, quoted.
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("0001_tables", """
+        CREATE TABLE {s}.responses (
+            key text PRIMARY KEY,
+            body bytea NOT NULL,
+            projects text[] NOT NULL,
+            size bigint NOT NULL,
+            prompt_tokens bigint NOT NULL DEFAULT 0,
+            completion_tokens bigint NOT NULL DEFAULT 0,
+            created double precision NOT NULL,
+            prompt text NOT NULL DEFAULT '',
+            paid_by text,
+            cost double precision,
+            seq bigserial NOT NULL
+        );
+        CREATE INDEX responses_projects ON {s}.responses USING gin (projects);
+        CREATE INDEX responses_seq ON {s}.responses (seq);
+        CREATE TABLE {s}.projects (
+            name text PRIMARY KEY,
+            entries bigint NOT NULL DEFAULT 0,
+            bytes bigint NOT NULL DEFAULT 0,
+            last_used double precision NOT NULL DEFAULT 0,
+            prompt_tokens bigint NOT NULL DEFAULT 0,
+            completion_tokens bigint NOT NULL DEFAULT 0,
+            saved_tokens bigint NOT NULL DEFAULT 0,
+            cost double precision NOT NULL DEFAULT 0,
+            unpriced bigint NOT NULL DEFAULT 0
+        );
+    """),
+)
+# Keys asked for in one query: a warm re-run of 10^5 reads 200 pages.
+READ_BATCH = 500
+# Listeners by location, as the local store keeps them by directory.
+_LISTENERS: dict[str, list[Callable[[], Callable[[], None] | None]]] = {}
+
+
+class PostgresCache(Browsing):
+    """Responses in PostgreSQL at ``url`` (``postgresql://user:password@host:port/database``,
+    with any libpq parameter, TLS ones included), in ``schema`` (created if missing; the role
+    needs only to own it). Same interface as :class:`ResponseCache`.
+
+    Raises CacheError, naming the host and database (never the password), if the server does
+    not answer or the role may not create the schema; ConfigurationError for a URL that is not
+    one.
+    """
+
+    def __init__(self, url: str, schema: str = DEFAULT_SCHEMA) -> None:
+        import psycopg
+        from psycopg import sql
+
+        self._psycopg = psycopg
+        self._url = Secret(check_cache_url(url))
+        self.schema = _checked_schema(schema)
+        self._s = sql.Identifier(self.schema)
+        self._location = where_url(url)
+        self._local = threading.local()
+        self._connections: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"PostgresCache({self._location!r}, schema={self.schema!r})"
+
+    @property
+    def location(self) -> str:
+        """Host, port and database, with the schema (no user, no password)."""
+        return f"{self._location}, schema {self.schema}"
+
+    # Connections and errors
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        db = getattr(self._local, "db", None)
+        if db is None or db.closed:
+            try:
+                db = self._psycopg.connect(self._url.reveal(), autocommit=True, connect_timeout=10)
+            except self._psycopg.Error as exc:
+                raise CacheError(f"the team cache at {self._location} cannot be reached ({_message(exc, self._url)}): "
+                                 "check that the server is running and the URL's host, port and database") from None
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    @contextlib.contextmanager
+    def _transaction(self, doing: str) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor in one transaction; psycopg's errors as a CacheError naming the store (the one
+        place they are mapped). A connection that broke is dropped: the next call reconnects."""
+        db = self._connection()
+        try:
+            with db.transaction(), db.cursor() as cursor:
+                yield cursor
+        except self._psycopg.Error as exc:
+            if db.closed or db.broken:
+                self._local.db = None
+            raise CacheError(f"the team cache at {self.location} cannot be {doing} "
+                             f"({_message(exc, self._url)})") from None
+
+    def close(self) -> None:
+        """Close every connection this cache opened (they reopen on next use)."""
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _migrate(self) -> None:
+        from psycopg import sql
+
+        with self._transaction("opened") as cur:
+            # One migrator at a time across the team; the others wait here, then find it done.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"dataformer_nb:{self.schema}",))
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(self._s))
+            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {}.migrations (name text PRIMARY KEY, "
+                                "applied double precision NOT NULL)").format(self._s))
+            cur.execute(sql.SQL("SELECT name FROM {}.migrations").format(self._s))
+            done = {name for (name,) in cur.fetchall()}
+            unknown = done - {name for name, _ in MIGRATIONS}
+            if unknown:
+                raise CacheError(f"the team cache at {self.location} was written by a newer dataformer_nb (migrations "
+                                 f"{sorted(unknown)}): upgrade dataformer_nb, or pass another schema")
+            for name, statements in MIGRATIONS:
+                if name not in done:
+                    cur.execute(sql.SQL(statements.replace("{s}", "{schema}")).format(schema=self._s))
+                    cur.execute(sql.SQL("INSERT INTO {}.migrations VALUES (%s, %s)").format(self._s),
+                                (name, time.time()))
+
+    def _sql(self, text: str) -> Any:
+        """``text`` with ``{s}`` as this cache's schema, quoted."""
+        from psycopg import sql
+
+        return sql.SQL(text.replace("{s}", "{schema}")).format(schema=self._s)
+
+    # Sizes
+
+    def __len__(self) -> int:
+        """The number of cached responses."""
+        with self._transaction("read") as cur:
+            cur.execute(self._sql("SELECT count(*) FROM {s}.responses"))
+            return int(_one(cur)[0])
+
+    @property
+    def stored_bytes(self) -> int:
+        """The bytes of the cached responses (each counted once)."""
+        with self._transaction("read") as cur:
+            cur.execute(self._sql("SELECT coalesce(sum(size), 0) FROM {s}.responses"))
+            return int(_one(cur)[0])
+
+    def volume(self) -> int:
+        """Bytes the cache's tables and indexes take in the database."""
+        with self._transaction("read") as cur:
+            cur.execute(self._sql("SELECT pg_total_relation_size(%s) + pg_total_relation_size(%s)"),
+                        (f'"{self.schema}".responses', f'"{self.schema}".projects'))
+            return int(_one(cur)[0])
+
+    def compact(self) -> int:
+        """Give back to the disk the room deleted responses left (VACUUM FULL: it locks the tables
+        while it rewrites them); the bytes freed."""
+        before = self.volume()
+        db = self._connection()
+        try:
+            db.execute(self._sql("VACUUM FULL {s}.responses"))
+            db.execute(self._sql("VACUUM FULL {s}.projects"))
+        except self._psycopg.Error as exc:
+            raise CacheError(f"the team cache at {self.location} could not be compacted "
+                             f"({_message(exc, self._url)}): the role must own its tables") from None
+        self.notify()
+        return max(before - self.volume(), 0)
+
+    # Responses
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and bool(self.users([key]))
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The cached response under ``key``, decoded, or None."""
+        from .._json import loads_or_none
+
+        rows, _ = self._rows([key])
+        if not rows:
+            return None
+        value = loads_or_none(rows[0][1])
+        return value if isinstance(value, dict) else None
+
+    def _rows(self, keys: list[str]) -> tuple[list[tuple[str, bytes, dict[str, Any]]], list[str]]:
+        """``(key, body, record)`` of the rows among ``keys``, records checked, and the keys of the
+        damaged ones, left out with one warning (misses: new responses replace them, see :meth:`lookup`)."""
+        found: list[tuple[str, bytes, dict[str, Any]]] = []
+        damaged: list[str] = []
+        with self._transaction("read") as cur:
+            for start in range(0, len(keys), READ_BATCH):
+                cur.execute(self._sql(f"SELECT key, body, {_RECORD} FROM {{s}}.responses WHERE key = ANY(%s)"),
+                            (keys[start:start + READ_BATCH],))
+                for key, body, *columns in cur.fetchall():
+                    record = _entry_record(_record(columns))
+                    if record is None or not _is_json_object(body):
+                        damaged.append(key)
+                    else:
+                        found.append((key, bytes(body), record))
+        if damaged:
+            warnings.warn(f"{plural(len(damaged), 'response')} in the team cache at {self.location} "
+                          f"{'has' if len(damaged) == 1 else 'have'} a damaged row: read as not cached (a new "
+                          "response replaces each); the cache was changed by something other than dataformer_nb",
+                          DataformerWarning, stacklevel=3)
+        return found, damaged
+
+    def lookup(self, keys: Iterable[str], project: str) -> Hits:
+        """The cached responses among ``keys``, as JSON, each now recorded as used by ``project``."""
+        project = normalize_project(project)
+        found = Hits()
+        joining: list[NewResponse] = []
+        saved = 0
+        rows, damaged = self._rows(list(keys))
+        for key, body, record in rows:
+            found[key] = body
+            saved += record["prompt_tokens"] + record["completion_tokens"]
+            if project not in record["projects"]:
+                joining.append(NewResponse(key, body, record["prompt_tokens"], record["completion_tokens"]))
+        if damaged:
+            with self._transaction("written") as cur:  # made room for the new responses that will replace them
+                cur.execute(self._sql("DELETE FROM {s}.responses WHERE key = ANY(%s)"), (damaged,))
+        if found:
+            with self._transaction("written") as cur:
+                # Another run may have cleared a response since it was read: it goes back in, for
+                # this project, which has it: no one pays for it again.
+                stored = self._insert(cur, joining, project, paid=False)
+                joined = self._join(cur, [item.key for item in joining if item.key not in stored], project)
+                self._add_to_project(cur, project, len(stored) + len(joined),
+                                     sum(stored.values()) + sum(joined.values()), saved_tokens=saved)
+        found.saved_tokens = saved
+        return found
+
+    def users(self, keys: Iterable[str]) -> dict[str, frozenset[str]]:
+        """The projects using each cached response among ``keys``; reads only."""
+        return {key: frozenset(record["projects"]) for key, _, record in self._rows(list(keys))[0]}
+
+    def put(self, key: str, response: Mapping[str, Any] | bytes, project: str) -> None:
+        """Store ``response`` under ``key`` for ``project`` (committed before returning)."""
+        self.put_many([(key, response)], project)
+
+    def put_many(self, items: Iterable[NewResponse | tuple[str, Mapping[str, Any] | bytes]], project: str) -> None:
+        """Store each response for ``project``, all in one transaction (see ResponseCache.put_many)."""
+        project = normalize_project(project)
+        new = list({item.key: item for item in map(_new_response, items)}.values())
+        if not new:
+            return
+        prompt = sum(item.prompt_tokens for item in new)
+        completion = sum(item.completion_tokens for item in new)
+        cost = sum(item.cost for item in new if item.cost is not None)
+        unpriced = sum(1 for item in new if item.cost is None)
+        with self._transaction("written") as cur:
+            stored = self._insert(cur, new, project, paid=True)
+            joined = self._join(cur, [item.key for item in new if item.key not in stored], project)
+            self._add_to_project(cur, project, len(stored) + len(joined), sum(stored.values()) + sum(joined.values()),
+                                 prompt_tokens=prompt, completion_tokens=completion, cost=cost, unpriced=unpriced)
+
+    def _insert(self, cur: psycopg.Cursor[Any], items: list[NewResponse], project: str, paid: bool) -> dict[str, int]:
+        """Insert the responses whose key is free; their sizes by key."""
+        if not items:
+            return {}
+        cur.execute(self._sql(
+            "INSERT INTO {s}.responses (key, body, projects, size, prompt_tokens, completion_tokens, created, prompt,"
+            " paid_by, cost)"
+            " SELECT k, b, ARRAY[%s], octet_length(b), p, c, %s, t, %s, co"
+            " FROM unnest(%s::text[], %s::bytea[], %s::bigint[], %s::bigint[], %s::text[], %s::float8[])"
+            " AS u(k, b, p, c, t, co)"
+            " ON CONFLICT (key) DO NOTHING RETURNING key, size"),
+            (project, int(time.time()), project if paid else None, [i.key for i in items], [i.data for i in items],
+             [i.prompt_tokens for i in items], [i.completion_tokens for i in items], [i.prompt for i in items],
+             [i.cost if paid else None for i in items]))
+        return dict(cur.fetchall())
+
+    def _join(self, cur: psycopg.Cursor[Any], keys: list[str], project: str) -> dict[str, int]:
+        """Add ``project`` to the rows of ``keys`` that do not list it; their sizes by key."""
+        if not keys:
+            return {}
+        cur.execute(self._sql("UPDATE {s}.responses SET projects = array_append(projects, %s)"
+                              " WHERE key = ANY(%s) AND NOT projects @> ARRAY[%s] RETURNING key, size"),
+                    (project, keys, project))
+        return dict(cur.fetchall())
+
+    def touch(self, project: str) -> None:
+        """Record that ``project`` was used now, even if nothing was added to it."""
+        with self._transaction("written") as cur:
+            self._add_to_project(cur, normalize_project(project), 0, 0)
+
+    def remove(self, project: str, key: str) -> bool:
+        """Drop one response from ``project`` (deleted if no other project uses it); whether
+        ``project`` used it."""
+        project = normalize_project(project)
+        with self._transaction("written") as cur:
+            cur.execute(self._sql(f"SELECT {_RECORD} FROM {{s}}.responses WHERE key = %s FOR UPDATE"), (key,))
+            row = cur.fetchone()
+            record = None if row is None else _entry_record(_record(list(row)))
+            if record is None or project not in record["projects"]:
+                return False
+            remaining = [p for p in record["projects"] if p != project]
+            if remaining:
+                cur.execute(self._sql("UPDATE {s}.responses SET projects = %s WHERE key = %s"), (remaining, key))
+            else:
+                cur.execute(self._sql("DELETE FROM {s}.responses WHERE key = %s"), (key,))
+            own = self._project(cur, project, lock=True)
+            if own is not None:
+                self._write_project(cur, project, without_entry(own, record, project))
+        self.notify()
+        return True
+
+    # Projects
+
+    def has_project(self, project: str) -> bool:
+        """Whether ``project`` (a valid name) is in the cache."""
+        with self._transaction("read") as cur:
+            return self._project(cur, project) is not None
+
+    def projects(self) -> list[ProjectInfo]:
+        """Every project, most recently used first."""
+        with self._transaction("read") as cur:
+            cur.execute(self._sql(f"SELECT name, {', '.join(_PROJECT_FIELDS)} FROM {{s}}.projects"))
+            rows = cur.fetchall()
+        infos = []
+        for name, *values in rows:
+            record = dict(zip(_PROJECT_FIELDS, values, strict=True))
+            if stored_name(name) is None:
+                continue  # not a name dataformer_nb writes: never shown, never a file name
+            infos.append(ProjectInfo(name, int(record["entries"]), int(record["bytes"]),
+                                     datetime.fromtimestamp(record["last_used"], tz=timezone.utc),
+                                     int(record["prompt_tokens"]), int(record["completion_tokens"]),
+                                     int(record["saved_tokens"]),
+                                     record["cost"] if record["cost"] and not record["unpriced"] else None))
+        return sorted(infos, key=lambda p: p.last_used, reverse=True)
+
+    def _project(self, cur: psycopg.Cursor[Any], name: str, lock: bool = False) -> dict[str, Any] | None:
+        cur.execute(self._sql(f"SELECT {', '.join(_PROJECT_FIELDS)} FROM {{s}}.projects WHERE name = %s"
+                              + (" FOR UPDATE" if lock else "")), (name,))
+        row = cur.fetchone()
+        return None if row is None else dict(zip(_PROJECT_FIELDS, row, strict=True))
+
+    def _write_project(self, cur: psycopg.Cursor[Any], name: str, record: Mapping[str, Any]) -> None:
+        fields = [f for f in _PROJECT_FIELDS if f != "last_used"]
+        cur.execute(self._sql(f"UPDATE {{s}}.projects SET {', '.join(f'{f} = %s' for f in fields)} WHERE name = %s"),
+                    (*(record[f] for f in fields), name))
+
+    def _add_to_project(self, cur: psycopg.Cursor[Any], project: str, entries: int, size: int, *,
+                        prompt_tokens: int = 0, completion_tokens: int = 0, saved_tokens: int = 0,
+                        cost: float = 0.0, unpriced: int = 0) -> None:
+        cur.execute(self._sql(
+            "INSERT INTO {s}.projects AS p (name, entries, bytes, last_used, prompt_tokens, completion_tokens,"
+            " saved_tokens, cost, unpriced) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET entries = p.entries + EXCLUDED.entries,"
+            " bytes = p.bytes + EXCLUDED.bytes, last_used = EXCLUDED.last_used,"
+            " prompt_tokens = p.prompt_tokens + EXCLUDED.prompt_tokens,"
+            " completion_tokens = p.completion_tokens + EXCLUDED.completion_tokens,"
+            " saved_tokens = p.saved_tokens + EXCLUDED.saved_tokens, cost = p.cost + EXCLUDED.cost,"
+            " unpriced = p.unpriced + EXCLUDED.unpriced"),
+            (project, entries, size, time.time(), prompt_tokens, completion_tokens, saved_tokens, cost, unpriced))
+
+    def clear(self, projects: str | Iterable[str]) -> ClearReport:
+        """Clear one project, several, or everything (``"full"``); see ResponseCache.clear."""
+        names = clear_names(projects)
+        with self._transaction("cleared") as cur:
+            cur.execute(self._sql("LOCK TABLE {s}.projects IN SHARE ROW EXCLUSIVE MODE"))
+            cur.execute(self._sql("SELECT name FROM {s}.projects"))
+            known = {name for (name,) in cur.fetchall() if stored_name(name) is not None}
+            if FULL in names:
+                cur.execute(self._sql("SELECT count(*), coalesce(sum(size), 0) FROM {s}.responses"))
+                count, size = _one(cur)
+                cur.execute(self._sql("TRUNCATE {s}.responses, {s}.projects"))
+                report = ClearReport(tuple(sorted(known)), int(count), int(size), 0)
+            else:
+                unknown = [n for n in names if n not in known]
+                if unknown:
+                    warn(f"clear_project_cache: no project named {', '.join(map(repr, unknown))} in the cache; "
+                         f"known projects: {', '.join(sorted(known)) or 'none'}", UnknownProjectWarning)
+                chosen = sorted({n for n in names if n in known})
+                report = self._clear_projects(cur, chosen) if chosen else ClearReport((), 0, 0, 0)
+        self.notify()
+        return report
+
+    def _clear_projects(self, cur: psycopg.Cursor[Any], names: list[str]) -> ClearReport:
+        # The projects' names leave every row, in order; rows left with none are deleted.
+        cur.execute(self._sql(
+            "UPDATE {s}.responses SET projects = array(SELECT p FROM unnest(projects) WITH ORDINALITY AS t(p, i)"
+            " WHERE p <> ALL(%s) ORDER BY i) WHERE projects && %s RETURNING cardinality(projects) > 0"),
+            (names, names))
+        kept = sum(1 for (left,) in cur.fetchall() if left)
+        cur.execute(self._sql("DELETE FROM {s}.responses WHERE cardinality(projects) = 0 RETURNING size"))
+        sizes = [size for (size,) in cur.fetchall()]
+        cur.execute(self._sql("DELETE FROM {s}.projects WHERE name = ANY(%s)"), (names,))
+        return ClearReport(tuple(names), len(sizes), int(sum(sizes)), kept)
+
+    # Browsing
+
+    def entries(self, project: str, offset: int = 0, limit: int = 50, contains: str | None = "") -> list[Entry]:
+        """A page of the responses ``project`` uses, in the order they were stored (see
+        ResponseCache.entries)."""
+        project = normalize_project(project)
+        contains = "" if contains is None else contains
+        if not isinstance(contains, str):
+            raise ConfigurationError(f"contains={contains!r} must be a string (\"\" or None for every response)")
+        with self._transaction("read") as cur:
+            cur.execute(self._sql(
+                f"SELECT key, body, {_RECORD} FROM {{s}}.responses WHERE projects @> ARRAY[%s]"
+                " AND (%s = '' OR strpos(lower(prompt), %s) > 0"
+                "      OR strpos(lower(convert_from(body, 'UTF8')), %s) > 0)"
+                " ORDER BY seq LIMIT %s OFFSET %s"),
+                (project, contains, contains.lower(), contains.lower(), limit, offset))
+            rows = cur.fetchall()
+        entries = []
+        for key, body, *columns in rows:
+            record = _entry_record(_record(columns))
+            entry = None if record is None else _entry(key, bytes(body), record)
+            if entry is not None:
+                entries.append(entry)
+        return entries
+
+    # Observers
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after each change made through any PostgresCache on this location in
+        this process (changes by other processes show on Refresh)."""
+        from .store import _reference
+
+        _LISTENERS.setdefault(self.location, []).append(_reference(listener))
+
+    def unsubscribe(self, listener: Callable[[], None]) -> None:
+        """Stop calling ``listener``."""
+        listeners = _LISTENERS.get(self.location, [])
+        listeners[:] = [ref for ref in listeners if ref() not in (None, listener)]
+
+    def notify(self) -> None:
+        """Call the listeners of this location (those still alive)."""
+        listeners = _LISTENERS.get(self.location, [])
+        listeners[:] = [ref for ref in listeners if ref() is not None]
+        for ref in list(listeners):
+            listener = ref()
+            if listener is not None:
+                listener()
+
+
+# The columns of a response row that make its record, in _record's order.
+_RECORD = "projects, size, prompt_tokens, completion_tokens, created, prompt, paid_by, cost"
+
+
+def _record(columns: list[Any]) -> dict[str, Any]:
+    """A response row's columns as the local store's entry record (then checked the same way)."""
+    projects, size, prompt_tokens, completion_tokens, created, prompt, paid_by, cost = columns
+    record = {"projects": projects, "size": size, "prompt_tokens": prompt_tokens,
+              "completion_tokens": completion_tokens, "created": created, "prompt": prompt}
+    if paid_by is not None:
+        record["by"] = paid_by
+    if cost is not None:
+        record["cost"] = cost
+    return record
+
+
+def _one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The one row an aggregate query returns."""
+    row = cur.fetchone()
+    if row is None:  # an aggregate always has a row: only a server gone wrong gets here
+        raise CacheError("the team cache's server returned no row for an aggregate query")
+    return tuple(row)
+
+
+def _is_json_object(body: bytes) -> bool:
+    return body.lstrip()[:1] == b"{"  # the full parse happens where it is used; this catches a row of another kind
+
+
+def check_cache_url(url: object) -> str:
+    """``url`` if it is a PostgreSQL URL, else a ConfigurationError that shows no password."""
+    if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+        shown = where_url(url) if isinstance(url, str) else type(url).__name__
+        raise ConfigurationError(f"cache_url={shown!r} is not a PostgreSQL URL: write "
+                                 "postgresql://user:password@host:5432/database")
+    return url
+
+
+def _checked_schema(schema: object) -> str:
+    if not isinstance(schema, str) or not schema or len(schema) > 63 or not schema.replace("_", "a").isalnum() \
+            or not schema.isascii() or schema[0].isdigit():
+        raise ConfigurationError(f"cache schema {schema!r} is not a plain name: use letters, digits and _ "
+                                 "(at most 63, not starting with a digit), e.g. 'dataformer'")
+    return schema
+
+
+def where_url(url: str) -> str:
+    """``host:port/database`` of a URL (no user, no password), for messages."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(url)
+    except Exception:
+        return "(an unreadable URL)"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+def _message(error: Exception, url: Secret) -> str:
+    """psycopg's message, first line, without the password should libpq have quoted it."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    try:
+        password = conninfo_to_dict(url.reveal()).get("password")
+    except Exception:
+        password = None
+    return text.replace(str(password), "***") if password else text

@@ -1,0 +1,121 @@
+"""The team cache on PostgreSQL (issue 27): what only it has. The local store's behaviour tests run
+on it too (tests/test_cache.py, and the modules marked BOTH_STORES)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from dataformer_nb import AsyncLLM, CacheError, CachePanel, ConfigurationError, DataformerWarning
+from dataformer_nb.cache.postgres import MIGRATIONS, PostgresCache
+from dataformer_nb.testing import FakeLLMServer
+
+from .conftest import TOGETHER_KEY, chat
+
+RESPONSE = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}
+PASSWORD = "s3cret-Pa55word"
+
+
+def with_password(url: str) -> str:
+    """``url`` with a password (the test server trusts every connection: any password works)."""
+    scheme, rest = url.split("://", 1)
+    user, host = rest.split("@", 1)
+    return f"{scheme}://{user}:{PASSWORD}@{host}"
+
+
+@pytest.fixture
+def cache(team_url: tuple[str, str]) -> Iterator[PostgresCache]:
+    store = PostgresCache(*team_url)
+    yield store
+    store.close()
+
+
+def all_text(url: str, schema: str) -> str:
+    """Every value of every row of the schema's tables, as text."""
+    with psycopg.connect(url) as db:
+        tables = [t for (t,) in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))]
+        return "\n".join(str(row) + "".join(bytes(v).decode("utf-8", "replace") for v in row if isinstance(v, bytes))
+                         for table in tables for row in db.execute(f'SELECT * FROM "{schema}"."{table}"'))
+
+
+def test_a_run_uses_the_team_cache_and_neither_key_nor_password_lands_anywhere(
+        server: FakeLLMServer, team_url: tuple[str, str], tmp_path, monkeypatch) -> None:
+    url, schema = team_url
+    monkeypatch.setenv("DATAFORMER_CACHE_SCHEMA", schema)
+    llm = AsyncLLM(api_provider="together", api_key=TOGETHER_KEY, cache_url=with_password(url),
+                   cache_dir=tmp_path / "local", progress=False, verbose=False)
+    first = llm.generate([chat(f"q{i}") for i in range(5)], project_name="a")
+    again = AsyncLLM(api_provider="together", cache_url=with_password(url), cache_dir=tmp_path / "other",
+                     progress=False, verbose=False).generate([chat(f"q{i}") for i in range(5)], project_name="b")
+    assert [r.text for r in first] == [r.text for r in again] and all(r.cached for r in again)
+    assert server.count == 5  # the second machine paid for nothing
+    assert not (tmp_path / "local").exists() or not any((tmp_path / "local").rglob("*.db"))
+    shown = repr(llm) + repr(llm.cache) + llm.cache.location + CachePanel(llm).header.value
+    stored = all_text(url, schema)
+    assert "Answer: q3" in stored and "q3" in stored
+    for secret in (PASSWORD, TOGETHER_KEY):
+        assert secret not in shown and secret not in stored
+
+
+def test_an_unreachable_server_fails_fast_naming_the_host_and_never_the_password() -> None:
+    with pytest.raises(CacheError) as info:
+        PostgresCache(f"postgresql://someone:{PASSWORD}@127.0.0.1:9/teamdb")
+    message = str(info.value)
+    assert "127.0.0.1:9/teamdb" in message and "cannot be reached" in message and PASSWORD not in message
+    assert info.value.__suppress_context__ and PASSWORD not in str(info.value.__context__)  # nor in the traceback
+
+
+@pytest.mark.parametrize("url", ["mysql://x@h/db", 5, "127.0.0.1:5432"])
+def test_a_url_that_is_not_postgresql_is_a_configuration_error(url, tmp_path) -> None:
+    with pytest.raises(ConfigurationError, match="PostgreSQL URL"):
+        AsyncLLM(api_provider="echo", cache_url=url, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("schema", ["", "a-b", "1abc", "a;drop", "x" * 64, "é"])
+def test_a_schema_that_is_not_a_plain_name_is_refused(team_url: tuple[str, str], schema: str) -> None:
+    with pytest.raises(ConfigurationError, match="plain name"):
+        PostgresCache(team_url[0], schema)
+
+
+def test_migrations_are_named_run_once_and_a_newer_store_is_refused(cache: PostgresCache,
+                                                                    team_url: tuple[str, str]) -> None:
+    url, schema = team_url
+    PostgresCache(url, schema).close()  # opened again: nothing to do
+    with psycopg.connect(url) as db:
+        names = [n for (n,) in db.execute(f'SELECT name FROM "{schema}".migrations ORDER BY name')]
+        assert names == [name for name, _ in MIGRATIONS]
+        db.execute(f'INSERT INTO "{schema}".migrations VALUES (%s, 0)', ("9999_from_the_future",))
+    with pytest.raises(CacheError, match="newer dataformer_nb"):
+        PostgresCache(url, schema)
+
+
+def test_a_damaged_row_is_a_miss_and_the_new_response_replaces_it(cache: PostgresCache,
+                                                                   team_url: tuple[str, str]) -> None:
+    url, schema = team_url
+    cache.put("k", RESPONSE, "p")
+    with psycopg.connect(url) as db:
+        db.execute(f"UPDATE \"{schema}\".responses SET body = 'not json'::bytea WHERE key = 'k'")
+    with pytest.warns(DataformerWarning, match="damaged row"):
+        assert cache.lookup(["k"], "p") == {}
+    cache.put("k", RESPONSE, "p")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert json.loads(cache.lookup(["k"], "p")["k"]) == RESPONSE
+
+
+def test_a_panel_refresh_sees_what_another_process_wrote(cache: PostgresCache, team_url: tuple[str, str]) -> None:
+    url, schema = team_url
+    panel = CachePanel(cache)
+    code = ("import sys\nfrom dataformer_nb.cache.postgres import PostgresCache\n"
+            "PostgresCache(sys.argv[1], sys.argv[2]).put('k', {'choices': []}, 'outside')")
+    subprocess.run([sys.executable, "-c", code, url, schema], check=True, timeout=60)
+    assert "outside" not in panel.project_rows
+    panel.refresh_button.click()
+    assert "outside" in panel.project_rows and schema in panel.header.value
+
