@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -19,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from ._format import batches, show_line
 from ._sync import gc_paused, run_sync
 from .cache import FULL, ClearReport, ResponseCache, Store, clear_names, normalize_project, open_store
-from .cache.postgres import DEFAULT_SCHEMA, check_cache_url, where_url
+from .cache.postgres import DEFAULT_SCHEMA, PostgresCache, check_cache_url, where_url
 from .cache.writer import CacheWriter
+from .claims import send_once
 from .dispatch import Dispatcher
 from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError
 from .limits import LimitsReport, RateLimiter, estimate_prompt_and_budget
@@ -345,7 +347,16 @@ class AsyncLLM:
             else:
                 dispatcher = Dispatcher(self._options, body_of=body_of, progress_label=progress_label,
                                         schema=output_schema)
-                await dispatcher.run(to_send, slots, CacheWriter(self.cache, project) if use_cache else None)
+
+                async def send(some: list[Unit]) -> None:
+                    await dispatcher.run(some, slots, CacheWriter(self.cache, project) if use_cache else None)
+
+                if use_cache and isinstance(self.cache, PostgresCache) and to_send:
+                    # A team cache: what another kernel is sending now is waited for, not paid twice.
+                    take_hits = functools.partial(_take_hits, self.cache, project, slots, output_schema)
+                    await send_once(self.cache, to_send, send, take_hits, self._say)
+                else:
+                    await send(to_send)
         except CacheError as exc:
             if exc.results is None:  # a batch's results could not be stored: it stays to collect
                 slots.not_sent(RequestFailedError(f"not collected: {exc}", cause="not collected"))
@@ -496,6 +507,21 @@ def _threaded(task_id_generator: Any, results: Results, use_cache: bool) -> Resu
         return results
     earlier.extend(results)
     return Results(list(earlier), results.summary)
+
+
+def _take_hits(cache: PostgresCache, project: str, slots: Slots, schema: OutputSchema | None, waiting: list[Unit]
+               ) -> list[Unit]:
+    """Fill the slots of those of ``waiting`` now in the team cache (stored by another run); the
+    rest, still missing."""
+    hits = cache.lookup([u.cache_key for u in waiting], project)
+    if not hits:
+        return waiting
+    missing = [u for u in waiting if u.cache_key not in hits]
+    units = {u.cache_key: u for u in waiting}
+    parsed = None if schema is None else _revalidate(hits, units, schema, slots)
+    slots.cached(hits, units, parsed)
+    slots.saved(slots.summary.saved_tokens + hits.saved_tokens)
+    return missing
 
 
 def _revalidate(hits: dict[str, bytes], units: Mapping[str, Unit], schema: OutputSchema, batch: Slots

@@ -4,6 +4,7 @@ on it too (tests/test_cache.py, and the modules marked BOTH_STORES)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -15,6 +16,7 @@ import pytest
 from dataformer_nb import AsyncLLM, CacheError, CachePanel, ConfigurationError, DataformerWarning
 from dataformer_nb.cache.postgres import MIGRATIONS, PostgresCache
 from dataformer_nb.testing import FakeLLMServer
+from dataformer_nb.testing.llm_server import prompt_of
 
 from .conftest import TOGETHER_KEY, chat
 
@@ -119,3 +121,58 @@ def test_a_panel_refresh_sees_what_another_process_wrote(cache: PostgresCache, t
     panel.refresh_button.click()
     assert "outside" in panel.project_rows and schema in panel.header.value
 
+
+RIVAL = """
+import sys
+from dataformer_nb import AsyncLLM
+url, base, n, cache_dir, project = sys.argv[1:6]
+llm = AsyncLLM(url=base, api_key=f"key-of-{project}", cache_url=url, cache_dir=cache_dir, progress=False, verbose=False,
+               max_concurrent_requests=8, retry_base_delay=0.01)
+results = llm.generate([{"messages": [{"role": "user", "content": f"q{i}"}]} for i in range(int(n))],
+                       project_name=project)
+assert results.texts == [f"Answer: q{i}" for i in range(int(n))], results.summary
+print(results.summary.sent, results.summary.cached, flush=True)
+"""
+
+
+def start_rival(url: str, schema: str, server: FakeLLMServer, n: int, tmp_path, name: str,
+                lease: float = 30) -> subprocess.Popen[str]:
+    env = {**os.environ, "DATAFORMER_CACHE_SCHEMA": schema, "DATAFORMER_CLAIM_LEASE": str(lease)}
+    return subprocess.Popen([sys.executable, "-c", RIVAL, url, server.url + "/v1", str(n), str(tmp_path / name), name],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_four_kernels_asking_for_the_same_requests_at_once_pay_for_each_once(
+        server: FakeLLMServer, team_url: tuple[str, str], tmp_path) -> None:
+    url, schema = team_url
+    PostgresCache(url, schema).close()  # the schema exists before the race (creating it is tested above)
+    rivals = [start_rival(url, schema, server, 2000, tmp_path, f"p{i}") for i in range(4)]
+    outputs = [rival.communicate(timeout=300) for rival in rivals]
+    assert [rival.returncode for rival in rivals] == [0] * 4, [err[-2000:] for _, err in outputs]
+    assert server.count == 2000 and max(server.asked.values()) == 1  # every request sent exactly once
+    sent = [int(out.split()[0]) for out, _ in outputs]
+    assert sum(sent) == 2000  # and every kernel got all 2,000 right (asserted in each)
+
+
+def test_a_kernel_killed_midway_costs_at_most_its_requests_in_flight(
+        server: FakeLLMServer, team_url: tuple[str, str], tmp_path) -> None:
+    url, schema = team_url
+    PostgresCache(url, schema).close()
+    victim = start_rival(url, schema, server, 2000, tmp_path, "victim", lease=5)
+    server.kill_pid = victim.pid
+    server.script("q1000", "kill")  # the victim dies when it sends this one, with others in flight
+    assert server.wait_for_requests(1, 60)  # it has claimed every request: the others wait for it
+    rivals = [start_rival(url, schema, server, 2000, tmp_path, f"p{i}", lease=5) for i in range(3)]
+    outputs = [rival.communicate(timeout=300) for rival in rivals]
+    victim.wait(timeout=60)
+    server.release()
+    assert victim.returncode == -9 and [rival.returncode for rival in rivals] == [0] * 3, \
+        [err[-2000:] for _, err in outputs]
+    twice = {prompt for prompt, n in server.asked.items() if n > 1}
+    assert max(server.asked.values()) <= 2 and len(server.asked) == 2000 and twice
+    # Sent twice only what the victim had sent and not stored: its requests in flight when it died.
+    victims = {prompt_of(r["body"]) for r in server.requests
+               if r["headers"].get("Authorization") == "Bearer key-of-victim"}
+    with psycopg.connect(url) as db:
+        stored = {p for (p,) in db.execute(f'SELECT prompt FROM "{schema}".responses WHERE paid_by = %s', ("victim",))}
+    assert stored and twice <= victims - stored, (sorted(twice - victims), sorted(twice & stored))

@@ -23,12 +23,14 @@ message or traceback.
 from __future__ import annotations
 
 import contextlib
+import functools
+import random
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._format import plural
 from .._sync import warn
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     import psycopg
 
 DEFAULT_SCHEMA = "dataformer"
+T = TypeVar("T")
 _PROJECT_FIELDS = ("entries", "bytes", "last_used", "prompt_tokens", "completion_tokens", "saved_tokens", "cost",
                    "unpriced")
 # Named migrations of the team store's schema, in order; "{s}" is the schema, quoted.
@@ -85,11 +88,44 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             unpriced bigint NOT NULL DEFAULT 0
         );
     """),
+    # Who is sending a request right now, until when: two kernels never pay for one request.
+    ("0002_claims", """
+        CREATE TABLE {s}.claims (
+            key text PRIMARY KEY,
+            owner text NOT NULL,
+            expires double precision NOT NULL
+        );
+        CREATE INDEX claims_owner ON {s}.claims (owner);
+    """),
 )
 # Keys asked for in one query: a warm re-run of 10^5 reads 200 pages.
 READ_BATCH = 500
 # Listeners by location, as the local store keeps them by directory.
 _LISTENERS: dict[str, list[Callable[[], Callable[[], None] | None]]] = {}
+
+
+class _Conflict(CacheError):
+    """A transaction PostgreSQL rolled back because another one crossed it (a deadlock, or a
+    serialization failure): run again, it succeeds."""
+
+
+def _retried(method: Callable[..., T]) -> Callable[..., T]:
+    """``method`` run again, up to 8 times, when its transaction crossed another run's and was
+    rolled back (rivals writing the same rows in another order). Each write method is whole
+    transactions that re-read what they change, so running it again is safe."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> T:
+        for attempt in range(8):
+            try:
+                return method(*args, **kwargs)
+            except _Conflict:
+                if attempt == 7:
+                    raise
+                time.sleep(random.uniform(0, 0.01 * 2 ** attempt))  # rivals apart, then again
+        raise AssertionError("unreachable")
+
+    return run
 
 
 class PostgresCache(Browsing):
@@ -150,6 +186,9 @@ class PostgresCache(Browsing):
         except self._psycopg.Error as exc:
             if db.closed or db.broken:
                 self._local.db = None
+            if isinstance(exc, (self._psycopg.errors.DeadlockDetected, self._psycopg.errors.SerializationFailure)):
+                raise _Conflict(f"the team cache at {self.location} cannot be {doing} "
+                                f"({_message(exc, self._url)})") from None
             raise CacheError(f"the team cache at {self.location} cannot be {doing} "
                              f"({_message(exc, self._url)})") from None
 
@@ -261,6 +300,7 @@ class PostgresCache(Browsing):
                           DataformerWarning, stacklevel=3)
         return found, damaged
 
+    @_retried
     def lookup(self, keys: Iterable[str], project: str) -> Hits:
         """The cached responses among ``keys``, as JSON, each now recorded as used by ``project``."""
         project = normalize_project(project)
@@ -295,6 +335,7 @@ class PostgresCache(Browsing):
         """Store ``response`` under ``key`` for ``project`` (committed before returning)."""
         self.put_many([(key, response)], project)
 
+    @_retried
     def put_many(self, items: Iterable[NewResponse | tuple[str, Mapping[str, Any] | bytes]], project: str) -> None:
         """Store each response for ``project``, all in one transaction (see ResponseCache.put_many)."""
         project = normalize_project(project)
@@ -310,6 +351,8 @@ class PostgresCache(Browsing):
             joined = self._join(cur, [item.key for item in new if item.key not in stored], project)
             self._add_to_project(cur, project, len(stored) + len(joined), sum(stored.values()) + sum(joined.values()),
                                  prompt_tokens=prompt, completion_tokens=completion, cost=cost, unpriced=unpriced)
+            # In the same transaction: whoever finds the claim gone finds the response.
+            cur.execute(self._sql("DELETE FROM {s}.claims WHERE key = ANY(%s)"), ([item.key for item in new],))
 
     def _insert(self, cur: psycopg.Cursor[Any], items: list[NewResponse], project: str, paid: bool) -> dict[str, int]:
         """Insert the responses whose key is free; their sizes by key."""
@@ -336,11 +379,13 @@ class PostgresCache(Browsing):
                     (project, keys, project))
         return dict(cur.fetchall())
 
+    @_retried
     def touch(self, project: str) -> None:
         """Record that ``project`` was used now, even if nothing was added to it."""
         with self._transaction("written") as cur:
             self._add_to_project(cur, normalize_project(project), 0, 0)
 
+    @_retried
     def remove(self, project: str, key: str) -> bool:
         """Drop one response from ``project`` (deleted if no other project uses it); whether
         ``project`` used it."""
@@ -361,6 +406,44 @@ class PostgresCache(Browsing):
                 self._write_project(cur, project, without_entry(own, record, project))
         self.notify()
         return True
+
+    # Claims: one sender per request across the team
+
+    @_retried
+    def claim(self, keys: list[str], owner: str, lease: float) -> set[str]:
+        """Claim ``keys`` for ``owner`` for ``lease`` seconds (by the server's clock: machines'
+        clocks differ); the keys it now holds. A key another owner holds, whose lease has not
+        run out, stays theirs: they are sending it."""
+        if not keys:
+            return set()
+        with self._transaction("written") as cur:
+            cur.execute(self._sql(
+                "INSERT INTO {s}.claims AS c (key, owner, expires)"
+                " SELECT k, %s, extract(epoch FROM clock_timestamp()) + %s FROM unnest(%s::text[]) AS k"
+                " ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, expires = EXCLUDED.expires"
+                " WHERE c.expires < extract(epoch FROM clock_timestamp()) OR c.owner = EXCLUDED.owner"
+                " RETURNING key"), (owner, lease, keys))
+            return {key for (key,) in cur.fetchall()}
+
+    @_retried
+    def renew(self, owner: str, lease: float) -> None:
+        """Extend every claim ``owner`` holds by ``lease`` seconds from now."""
+        with self._transaction("written") as cur:
+            cur.execute(self._sql("UPDATE {s}.claims SET expires = extract(epoch FROM clock_timestamp()) + %s"
+                                  " WHERE owner = %s"), (lease, owner))
+
+    @_retried
+    def release(self, owner: str) -> None:
+        """Give up every claim ``owner`` holds (what it did not store, someone else may send)."""
+        with self._transaction("written") as cur:
+            cur.execute(self._sql("DELETE FROM {s}.claims WHERE owner = %s"), (owner,))
+
+    def claimed(self, keys: list[str]) -> set[str]:
+        """The keys among ``keys`` that someone holds a live claim on."""
+        with self._transaction("read") as cur:
+            cur.execute(self._sql("SELECT key FROM {s}.claims WHERE key = ANY(%s)"
+                                  " AND expires >= extract(epoch FROM clock_timestamp())"), (keys,))
+            return {key for (key,) in cur.fetchall()}
 
     # Projects
 
@@ -411,6 +494,7 @@ class PostgresCache(Browsing):
             " unpriced = p.unpriced + EXCLUDED.unpriced"),
             (project, entries, size, time.time(), prompt_tokens, completion_tokens, saved_tokens, cost, unpriced))
 
+    @_retried
     def clear(self, projects: str | Iterable[str]) -> ClearReport:
         """Clear one project, several, or everything (``"full"``); see ResponseCache.clear."""
         names = clear_names(projects)
