@@ -1,9 +1,11 @@
-"""``python -m dataformer_nb quickstart``: an end-to-end run with the offline echo provider."""
+"""``python -m dataformer_nb quickstart``: an end-to-end run with the offline echo provider;
+``python -m dataformer_nb cache copy SRC DST``: one cache into another."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from . import AsyncLLM, get_request_list
 from ._format import projects_table
@@ -38,9 +40,41 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("quickstart", help="generate with the offline echo provider, twice")
     start.add_argument("--cache-dir", help="where to cache responses (default .cache/dataformer)")
+    cache = commands.add_parser("cache", help="manage response caches").add_subparsers(dest="action", required=True)
+    copy = cache.add_parser("copy", help="copy every response of one cache into another (either kind, idempotent)",
+                            description="SRC and DST are each a cache directory or a postgresql:// URL. Run again "
+                                        "after an interruption: it finishes the job, duplicating nothing.")
+    copy.add_argument("source", metavar="SRC")
+    copy.add_argument("destination", metavar="DST")
+    copy.add_argument("--schema", help="the team cache's schema (default DATAFORMER_CACHE_SCHEMA, else dataformer)")
     args = parser.parse_args(argv)
     if args.command == "quickstart":
         quickstart(args.cache_dir)
+    elif args.command == "cache":
+        return cache_copy(args.source, args.destination, args.schema)
+    return 0
+
+
+def cache_copy(source: str, destination: str, schema: str | None) -> int:
+    """``cache copy SRC DST``: one line per 10,000 responses, then what was copied."""
+    from .cache import open_store
+    from .cache.copy import copy_store
+    from .errors import DataformerError
+    from .settings import CACHE_SCHEMA_ENV, resolve
+
+    schema = schema or resolve(CACHE_SCHEMA_ENV, None, None)
+
+    def store(where: str) -> Any:
+        url = where if where.startswith(("postgresql://", "postgres://")) else None
+        return open_store(where, url, schema)
+
+    try:
+        report = copy_store(store(source), store(destination),
+                            progress=lambda n: print(f"  {n:,} responses", flush=True) if n % 10_000 == 0 else None)
+    except DataformerError as exc:
+        print(f"cache copy: {exc}", file=sys.stderr)
+        return 1
+    print(report)
     return 0
 
 

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from dataformer_nb import AsyncLLM, CacheError, CachePanel, ConfigurationError, DataformerWarning
+from dataformer_nb import AsyncLLM, CacheError, CachePanel, ConfigurationError, DataformerWarning, ResponseCache
+from dataformer_nb.cache import NewResponse
+from dataformer_nb.cache.copy import copy_store
 from dataformer_nb.cache.postgres import MIGRATIONS, PostgresCache
 from dataformer_nb.testing import FakeLLMServer
 from dataformer_nb.testing.llm_server import prompt_of
@@ -176,3 +178,59 @@ def test_a_kernel_killed_midway_costs_at_most_its_requests_in_flight(
     with psycopg.connect(url) as db:
         stored = {p for (p,) in db.execute(f'SELECT prompt FROM "{schema}".responses WHERE paid_by = %s', ("victim",))}
     assert stored and twice <= victims - stored, (sorted(twice - victims), sorted(twice & stored))
+
+
+def fill_local(directory, n: int) -> ResponseCache:
+    """A local cache of ``n`` responses over two projects (a third of them shared), with tokens."""
+    local = ResponseCache(directory)
+    for start in range(0, n, 5000):
+        local.put_many([NewResponse(f"k{i:06d}", json.dumps({"choices": [{"message": {"content": f"a{i}"}}]}).encode(),
+                                    3, 5, f"q{i}", 0.001) for i in range(start, min(start + 5000, n))], "a")
+        shared = [i for i in range(start, min(start + 5000, n)) if i % 3 == 0]
+        local.lookup([f"k{i:06d}" for i in shared], "b")
+    return local
+
+
+def same_contents(one, other) -> None:
+    """The same responses, memberships and project accounting in two stores."""
+    rows = {key: (body, sorted(record["projects"])) for page in one.all_rows() for key, body, record in page}
+    theirs = {key: (body, sorted(record["projects"])) for page in other.all_rows() for key, body, record in page}
+    assert rows == theirs
+    fields = ("responses", "bytes", "prompt_tokens", "completion_tokens", "saved_tokens")
+    assert ({p.name: tuple(getattr(p, f) for f in fields) for p in one.projects()}
+            == {p.name: tuple(getattr(p, f) for f in fields) for p in other.projects()})
+    assert ({p.name: p.cost and round(p.cost, 9) for p in one.projects()}
+            == {p.name: p.cost and round(p.cost, 9) for p in other.projects()})
+
+
+def test_cache_copy_goes_either_way_and_a_second_copy_changes_nothing(team_url, tmp_path) -> None:
+    local = fill_local(tmp_path / "local", 300)
+    team = PostgresCache(*team_url)
+    for _ in range(2):  # the second run adds no tokens twice, duplicates no membership
+        assert copy_store(local, team).responses == 300
+    same_contents(local, team)
+    back = ResponseCache(tmp_path / "back")
+    copy_store(team, back)
+    same_contents(team, back)
+    assert set(team.lookup([f"k{i:06d}" for i in range(300)], "c")) == {f"k{i:06d}" for i in range(300)}
+
+
+def test_cache_copy_of_100k_responses_killed_halfway_and_run_again_loses_and_doubles_nothing(
+        team_url, tmp_path) -> None:
+    url, schema = team_url
+    local = fill_local(tmp_path / "local", 100_000)
+    command = [sys.executable, "-m", "dataformer_nb", "cache", "copy", str(tmp_path / "local"), url, "--schema", schema]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert first.stdout is not None
+    for line in first.stdout:  # killed once half of it is in
+        if line.strip() == "50,000 responses":
+            first.kill()
+            break
+    first.wait(timeout=60)
+    team = PostgresCache(url, schema)
+    assert first.returncode == -9 and 50_000 <= len(team) < 100_000
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "copied 100,000 responses" in done.stdout, done.stderr
+    same_contents(local, team)
+    keys = [f"k{i:06d}" for i in range(100_000)]
+    assert len(team.lookup(keys, "a")) == 100_000  # every key hits

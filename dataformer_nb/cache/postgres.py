@@ -97,6 +97,10 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         CREATE INDEX claims_owner ON {s}.claims (owner);
     """),
+    # The stores whose accounting was copied in (python -m dataformer_nb cache copy): once each.
+    ("0003_copies", """
+        CREATE TABLE {s}.copies (source text PRIMARY KEY, copied double precision NOT NULL);
+    """),
 )
 # Keys asked for in one query: a warm re-run of 10^5 reads 200 pages.
 READ_BATCH = 500
@@ -406,6 +410,83 @@ class PostgresCache(Browsing):
                 self._write_project(cur, project, without_entry(own, record, project))
         self.notify()
         return True
+
+    # Copying between stores (cache/copy.py)
+
+    def all_rows(self, page: int = 1000) -> Iterator[list[tuple[str, bytes, dict[str, Any]]]]:
+        """Every response as ``(key, JSON bytes, entry record)``, ``page`` at a time, in the order
+        they were stored, records checked (a damaged row is left out)."""
+        after = -1
+        while True:
+            with self._transaction("read") as cur:
+                cur.execute(self._sql(f"SELECT seq, key, body, {_RECORD} FROM {{s}}.responses WHERE seq > %s"
+                                      " ORDER BY seq LIMIT %s"), (after, page))
+                rows = cur.fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            checked = [(key, bytes(body), _entry_record(_record(columns))) for _, key, body, *columns in rows]
+            yield [(key, body, record) for key, body, record in checked
+                   if record is not None and _is_json_object(body)]
+
+    @_retried
+    def merge_rows(self, rows: list[tuple[str, bytes, dict[str, Any]]]) -> None:
+        """Add responses with their records, in one transaction: a key already here gains the
+        projects it lacks. Project counts are recounted by :meth:`merge_accounting`."""
+        from psycopg.types.json import Jsonb
+
+        if not rows:
+            return
+        with self._transaction("written") as cur:
+            cur.execute(self._sql(
+                "INSERT INTO {s}.responses AS r (key, body, projects, size, prompt_tokens, completion_tokens, created,"
+                " prompt, paid_by, cost)"
+                " SELECT k, b, array(SELECT jsonb_array_elements_text(j)), octet_length(b), p, c, t, pr, by, co"
+                " FROM unnest(%s::text[], %s::bytea[], %s::jsonb[], %s::bigint[], %s::bigint[], %s::float8[],"
+                " %s::text[], %s::text[], %s::float8[]) AS u(k, b, j, p, c, t, pr, by, co)"
+                " ON CONFLICT (key) DO UPDATE SET projects = r.projects"
+                " || array(SELECT p FROM unnest(EXCLUDED.projects) AS p WHERE p <> ALL(r.projects))"
+                " WHERE NOT r.projects @> EXCLUDED.projects"),
+                ([k for k, _, _ in rows], [b for _, b, _ in rows],
+                 [Jsonb(r["projects"]) for _, _, r in rows],
+                 [r["prompt_tokens"] for _, _, r in rows], [r["completion_tokens"] for _, _, r in rows],
+                 [float(r["created"]) for _, _, r in rows], [r.get("prompt", "") for _, _, r in rows],
+                 [r.get("by") for _, _, r in rows], [r.get("cost") for _, _, r in rows]))
+
+    def project_records(self) -> dict[str, dict[str, Any]]:
+        """Each project's accounting record."""
+        with self._transaction("read") as cur:
+            cur.execute(self._sql(f"SELECT name, {', '.join(_PROJECT_FIELDS)} FROM {{s}}.projects"))
+            return {name: dict(zip(_PROJECT_FIELDS, values, strict=True)) for name, *values in cur.fetchall()
+                    if stored_name(name) is not None}
+
+    @_retried
+    def merge_accounting(self, source: str, records: Mapping[str, Mapping[str, Any]]) -> None:
+        """Add the tokens, savings and costs of ``records`` (another store's projects) once per
+        ``source``, and recount every project's responses and bytes from the rows."""
+        with self._transaction("written") as cur:
+            cur.execute(self._sql("INSERT INTO {s}.copies VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING source"),
+                        (source, time.time()))
+            first_time = cur.fetchone() is not None
+            for name, theirs in records.items() if first_time else ():
+                if stored_name(name) is None:
+                    continue
+                cur.execute(self._sql(
+                    "INSERT INTO {s}.projects AS p (name, last_used, prompt_tokens, completion_tokens, saved_tokens,"
+                    " cost, unpriced) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (name) DO UPDATE SET last_used = greatest(p.last_used, EXCLUDED.last_used),"
+                    " prompt_tokens = p.prompt_tokens + EXCLUDED.prompt_tokens,"
+                    " completion_tokens = p.completion_tokens + EXCLUDED.completion_tokens,"
+                    " saved_tokens = p.saved_tokens + EXCLUDED.saved_tokens, cost = p.cost + EXCLUDED.cost,"
+                    " unpriced = p.unpriced + EXCLUDED.unpriced"),
+                    (name, float(theirs["last_used"]), int(theirs["prompt_tokens"]), int(theirs["completion_tokens"]),
+                     int(theirs["saved_tokens"]), float(theirs["cost"]), int(theirs["unpriced"])))
+            cur.execute(self._sql("UPDATE {s}.projects SET entries = 0, bytes = 0"))
+            cur.execute(self._sql(
+                "INSERT INTO {s}.projects AS p (name, entries, bytes)"
+                " SELECT u.name, count(*), sum(r.size) FROM {s}.responses r, unnest(r.projects) AS u(name)"
+                " GROUP BY u.name"
+                " ON CONFLICT (name) DO UPDATE SET entries = EXCLUDED.entries, bytes = EXCLUDED.bytes"))
 
     # Claims: one sender per request across the team
 

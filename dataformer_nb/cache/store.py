@@ -389,6 +389,77 @@ class ResponseCache(Browsing):
             if listener is not None:
                 listener()
 
+    # Copying between stores (cache/copy.py)
+
+    def all_rows(self, page: int = 1000) -> Iterator[list[tuple[str, bytes, dict[str, Any]]]]:
+        """Every response as ``(key, JSON bytes, entry record)``, ``page`` at a time, records
+        checked (a damaged row is left out with a warning)."""
+        keys = [k[len(RESPONSE):] for k in self._cache.iterkeys() if isinstance(k, str) and k.startswith(RESPONSE)]
+        for start in range(0, len(keys), page):
+            rows = [(k, v, t) for k, v, t in self._rows.read(keys[start:start + page], RESPONSE)
+                    if isinstance(v, bytes) and isinstance(t, str)]
+            records = self._records([t for _, _, t in rows])
+            yield [(k[len(RESPONSE):], v, r) for (k, v, _), r in zip(rows, records, strict=True) if r is not None]
+
+    def merge_rows(self, rows: list[tuple[str, bytes, dict[str, Any]]]) -> None:
+        """Add responses with their records, in one transaction: a key already here gains the
+        projects it lacks (its own bytes and record otherwise kept). Project counts are not
+        touched: :meth:`merge_accounting` recounts them."""
+        with self._transact():
+            added = added_bytes = 0
+            for key, body, record in rows:
+                found = self._read_entry(key)
+                if found is None:
+                    self._write(RESPONSE + key, body, record)
+                    added, added_bytes = added + 1, added_bytes + len(body)
+                else:
+                    here, mine = found[1]["projects"], [p for p in record["projects"] if p not in found[1]["projects"]]
+                    if mine:
+                        self._write(RESPONSE + key, found[0], {**found[1], "projects": [*here, *mine]})
+            self._add_to_totals(added, added_bytes)
+
+    def project_records(self) -> dict[str, dict[str, Any]]:
+        """Each project's accounting record, checked (see :meth:`projects`)."""
+        found = {}
+        for name in self._meta()["projects"]:
+            record = self._project_record(name)
+            if record is not None:
+                found[name] = record
+        return found
+
+    def merge_accounting(self, source: str, records: Mapping[str, Mapping[str, Any]]) -> None:
+        """Add the tokens, savings and costs of ``records`` (another store's projects) once per
+        ``source`` (a second copy from it adds nothing), and recount every project's responses
+        and bytes from the rows."""
+        with self._transact():
+            meta = self._meta()
+            copied = meta.get("copied_from", [])
+            copied = copied if isinstance(copied, list) else []
+            counts: dict[str, list[int]] = {}
+            for rows in self.all_rows():
+                for _, body, record in rows:
+                    for project in record["projects"]:
+                        count = counts.setdefault(project, [0, 0])
+                        count[0], count[1] = count[0] + 1, count[1] + len(body)
+            names = sorted(n for n in {*meta["projects"], *records, *counts} if stored_name(n) is not None)
+            for name in names:
+                own = self._project_record(name) or {"last_used": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                                     "saved_tokens": 0, "cost": 0.0, "unpriced": 0}
+                theirs = records.get(name) if source not in copied else None
+                if theirs:
+                    own = {**own, "last_used": max(own["last_used"], theirs["last_used"]),
+                           **{f: own[f] + theirs[f] for f in ("prompt_tokens", "completion_tokens", "saved_tokens",
+                                                               "cost", "unpriced")}}
+                entries, size = counts.get(name, [0, 0])
+                self._write(PROJECT + name, {**own, "entries": entries, "bytes": size})
+            meta = self._meta()
+            self._write(META, {**meta, "projects": names, "copied_from": [*copied, source] if source not in copied
+                               else copied, "responses": sum(1 for _ in self._keys_of(RESPONSE)),
+                               "bytes": sum(len(body) for rows in self.all_rows() for _, body, _ in rows)})
+
+    def _keys_of(self, prefix: str) -> Iterator[str]:
+        return (k for k in self._cache.iterkeys() if isinstance(k, str) and k.startswith(prefix))
+
     # Internals
 
     def _migrate(self) -> None:
