@@ -123,6 +123,7 @@ def run_dataformer_nb(args: argparse.Namespace, body: list[dict[str, Any]]) -> l
         api_provider="openai", url=args.url, model=MODEL, max_concurrent_requests=args.concurrency,
         max_requests_per_minute=args.rpm, cache_dir=args.cache_dir, transport=args.transport,
         max_attempts=args.max_attempts, progress=args.progress, verbose=False,
+        **({"cache_url": args.cache_url} if args.cache_url else {}),
     )
     results = llm.generate(body, project_name="bench", use_cache=args.cache != "off")
     return results.texts
@@ -144,6 +145,29 @@ def run_diskcache_get(args: argparse.Namespace, body: list[dict[str, Any]]) -> l
     return [json.loads(v)["choices"][0]["message"]["content"] for v in values]
 
 
+def run_psycopg_get(args: argparse.Namespace, body: list[dict[str, Any]]) -> list[str | None]:
+    """The team cache's warm floor: the keys dataformer_nb stored in PostgreSQL fetched with bare
+    psycopg, 500 a query (one query per page), then the reply texts read from the JSON."""
+    import os
+
+    import psycopg
+
+    from dataformer_nb import AsyncLLM
+
+    llm = AsyncLLM(api_provider="openai", url=args.url, model=MODEL, cache_dir=args.cache_dir)
+    keys = [llm.cache_key(request) for request in body]
+    schema = os.environ.get("DATAFORMER_CACHE_SCHEMA", "dataformer")
+    global _started
+    _started = _clock()
+    found: dict[str, bytes] = {}
+    with psycopg.connect(args.cache_url) as db:
+        for start in range(0, len(keys), 500):
+            rows = db.execute(f'SELECT key, body FROM "{schema}".responses WHERE key = ANY(%s)',
+                              (keys[start:start + 500],)).fetchall()
+            found.update(rows)
+    return [json.loads(found[key])["choices"][0]["message"]["content"] for key in keys]
+
+
 CLIENTS: dict[str, Callable[..., list[str | None]]] = {
     "aiohttp": run_aiohttp,
     "httpx": run_httpx,
@@ -152,6 +176,7 @@ CLIENTS: dict[str, Callable[..., list[str | None]]] = {
     "dataformer_0.0.2": run_dataformer_0_0_2,
     "dataformer_nb": run_dataformer_nb,
     "diskcache_get": run_diskcache_get,
+    "psycopg_get": run_psycopg_get,
 }
 # Imported before the clock starts, so that no client pays for its imports in the table.
 IMPORTS: dict[str, list[str]] = {
@@ -162,6 +187,7 @@ IMPORTS: dict[str, list[str]] = {
     "dataformer_0.0.2": ["dataformer.llms"],
     "dataformer_nb": ["dataformer_nb", "aiohttp", "tqdm.auto"],
     "diskcache_get": ["diskcache", "dataformer_nb"],
+    "psycopg_get": ["psycopg", "dataformer_nb"],
 }
 _started: tuple[float, float] | None = None
 
@@ -179,6 +205,8 @@ def main() -> None:
     parser.add_argument("-c", "--concurrency", type=int, default=64)
     parser.add_argument("--cache", choices=["off", "on"], default="off")
     parser.add_argument("--cache-dir", default=".cache/bench")
+    parser.add_argument("--cache-url", help="dataformer_nb's team cache (postgresql://...; schema from "
+                        "DATAFORMER_CACHE_SCHEMA), and psycopg_get's database")
     parser.add_argument("--rpm", type=float, default=None,
                         help="max_requests_per_minute (dataformer_nb and dataformer 0.0.2)")
     parser.add_argument("--transport", default="aiohttp", help="dataformer_nb's transport: aiohttp or httpx")
