@@ -1,6 +1,6 @@
 """dataformer_nb: generate LLM data from notebooks, concurrently, under rate limits, with a cache."""
 
-from .cache import ClearReport, ProjectInfo, ResponseCache
+from .cache import ClearReport, PostgresCache, ProjectInfo, ResponseCache
 from .errors import (
     AuthenticationError,
     BatchError,
@@ -13,6 +13,7 @@ from .errors import (
     InvalidRequestError,
     MissingAPIKeyError,
     RequestFailedError,
+    StoreUnavailable,
     UnknownProjectWarning,
     UnknownProviderError,
 )
@@ -60,11 +61,13 @@ __all__ = [
     "InvalidRequestError",
     "MissingAPIKeyError",
     "Plan",
+    "PostgresCache",
     "ProjectInfo",
     "Provider",
     "RequestFailedError",
     "ResponseCache",
     "Results",
+    "StoreUnavailable",
     "UnknownProjectWarning",
     "UnknownProviderError",
     "WireFormat",

@@ -12,15 +12,13 @@ requests it had in flight are paid twice.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import os
-import socket
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from ._format import plural
-from .errors import ConfigurationError
+from .errors import CacheError, ConfigurationError
 from .prepare import Unit
 from .settings import resolve
 
@@ -58,6 +56,9 @@ async def send_once(store: ClaimingStore, units: list[Unit], send: Callable[[lis
     """Send ``units`` with ``send``, each by one run of the team: those another run holds are
     waited for and taken from the cache by ``take_hits`` (which fills their slots from the cache
     and returns the units still missing)."""
+    import socket
+    import uuid
+
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
     lease = lease_seconds()
     pending = units
@@ -76,16 +77,20 @@ async def send_once(store: ClaimingStore, units: list[Unit], send: Callable[[lis
                 await _renewing(store, owner, lease, send(mine))
             pending = await _wait_for(store, theirs, take_hits)
     finally:
-        store.release(owner)  # what this run did not store, another may now send
+        # What this run did not store, another may now send; if the server is away, its leases run out.
+        with contextlib.suppress(CacheError):
+            store.release(owner)
 
 
 async def _renewing(store: ClaimingStore, owner: str, lease: float, work: Awaitable[None]) -> None:
     """Await ``work`` while renewing ``owner``'s claims every third of a lease."""
+    import asyncio
 
     async def renew() -> None:
         while True:
             await asyncio.sleep(lease / 3)
-            await asyncio.to_thread(store.renew, owner, lease)
+            with contextlib.suppress(CacheError):  # the server away for a moment: the next renewal may do
+                await asyncio.to_thread(store.renew, owner, lease)
 
     renewal = asyncio.ensure_future(renew())
     try:
@@ -98,6 +103,7 @@ async def _wait_for(store: ClaimingStore, units: list[Unit], take_hits: Callable
                     ) -> list[Unit]:
     """Wait until each of ``units`` is in the cache (its slot filled) or no longer claimed by
     anyone; the latter, to claim and send."""
+    import asyncio
     delay = _FIRST_POLL
     remaining: Mapping[str, Unit] = {u.cache_key: u for u in units}
     while remaining:

@@ -65,6 +65,11 @@ class CacheError(DataformerError):
         self.results = results
 
 
+class StoreUnavailable(CacheError):
+    """The team cache's server cannot be reached (stopped, restarting, the network cut): a run
+    keeps what arrives and writes it when the server is back."""
+
+
 class BatchError(DataformerError):
     """A provider's batch API cannot be used, or refused or failed an operation (upload, create,
     status, download, cancel). A batch already submitted stays recorded in the cache directory:

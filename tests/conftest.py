@@ -82,6 +82,21 @@ def postgres_server() -> Iterator[str]:
 
 
 @pytest.fixture
+def private_postgres() -> Iterator[postgres.PrivateServer]:
+    """A PostgreSQL server of the test's own, which it may stop and start (see tests/postgres.py)."""
+    bin_dir = postgres.binaries()
+    if bin_dir is None:
+        postgres.unavailable("no initdb found to start a server of the test's own")
+    assert bin_dir is not None
+    server = postgres.PrivateServer(bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
 def team_url(postgres_server: str) -> Iterator[tuple[str, str]]:
     """``(url, schema)``: a schema of its own for one test, dropped after it."""
     import psycopg

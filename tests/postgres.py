@@ -6,6 +6,7 @@ the tests skip saying why; under CI (``CI`` set) they fail instead, so CI never 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -49,26 +50,50 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PrivateServer:
+    """A PostgreSQL server of a test's own, from the binaries in ``bin_dir`` (``initdb`` in a
+    temporary directory, run as nobody when the test runs as root): one it may stop and start."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir, self.root, self.port = bin_dir, Path(tempfile.mkdtemp(prefix="dfnb-pg-")), _free_port()
+        self.data = self.root / "data"
+        self.user = pwd.getpwnam("nobody") if os.geteuid() == 0 else None  # initdb refuses root
+        if self.user:
+            os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run([str(self.bin_dir / program), *args], check=True, capture_output=True,
+                       user=self.user.pw_uid if self.user else None, group=self.user.pw_gid if self.user else None)
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections (pg_ctl -w)."""
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o",
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1", "start")
+
+    def stop(self) -> None:
+        """Stop it at once, as a crash would (``pg_ctl stop -m immediate``)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def binaries() -> Path | None:
+    """Where initdb and pg_ctl are, if anywhere."""
+    return _binaries()
+
+
 def _started(bin_dir: Path) -> Iterator[str]:  # pragma: no cover - only where no server runs
-    root = Path(tempfile.mkdtemp(prefix="dfnb-pg-"))
-    data, port = root / "data", _free_port()
-    user = None
-    if os.geteuid() == 0:  # initdb refuses root: run the server as nobody, in a directory it owns
-        user = pwd.getpwnam("nobody")
-        os.chown(root, user.pw_uid, user.pw_gid)
-
-    def run(*args: str) -> None:
-        subprocess.run(list(args), check=True, capture_output=True,
-                       user=user.pw_uid if user else None, group=user.pw_gid if user else None)
-
-    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
-    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
+    server = PrivateServer(bin_dir)
+    server.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield server.url
     finally:
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        server.remove()
 
 
 def server_url() -> Iterator[str]:
@@ -76,7 +101,7 @@ def server_url() -> Iterator[str]:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        yield _unavailable("psycopg is not installed (pip install -e '.[test]')")
+        yield unavailable("psycopg is not installed (pip install -e '.[test]')")
         return
     given = os.environ.get("DATAFORMER_TEST_POSTGRES")
     if given:
@@ -87,12 +112,12 @@ def server_url() -> Iterator[str]:
         return
     bin_dir = _binaries()
     if bin_dir is None:
-        yield _unavailable("no PostgreSQL server answers at 127.0.0.1:5432 and no initdb was found")
+        yield unavailable("no PostgreSQL server answers at 127.0.0.1:5432 and no initdb was found")
         return
     yield from _started(bin_dir)
 
 
-def _unavailable(why: str) -> str:
+def unavailable(why: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"the team cache's tests need PostgreSQL and CI must run them: {why}")
     pytest.skip(f"the team cache's tests need PostgreSQL: {why}")

@@ -234,3 +234,40 @@ def test_cache_copy_of_100k_responses_killed_halfway_and_run_again_loses_and_dou
     same_contents(local, team)
     keys = [f"k{i:06d}" for i in range(100_000)]
     assert len(team.lookup(keys, "a")) == 100_000  # every key hits
+
+
+OUTAGE_RUN = """
+import sys, warnings
+from dataformer_nb import AsyncLLM
+url, base, cache_dir = sys.argv[1:4]
+llm = AsyncLLM(url=base, api_key="k", cache_url=url, cache_dir=cache_dir, progress=False, verbose=False,
+               max_concurrent_requests=16)
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    results = llm.generate([{"messages": [{"role": "user", "content": f"q{i}"}]} for i in range(2000)])
+assert results.texts == [f"Answer: q{i}" for i in range(2000)], results.summary
+print(results.summary.sent, results.summary.cached, [str(w.message) for w in seen], flush=True)
+"""
+
+
+def test_the_database_stopped_mid_run_and_started_again_loses_nothing(
+        server: FakeLLMServer, private_postgres, tmp_path) -> None:
+    url = private_postgres.url
+    PostgresCache(url).close()  # its tables exist before the run
+    server.script("q600", "hold")  # the run is mid-way, with replies arriving, when the database stops
+    run = subprocess.Popen([sys.executable, "-c", OUTAGE_RUN, url, server.url + "/v1", str(tmp_path / "d")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert server.holding.wait(120)
+    private_postgres.stop()  # pg_ctl stop -m immediate, as a crash
+    assert server.wait_for_requests(1500, 120)  # sending went on while it was away
+    private_postgres.start()
+    server.release()
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err[-3000:]
+    assert out.startswith("2000 0 ") and "written when it was back" in out
+    store = PostgresCache(url)
+    assert len(store) == 2000  # every reply received is in the store
+    sent = server.count
+    again = AsyncLLM(url=server.url + "/v1", api_key="k", cache_url=url, cache_dir=tmp_path / "e", progress=False,
+                     verbose=False).generate([chat(f"q{i}") for i in range(2000)])
+    assert server.count == sent and all(r.cached for r in again)  # a re-run sends nothing

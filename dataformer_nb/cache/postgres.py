@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._format import plural
 from .._sync import warn
-from ..errors import CacheError, ConfigurationError, DataformerWarning, UnknownProjectWarning
+from ..errors import CacheError, ConfigurationError, DataformerWarning, StoreUnavailable, UnknownProjectWarning
 from ..names import FULL, normalize_project, stored_name
 from ..settings import Secret
 from .browse import Browsing
@@ -172,8 +172,9 @@ class PostgresCache(Browsing):
             try:
                 db = self._psycopg.connect(self._url.reveal(), autocommit=True, connect_timeout=10)
             except self._psycopg.Error as exc:
-                raise CacheError(f"the team cache at {self._location} cannot be reached ({_message(exc, self._url)}): "
-                                 "check that the server is running and the URL's host, port and database") from None
+                raise StoreUnavailable(f"the team cache at {self._location} cannot be reached "
+                                       f"({_message(exc, self._url)}): check that the server is running and the "
+                                       "URL's host, port and database") from None
             self._local.db = db
             with self._lock:
                 self._connections.append(db)
@@ -190,6 +191,9 @@ class PostgresCache(Browsing):
         except self._psycopg.Error as exc:
             if db.closed or db.broken:
                 self._local.db = None
+            if db.broken or (isinstance(exc, self._psycopg.OperationalError) and db.closed):
+                raise StoreUnavailable(f"the team cache at {self.location} cannot be {doing}: its server went away "
+                                       f"({_message(exc, self._url)})") from None
             if isinstance(exc, (self._psycopg.errors.DeadlockDetected, self._psycopg.errors.SerializationFailure)):
                 raise _Conflict(f"the team cache at {self.location} cannot be {doing} "
                                 f"({_message(exc, self._url)})") from None

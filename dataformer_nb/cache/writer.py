@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import time
+import warnings
 from typing import Any
 
 from .._json import dumpb
-from ..errors import CacheError
+from ..errors import CacheError, DataformerWarning, StoreUnavailable
 from .postgres import PostgresCache
 from .records import NewResponse
 from .store import ResponseCache
+
+RETRY_SECONDS = 1.0  # between two writes tried while the team cache's server is unreachable
+OUTAGE_WAIT = 120.0  # how long the end of a run waits for it to come back before giving up
 
 
 class CacheWriter:
@@ -22,6 +27,11 @@ class CacheWriter:
     process's lock never stalls sending, so no request times out (and is sent twice) because of
     it. A write that fails sets :attr:`error` (the dispatcher then starts no new request); its
     group, and whatever arrives after, stays in :attr:`unsaved`.
+
+    A team cache whose server cannot be reached (stopped, restarting, the network cut) is not a
+    failed write: sending goes on, what arrives is kept in :attr:`unsaved`, a write is tried
+    again every few seconds, and :meth:`close` waits up to :data:`OUTAGE_WAIT` seconds for the
+    server before giving up; a warning then says how many responses were written late.
     """
 
     def __init__(self, cache: ResponseCache | PostgresCache, project: str) -> None:
@@ -31,6 +41,9 @@ class CacheWriter:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dataformer_nb-cache")
         self._writing: concurrent.futures.Future[None] | None = None
         self._writing_count = 0
+        self._outage: float | None = None  # when the team cache's server was first found unreachable
+        self._retry_at = 0.0  # no write is tried before then, while it is
+        self._late = 0  # responses written after an outage
 
     async def save(self, key: str, response: dict[str, Any] | bytes, usage: Any, prompt: str = "",
                    cost: float | None = None) -> None:
@@ -39,10 +52,10 @@ class CacheWriter:
 
         data = response if isinstance(response, bytes) else dumpb(response)
         self.unsaved.append(NewResponse.with_usage(key, data, usage, prompt, cost))
-        if self._writing is not None or self.error is not None:
+        if self._writing is not None or self.error is not None or time.monotonic() < self._retry_at:
             return  # the writing loop takes it with the next group
         await asyncio.sleep(0)  # the other replies ready in this turn join the group
-        while self.unsaved and self.error is None and self._writing is None:
+        while self.unsaved and self.error is None and self._writing is None and time.monotonic() >= self._retry_at:
             self._writing = self._executor.submit(self._cache.put_many, self.unsaved[:], self._project)
             self._writing_count = len(self.unsaved)
             # Cancelled here (an interrupt), the write goes on in its thread and close() settles it.
@@ -55,23 +68,49 @@ class CacheWriter:
         assert self._writing is not None
         try:
             self._writing.result()
+        except StoreUnavailable:
+            self._unreachable()  # the group stays unsaved, tried again later
         except CacheError as exc:
             self.error = exc
         except concurrent.futures.CancelledError:
             pass  # never started: its group is still unsaved
         else:
+            if self._outage is not None:
+                self._late += self._writing_count
             del self.unsaved[:self._writing_count]
         self._writing = None
+
+    def _unreachable(self) -> None:
+        now = time.monotonic()
+        self._outage = self._outage if self._outage is not None else now
+        self._retry_at = now + RETRY_SECONDS
 
     def close(self) -> None:
         """Wait for the write in flight, write what is left here (unless writing failed), stop the thread."""
         if self._writing is not None:
             concurrent.futures.wait([self._writing])
             self._settle()
-        if self.unsaved and self.error is None:
+        deadline = time.monotonic() + OUTAGE_WAIT
+        while self.unsaved and self.error is None:
             try:
                 self._cache.put_many(self.unsaved, self._project)
-                self.unsaved.clear()
+            except StoreUnavailable as exc:
+                self._unreachable()
+                if time.monotonic() >= deadline:
+                    self.error = CacheError(f"{exc}: for {OUTAGE_WAIT:.0f} s after the run, "
+                                            f"{len(self.unsaved)} responses could not be written")
+                    break
+                time.sleep(RETRY_SECONDS)  # the run is over: waiting for the server is all there is to do
+                continue
             except CacheError as exc:
                 self.error = exc
+                break
+            if self._outage is not None:
+                self._late += len(self.unsaved)
+            self.unsaved.clear()
+        if self._late and self.error is None:
+            warnings.warn(f"the team cache's server could not be reached during this run: {self._late} responses "
+                          "were kept and written when it was back; every response received is stored",
+                          DataformerWarning, stacklevel=2)
+            self._late = 0
         self._executor.shutdown(wait=True)
