@@ -146,3 +146,27 @@ def check_consistency(directory: Path) -> dict[str, set[str]]:
     assert (meta["responses"], meta["bytes"]) == (len(users), total), (meta, len(users), total)
     assert set(values) == {"meta"} | {"response:" + k for k in users} | {"project:" + n for n in project_keys}
     return users
+
+
+def check_team_consistency(url: str, schema: str) -> dict[str, set[str]]:
+    """The team store's counterpart of :func:`check_consistency`, read with psycopg alone."""
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        rows = db.execute(f'SELECT key, body, projects, size FROM "{schema}".responses').fetchall()
+        projects = {name: (entries, size) for name, entries, size
+                    in db.execute(f'SELECT name, entries, bytes FROM "{schema}".projects').fetchall()}
+    users: dict[str, set[str]] = {}
+    entries: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for key, body, names, size in rows:
+        assert size == len(body), key
+        json.loads(bytes(body))  # the response is whole JSON
+        assert names and len(set(names)) == len(names), names
+        users[key] = set(names)
+        for name in names:
+            entries[name][0] += 1
+            entries[name][1] += len(body)
+    assert set(entries) <= set(projects), (set(entries), set(projects))  # every user has a record
+    for name, (count, size) in projects.items():
+        assert [count, size] == entries[name], (name, count, size, entries[name])
+    return users

@@ -123,6 +123,18 @@ def unavailable(why: str) -> str:
     pytest.skip(f"the team cache's tests need PostgreSQL: {why}")
 
 
+def session_url() -> str | None:
+    """A server that answers now (``DATAFORMER_TEST_POSTGRES``, else 127.0.0.1:5432), or None:
+    for tests that cannot take a fixture (Hypothesis state machines)."""
+    given = os.environ.get("DATAFORMER_TEST_POSTGRES")
+    if given:
+        return given
+    return LOCAL if _answers(LOCAL) else None
+
+
+WHY_NOT = "no PostgreSQL server answers (DATAFORMER_TEST_POSTGRES, or 127.0.0.1:5432)"
+
+
 def fresh_schema() -> str:
     """A schema name no other test uses."""
     return f"t_{uuid.uuid4().hex[:16]}"

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,7 +17,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from dataformer_nb import AsyncLLM, UnknownProjectWarning
 
-from .cache_model import CacheModel, check_consistency, key_of, request
+from . import postgres
+from .cache_model import CacheModel, check_consistency, check_team_consistency, key_of, request
 
 PROMPTS = [f"q{i}" for i in range(12)] + ["Grüße", "emoji \U0001f600", 'quote "x"']
 PROJECTS = ["alpha", "beta", "gamma", "delta"]
@@ -91,13 +93,47 @@ class CacheMachine(RuleBasedStateMachine):
         keys = {i: key_of(self.llm, i) for i in self.model.users}
         assert all(keys[i] in cache for i in self.model.users)
         assert len(cache) == len(self.model.users)
-        users = check_consistency(self.directory)
+        users = self._consistency()
         assert {k: v for k, v in users.items()} == {keys[i]: u for i, u in self.model.users.items()}
+
+    def _consistency(self) -> dict[str, set[str]]:
+        return check_consistency(self.directory)
+
+
+class TeamCacheMachine(CacheMachine):
+    """The same histories on the team store (PostgreSQL), a schema of its own per history."""
+
+    @initialize()
+    def start(self) -> None:
+        self.url, self.schema = TEAM_URL, postgres.fresh_schema()
+        super().start()
+
+    def _open(self) -> AsyncLLM:
+        os.environ["DATAFORMER_CACHE_SCHEMA"] = self.schema  # clean_env takes it away after the test
+        return AsyncLLM(api_provider="echo", cache_dir=self.directory, cache_url=self.url, progress=False,
+                        verbose=False)
+
+    def teardown(self) -> None:
+        super().teardown()
+        if hasattr(self, "schema"):
+            import psycopg
+
+            with psycopg.connect(self.url, autocommit=True) as db:
+                db.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+    def _consistency(self) -> dict[str, set[str]]:
+        return check_team_consistency(self.url, self.schema)
+
+
+TEAM_URL = postgres.session_url()
 
 
 # A failure prints the steps that cause it and @reproduce_failure(...) to replay them.
 CacheMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=20, deadline=None, print_blob=True)
 test_cache_against_the_model = CacheMachine.TestCase
+TeamCacheMachine.TestCase.settings = CacheMachine.TestCase.settings
+test_team_cache_against_the_model = pytest.mark.skipif(TEAM_URL is None, reason=postgres.WHY_NOT)(
+    TeamCacheMachine.TestCase)
 
 
 class SoakCacheMachine(CacheMachine):
