@@ -34,6 +34,8 @@ if TYPE_CHECKING:
         def cost(self) -> float | None: ...
         @property
         def last_used(self) -> datetime: ...
+        @property
+        def users(self) -> tuple[str, ...]: ...
 
 
 def plural(n: int, word: str) -> str:
@@ -155,11 +157,12 @@ def projects_table(projects: Iterable[ProjectInfo], caption: str = "") -> dict[s
     the responses it generated (prompt / completion), the tokens the cache saved it, last used."""
     projects = list(projects)
     priced = any(p.cost is not None for p in projects)
+    shared = any(p.users for p in projects)  # a team cache: who used each project
     rows = [[p.name, str(p.responses), human_size(p.bytes), tokens(p.prompt_tokens, p.completion_tokens),
              f"{p.saved_tokens:,}", *([money(p.cost) if p.cost is not None else "-"] if priced else []),
-             when(p.last_used)] for p in projects]
+             when(p.last_used), *([", ".join(p.users)] if shared else [])] for p in projects]
     header = ["project", "responses", "size", "tokens in / out", "tokens saved", *(["cost"] if priced else []),
-              "last used"]
+              "last used", *(["used by"] if shared else [])]
     return table_bundle(header, rows, caption)
 
 

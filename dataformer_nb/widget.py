@@ -108,16 +108,18 @@ class CachePanel:
                                                     html.escape(unique), f"· {html.escape(on_disk)}"], "")
         self.summary = f"Cache {where}: {unique} · {on_disk}"
         priced = any(p.cost is not None for p in projects)
+        shared = any(p.users for p in projects)  # a team cache: who used each project
         titles = ["project", "responses", "size", "tokens in / out", "tokens saved", *(["cost"] if priced else []),
-                  "last used"]
-        texts = {p.name: _project_cells(p, priced) for p in projects}
+                  "last used", *(["used by"] if shared else [])]
+        texts = {p.name: _project_cells(p, priced, shared) for p in projects}
         layout = _columns(titles, list(texts.values()), buttons="13.8em")
-        self.project_rows = {p.name: self._row(p, texts[p.name], layout) for p in projects}
+        numbers = range(1, titles.index("last used"))  # counts, sizes, tokens, cost: right-aligned
+        self.project_rows = {p.name: self._row(p, texts[p.name], layout, numbers) for p in projects}
         self.browsers = {name: view for name, view in self.browsers.items() if name in self.project_rows}
         for view in self.browsers.values():
             view.show()
         if projects:
-            header = w.GridBox(_titles(titles, numbers=range(1, len(titles) - 1)), layout=layout)
+            header = w.GridBox(_titles(titles, numbers), layout=layout)
             self.rows.children = [header, *(child for name, row in self.project_rows.items()
                                             for child in (row, *([self.browsers[name].widget]
                                                                  if name in self.browsers else [])))]
@@ -152,13 +154,13 @@ class CachePanel:
             self._subscribed = True
         return self._cache.projects()
 
-    def _row(self, project: ProjectInfo, texts: list[str], layout: w.Layout) -> w.GridBox:
+    def _row(self, project: ProjectInfo, texts: list[str], layout: w.Layout, numbers: range) -> w.GridBox:
         browse = w.Button(description="Browse", icon="list", layout=w.Layout(width="7.2em"))
         delete = w.Button(description="Delete", button_style="warning", icon="trash", layout=w.Layout(width="6.3em"))
         actions = w.HBox([browse, delete])
         browse.on_click(lambda _: self.browse(project.name))
         delete.on_click(lambda _: self._ask(actions, project.name))
-        return w.GridBox([*_cells(texts, numbers=range(1, len(texts) - 1)), actions], layout=layout)
+        return w.GridBox([*_cells(texts, numbers), actions], layout=layout)
 
     def browse(self, project: str) -> EntriesView:
         """Open (or close, if open) the entries of ``project`` under its row."""
@@ -224,11 +226,12 @@ class CachePanel:
         self.status.value = _error_line(message)
 
 
-def _project_cells(project: ProjectInfo, priced: bool) -> list[str]:
+def _project_cells(project: ProjectInfo, priced: bool, shared: bool) -> list[str]:
     cost = [money(project.cost) if project.cost is not None else "-"] if priced else []
+    users = [", ".join(project.users)] if shared else []
     return [project.name, f"{project.responses:,}", human_size(project.bytes),
             tokens(project.prompt_tokens, project.completion_tokens), f"{project.saved_tokens:,}", *cost,
-            when(project.last_used)]
+            when(project.last_used), *users]
 
 
 def _columns(titles: list[str], rows: list[list[str]], buttons: str) -> w.Layout:

@@ -271,3 +271,19 @@ def test_the_database_stopped_mid_run_and_started_again_loses_nothing(
     again = AsyncLLM(url=server.url + "/v1", api_key="k", cache_url=url, cache_dir=tmp_path / "e", progress=False,
                      verbose=False).generate([chat(f"q{i}") for i in range(2000)])
     assert server.count == sent and all(r.cached for r in again)  # a re-run sends nothing
+
+
+def test_each_project_records_who_used_it_and_the_tables_show_it(team_url, monkeypatch, tmp_path) -> None:
+    url, schema = team_url
+    for user, prompt in (("alice", "x"), ("bob", "y"), ("alice", "z")):
+        monkeypatch.setenv("DATAFORMER_USER", user)
+        monkeypatch.setenv("DATAFORMER_CACHE_SCHEMA", schema)
+        AsyncLLM(api_provider="echo", cache_url=url, cache_dir=tmp_path, progress=False,
+                 verbose=False).generate([chat(prompt)], project_name="shared")
+    (info,) = PostgresCache(url, schema).projects()
+    assert info.users == ("alice", "bob")
+    panel = CachePanel(PostgresCache(url, schema))
+    assert [c.value for c in panel.rows.children[0].children][-2] == "used by"
+    assert [c.value for c in panel.project_rows["shared"].children[:-1]][-1] == "alice, bob"
+    text = panel._repr_mimebundle_()["text/plain"]  # what %dataformer projects and saved notebooks show
+    assert "used by" in text and "alice, bob" in text

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import random
 import threading
 import time
@@ -101,6 +102,10 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("0003_copies", """
         CREATE TABLE {s}.copies (source text PRIMARY KEY, copied double precision NOT NULL);
     """),
+    # Who used each project (DATAFORMER_USER, else the OS user), in the order they came.
+    ("0004_project_users", """
+        ALTER TABLE {s}.projects ADD COLUMN users text[] NOT NULL DEFAULT '{{}}';
+    """),
 )
 # Keys asked for in one query: a warm re-run of 10^5 reads 200 pages.
 READ_BATCH = 500
@@ -154,6 +159,7 @@ class PostgresCache(Browsing):
         self._local = threading.local()
         self._connections: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
+        self.user = _user()
         self._migrate()
 
     def __repr__(self) -> str:
@@ -545,10 +551,10 @@ class PostgresCache(Browsing):
     def projects(self) -> list[ProjectInfo]:
         """Every project, most recently used first."""
         with self._transaction("read") as cur:
-            cur.execute(self._sql(f"SELECT name, {', '.join(_PROJECT_FIELDS)} FROM {{s}}.projects"))
+            cur.execute(self._sql(f"SELECT name, users, {', '.join(_PROJECT_FIELDS)} FROM {{s}}.projects"))
             rows = cur.fetchall()
         infos = []
-        for name, *values in rows:
+        for name, users, *values in rows:
             record = dict(zip(_PROJECT_FIELDS, values, strict=True))
             if stored_name(name) is None:
                 continue  # not a name dataformer_nb writes: never shown, never a file name
@@ -556,7 +562,8 @@ class PostgresCache(Browsing):
                                      datetime.fromtimestamp(record["last_used"], tz=timezone.utc),
                                      int(record["prompt_tokens"]), int(record["completion_tokens"]),
                                      int(record["saved_tokens"]),
-                                     record["cost"] if record["cost"] and not record["unpriced"] else None))
+                                     record["cost"] if record["cost"] and not record["unpriced"] else None,
+                                     tuple(u for u in users if isinstance(u, str))))
         return sorted(infos, key=lambda p: p.last_used, reverse=True)
 
     def _project(self, cur: psycopg.Cursor[Any], name: str, lock: bool = False) -> dict[str, Any] | None:
@@ -575,14 +582,16 @@ class PostgresCache(Browsing):
                         cost: float = 0.0, unpriced: int = 0) -> None:
         cur.execute(self._sql(
             "INSERT INTO {s}.projects AS p (name, entries, bytes, last_used, prompt_tokens, completion_tokens,"
-            " saved_tokens, cost, unpriced) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " saved_tokens, cost, unpriced, users) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (name) DO UPDATE SET entries = p.entries + EXCLUDED.entries,"
             " bytes = p.bytes + EXCLUDED.bytes, last_used = EXCLUDED.last_used,"
             " prompt_tokens = p.prompt_tokens + EXCLUDED.prompt_tokens,"
             " completion_tokens = p.completion_tokens + EXCLUDED.completion_tokens,"
             " saved_tokens = p.saved_tokens + EXCLUDED.saved_tokens, cost = p.cost + EXCLUDED.cost,"
-            " unpriced = p.unpriced + EXCLUDED.unpriced"),
-            (project, entries, size, time.time(), prompt_tokens, completion_tokens, saved_tokens, cost, unpriced))
+            " unpriced = p.unpriced + EXCLUDED.unpriced,"
+            " users = CASE WHEN p.users @> EXCLUDED.users THEN p.users ELSE p.users || EXCLUDED.users END"),
+            (project, entries, size, time.time(), prompt_tokens, completion_tokens, saved_tokens, cost, unpriced,
+             [self.user]))
 
     @_retried
     def clear(self, projects: str | Iterable[str]) -> ClearReport:
@@ -682,6 +691,22 @@ def _record(columns: list[Any]) -> dict[str, Any]:
     if cost is not None:
         record["cost"] = cost
     return record
+
+
+def _user() -> str:
+    """Who this is, as projects record their users: ``DATAFORMER_USER`` (environment, ``.env``),
+    else the operating system's user name."""
+    import getpass
+
+    from ..settings import resolve
+
+    name = resolve("DATAFORMER_USER", None, None)
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):  # a container whose user has no name
+            name = f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return str(name)[:100]
 
 
 def _one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:

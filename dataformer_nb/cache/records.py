@@ -53,6 +53,7 @@ class ProjectInfo:
     completion_tokens: int = 0
     saved_tokens: int = 0
     cost: float | None = None  # of the responses it generated, when every one had a price
+    users: tuple[str, ...] = ()  # who used it (team cache: DATAFORMER_USER or the OS user; local: none kept)
 
 
 class Hits(dict[str, bytes]):
