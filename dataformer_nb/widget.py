@@ -6,7 +6,8 @@ import html
 import json
 import math
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import ipywidgets as w
 
@@ -19,6 +20,7 @@ from .providers import response_text
 from .settings import CACHE_DIR_ENV, CACHE_SCHEMA_ENV, CACHE_URL_ENV, DEFAULT_CACHE_DIR, Secret, resolve, resolve_dir
 
 PAGE_SIZE = 20
+T = TypeVar("T")
 # Numbers right-aligned, headers bold and never wrapped (a Label neither wraps nor overflows: it
 # ends in "…" where its column is too narrow, which the widths below avoid).
 _STYLE = ("<style>.dfnb-number {justify-self: end} .dfnb-title {font-weight: bold}"
@@ -185,35 +187,34 @@ class CachePanel:
         self.status.value = f"Delete {html.escape(what)}? Confirm or Cancel."
 
     def _delete(self, target: str) -> None:
-        self._set_buttons_disabled(True)
-        try:
-            assert self._cache is not None
-            _check_still_there(self._cache)
-            report = self._cache.clear(target)
-        except (DataformerError, OSError) as exc:
-            self._error(str(exc))
-            return
-        finally:
-            self._set_buttons_disabled(False)
-        self.refresh()
-        self.status.value = html.escape(_freed(report))
+        report = self._on_cache(lambda cache: cache.clear(target))
+        if report is not None:
+            self.refresh()
+            self.status.value = html.escape(_freed(report))
 
     def compact(self) -> None:
         """Give back to the disk the room deleted responses left in the cache (see
         :meth:`ResponseCache.compact`); says what it freed in the status line."""
+        freed = self._on_cache(lambda cache: cache.compact())
+        if freed is not None and self._cache is not None:
+            self.refresh()
+            self.status.value = html.escape(f"Compacted: freed {human_size(freed)}; "
+                                            f"{human_size(self._cache.volume())} on disk now.")
+
+    def _on_cache(self, action: Callable[[Store], T]) -> T | None:
+        """``action`` on the cache with every button disabled meanwhile; None, with the error in
+        the status line, if it fails."""
         self._set_buttons_disabled(True)
         try:
             if self._cache is None:
-                return
-            freed = self._cache.compact()
+                raise DataformerError("the cache could not be opened: press Refresh to try again")
+            _check_still_there(self._cache)
+            return action(self._cache)
         except (DataformerError, OSError) as exc:
             self._error(str(exc))
-            return
+            return None
         finally:
             self._set_buttons_disabled(False)
-        self.refresh()
-        self.status.value = html.escape(f"Compacted: freed {human_size(freed)}; "
-                                        f"{human_size(self._cache.volume())} on disk now.")
 
     def _set_buttons_disabled(self, disabled: bool) -> None:
         for button in self.header_actions.children:

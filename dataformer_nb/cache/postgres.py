@@ -39,6 +39,7 @@ from ..errors import CacheError, ConfigurationError, DataformerWarning, StoreUna
 from ..names import FULL, normalize_project, stored_name
 from ..settings import Secret
 from .browse import Browsing
+from .listeners import Observed
 from .records import (
     ClearReport,
     Entry,
@@ -109,8 +110,6 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
 )
 # Keys asked for in one query: a warm re-run of 10^5 reads 200 pages.
 READ_BATCH = 500
-# Listeners by location, as the local store keeps them by directory.
-_LISTENERS: dict[str, list[Callable[[], Callable[[], None] | None]]] = {}
 
 
 class _Conflict(CacheError):
@@ -137,7 +136,7 @@ def _retried(method: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
-class PostgresCache(Browsing):
+class PostgresCache(Browsing, Observed):
     """Responses in PostgreSQL at ``url`` (``postgresql://user:password@host:port/database``,
     with any libpq parameter, TLS ones included), in ``schema`` (created if missing; the role
     needs only to own it). Same interface as :class:`ResponseCache`.
@@ -652,29 +651,6 @@ class PostgresCache(Browsing):
             if entry is not None:
                 entries.append(entry)
         return entries
-
-    # Observers
-
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after each change made through any PostgresCache on this location in
-        this process (changes by other processes show on Refresh)."""
-        from .store import _reference
-
-        _LISTENERS.setdefault(self.location, []).append(_reference(listener))
-
-    def unsubscribe(self, listener: Callable[[], None]) -> None:
-        """Stop calling ``listener``."""
-        listeners = _LISTENERS.get(self.location, [])
-        listeners[:] = [ref for ref in listeners if ref() not in (None, listener)]
-
-    def notify(self) -> None:
-        """Call the listeners of this location (those still alive)."""
-        listeners = _LISTENERS.get(self.location, [])
-        listeners[:] = [ref for ref in listeners if ref() is not None]
-        for ref in list(listeners):
-            listener = ref()
-            if listener is not None:
-                listener()
 
 
 # The columns of a response row that make its record, in _record's order.

@@ -39,15 +39,13 @@ transaction, when it is first opened (``migrations.py``); 0.1.0 cannot read form
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import sqlite3
 import stat
 import time
 import warnings
-import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,6 +60,7 @@ from ..names import FULL, normalize_project, stored_name
 from ..settings import DEFAULT_CACHE_DIR
 from .browse import Browsing
 from .disk import JSONOnlyDisk
+from .listeners import Observed
 from .migrations import MIGRATIONS
 from .records import (
     ClearReport,
@@ -84,20 +83,7 @@ READ_BATCH = 500
 T = TypeVar("T")
 META = "meta"
 RESPONSE, PROJECT = "response:", "project:"
-# Listeners by directory: every ResponseCache on one directory in this process shares them,
-# so a panel hears the generate of any AsyncLLM that writes there. A bound method (a panel's
-# refresh) is held weakly: a panel nobody shows any more is not kept alive by the cache.
-_LISTENERS: dict[Path, list[Callable[[], Callable[[], None] | None]]] = {}
-
-
-def _reference(listener: Callable[[], None]) -> Callable[[], Callable[[], None] | None]:
-    """A weak reference to a bound method; a strong one (as a weakref is called) to anything else."""
-    if inspect.ismethod(listener):
-        return weakref.WeakMethod(listener)
-    return lambda: listener
-
-
-class ResponseCache(Browsing):
+class ResponseCache(Browsing, Observed):
     """Responses on disk under ``directory``, each tagged with the projects that used it."""
 
     def __init__(self, directory: str | os.PathLike[str] = DEFAULT_CACHE_DIR) -> None:
@@ -367,27 +353,6 @@ class ResponseCache(Browsing):
             self._write(META, {**meta, "projects": [], "responses": 0, "bytes": 0})
         self.notify()
         return report
-
-    # Observers: the panel refreshes itself when a generate or a clear changes the cache.
-
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after each change to this directory's cache, by any ResponseCache of
-        this process (a bound method is held weakly: it goes with its object)."""
-        _LISTENERS.setdefault(self.directory, []).append(_reference(listener))
-
-    def unsubscribe(self, listener: Callable[[], None]) -> None:
-        """Stop calling ``listener``."""
-        listeners = _LISTENERS.get(self.directory, [])
-        listeners[:] = [ref for ref in listeners if ref() not in (None, listener)]
-
-    def notify(self) -> None:
-        """Call the listeners of this directory (those still alive)."""
-        listeners = _LISTENERS.get(self.directory, [])
-        listeners[:] = [ref for ref in listeners if ref() is not None]
-        for ref in list(listeners):
-            listener = ref()
-            if listener is not None:
-                listener()
 
     # Copying between stores (cache/copy.py)
 
