@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -327,13 +326,9 @@ class AsyncLLM:
             self._check_keys(units, clear_project_cache is not None, use_cache)
             if clear_project_cache is not None:
                 self._say(str(self.cache.clear(clear_project_cache)))
-            hits = self.cache.lookup(list(units), project) if use_cache else {}
             slots = Slots(request_list, project, self.prices)
-            slots.saved(getattr(hits, "saved_tokens", 0))
-            to_send = [u for key, u in units.items() if key not in hits]
-            # After to_send: a cached reply that no longer validates fails, it is not bought again.
-            parsed = None if output_schema is None else _revalidate(hits, units, output_schema, slots)
-            slots.cached(hits, units, parsed)
+            to_send = (_take_hits(self.cache, project, slots, output_schema, units) if use_cache
+                       else list(units.values()))
         body_of = lambda unit: preparer.body(unit.request, unit.route, unit.index)  # noqa: E731
         batch_jobs = None
         try:
@@ -353,8 +348,12 @@ class AsyncLLM:
 
                 if use_cache and isinstance(self.cache, PostgresCache) and to_send:
                     # A team cache: what another kernel is sending now is waited for, not paid twice.
-                    take_hits = functools.partial(_take_hits, self.cache, project, slots, output_schema)
-                    await send_once(self.cache, to_send, send, take_hits, self._say)
+                    cache = self.cache
+
+                    def take_hits(waiting: list[Unit]) -> list[Unit]:
+                        return _take_hits(cache, project, slots, output_schema, {u.cache_key: u for u in waiting})
+
+                    await send_once(cache, to_send, send, take_hits, self._say)
                 else:
                     await send(to_send)
         except CacheError as exc:
@@ -509,15 +508,14 @@ def _threaded(task_id_generator: Any, results: Results, use_cache: bool) -> Resu
     return Results(list(earlier), results.summary)
 
 
-def _take_hits(cache: PostgresCache, project: str, slots: Slots, schema: OutputSchema | None, waiting: list[Unit]
+def _take_hits(cache: Store, project: str, slots: Slots, schema: OutputSchema | None, units: Mapping[str, Unit]
                ) -> list[Unit]:
-    """Fill the slots of those of ``waiting`` now in the team cache (stored by another run); the
-    rest, still missing."""
-    hits = cache.lookup([u.cache_key for u in waiting], project)
-    if not hits:
-        return waiting
-    missing = [u for u in waiting if u.cache_key not in hits]
-    units = {u.cache_key: u for u in waiting}
+    """Fill the slots of those of ``units`` (by key) found in the cache, now recorded as used by
+    ``project``; the rest, to send. Run before sending, and on a team cache for what another run
+    was sending."""
+    hits = cache.lookup(list(units), project)
+    missing = [u for key, u in units.items() if key not in hits]
+    # After missing: a cached reply that no longer validates fails, it is not bought again.
     parsed = None if schema is None else _revalidate(hits, units, schema, slots)
     slots.cached(hits, units, parsed)
     slots.saved(slots.summary.saved_tokens + hits.saved_tokens)

@@ -423,7 +423,10 @@ def _tamper(directory: Path, key: str, *, tag: str | None = None, value: bytes |
 
 BAD_TAGS = ['{"projects":["dataformer"],"size":5},{"projects":["x"],"size":1}', '{"projects":5,"size":5}',
             "not json", '{"projects":["dataformer"],"size":"5"}',
-            '{"projects":["dataformer"],"size":5,"created":1e300}', "[" * 50_000 + "]" * 50_000]
+            '{"projects":["dataformer"],"size":5,"created":1e300}', "[" * 50_000 + "]" * 50_000,
+            # the payer and the cost a record keeps since 8128b49
+            '{"projects":["dataformer"],"size":5,"by":5}', '{"projects":["dataformer"],"size":5,"by":null}',
+            '{"projects":["dataformer"],"size":5,"cost":"x"}', '{"projects":["dataformer"],"size":5,"cost":1e300}']
 
 
 @pytest.mark.parametrize("tag", BAD_TAGS)

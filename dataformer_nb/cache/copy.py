@@ -13,10 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .postgres import PostgresCache
-from .store import ResponseCache
-
-Store = ResponseCache | PostgresCache
+from . import Store
 
 
 @dataclass(frozen=True)

@@ -401,8 +401,10 @@ class ResponseCache(Browsing, Observed):
             copied = meta.get("copied_from", [])
             copied = copied if isinstance(copied, list) else []
             counts: dict[str, list[int]] = {}
-            for rows in self.all_rows():
+            responses = size = 0
+            for rows in self.all_rows():  # one pass: every project's counts, and the totals
                 for _, body, record in rows:
+                    responses, size = responses + 1, size + len(body)
                     for project in record["projects"]:
                         count = counts.setdefault(project, [0, 0])
                         count[0], count[1] = count[0] + 1, count[1] + len(body)
@@ -415,15 +417,10 @@ class ResponseCache(Browsing, Observed):
                     own = {**own, "last_used": max(own["last_used"], theirs["last_used"]),
                            **{f: own[f] + theirs[f] for f in ("prompt_tokens", "completion_tokens", "saved_tokens",
                                                                "cost", "unpriced")}}
-                entries, size = counts.get(name, [0, 0])
-                self._write(PROJECT + name, {**own, "entries": entries, "bytes": size})
-            meta = self._meta()
-            self._write(META, {**meta, "projects": names, "copied_from": [*copied, source] if source not in copied
-                               else copied, "responses": sum(1 for _ in self._keys_of(RESPONSE)),
-                               "bytes": sum(len(body) for rows in self.all_rows() for _, body, _ in rows)})
-
-    def _keys_of(self, prefix: str) -> Iterator[str]:
-        return (k for k in self._cache.iterkeys() if isinstance(k, str) and k.startswith(prefix))
+                entries, used = counts.get(name, [0, 0])
+                self._write(PROJECT + name, {**own, "entries": entries, "bytes": used})
+            self._write(META, {**self._meta(), "projects": names, "responses": responses, "bytes": size,
+                               "copied_from": copied if source in copied else [*copied, source]})
 
     # Internals
 

@@ -10,9 +10,8 @@ from typing import Any
 
 from .._json import dumpb
 from ..errors import CacheError, DataformerWarning, StoreUnavailable
-from .postgres import PostgresCache
+from . import Store
 from .records import NewResponse
-from .store import ResponseCache
 
 RETRY_SECONDS = 1.0  # between two writes tried while the team cache's server is unreachable
 OUTAGE_WAIT = 120.0  # how long the end of a run waits for it to come back before giving up
@@ -34,7 +33,7 @@ class CacheWriter:
     server before giving up; a warning then says how many responses were written late.
     """
 
-    def __init__(self, cache: ResponseCache | PostgresCache, project: str) -> None:
+    def __init__(self, cache: Store, project: str) -> None:
         self._cache, self._project = cache, project
         self.unsaved: list[NewResponse] = []  # removed from only once committed
         self.error: CacheError | None = None
