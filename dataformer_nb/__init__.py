@@ -43,6 +43,13 @@ def load_ipython_extension(ipython: object) -> None:
     load(ipython)
 
 
+def unload_ipython_extension(ipython: object) -> None:
+    """``%unload_ext dataformer_nb``: give back the warnings' display the extension set."""
+    from .magics import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
 __all__ = [
     "AsyncLLM",
     "AuthenticationError",
@@ -76,4 +83,5 @@ __all__ = [
     "load_ipython_extension",
     "register_provider",
     "register_wire_format",
+    "unload_ipython_extension",
 ]

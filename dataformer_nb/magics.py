@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import contextvars
 import csv
 import difflib
 import json
@@ -13,7 +14,7 @@ import shlex
 import string
 import warnings
 from collections import ChainMap
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -394,23 +395,38 @@ _HELP = "\n".join(f"{usage:<{max(len(u) for u, _ in _HELP_ROWS)}}  {what}" for u
     "\n%%generate [PROVIDER[:MODEL]] [--over VAR | --over-file PATH | --lines] [options]   (see %%generate?)")
 
 
+# True while a magic runs, in its context: tasks and the worker thread of its run inherit it.
+_IN_MAGIC: contextvars.ContextVar[bool] = contextvars.ContextVar("dataformer_nb_in_magic", default=False)
+
+
+class _OneLineWarningFormat:
+    """``warnings.formatwarning`` while the extension is loaded: a DataformerWarning raised
+    within a magic reads ``UnknownProjectWarning: ...``, one line (the source line of the
+    library that raised it means nothing to a notebook user). Anything else, including our
+    warnings outside a magic and on other threads, is formatted by the function it wraps.
+
+    Installed once by ``%load_ext`` and removed by ``%unload_ext``, not swapped per call: the
+    warnings module has one process-wide display hook before Python 3.14, and a swap per magic
+    would change it for every thread while the magic runs. The warnings stay real warnings:
+    filters and ``pytest.warns`` see them; only their display changes."""
+
+    def __init__(self, wrapped: Callable[..., str]) -> None:
+        self.wrapped = wrapped
+
+    def __call__(self, message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+        if _IN_MAGIC.get() and issubclass(category, DataformerWarning):
+            return f"{category.__name__}: {message}\n"
+        return self.wrapped(message, category, *args, **kwargs)
+
+
 @contextlib.contextmanager
 def _one_line_warnings() -> Iterator[None]:
-    """Show dataformer_nb's warnings as one line, ``UnknownProjectWarning: ...``: the source
-    line of the library that raised them means nothing to a notebook user. They stay real
-    warnings (filters and pytest.warns see them); only their display changes."""
-    original = warnings.formatwarning
-
-    def one_line(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> str:
-        if issubclass(category, DataformerWarning):
-            return f"{category.__name__}: {message}\n"
-        return original(message, category, *args, **kwargs)
-
-    warnings.formatwarning = one_line
+    """Within this block (and the runs it starts) our warnings are shown as one line."""
+    token = _IN_MAGIC.set(True)
     try:
         yield
     finally:
-        warnings.formatwarning = original
+        _IN_MAGIC.reset(token)
 
 
 def _with_suggestion(message: str, argv: list[str], parser: Any) -> str:
@@ -588,3 +604,12 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = Dataformer(shell=ipython, parent=ipython)
     ipython.register_magics(magics)
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, Dataformer)] + [magics]
+    if not isinstance(warnings.formatwarning, _OneLineWarningFormat):
+        warnings.formatwarning = _OneLineWarningFormat(warnings.formatwarning)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext dataformer_nb``: the warnings' display is given back as it was."""
+    if isinstance(warnings.formatwarning, _OneLineWarningFormat):
+        warnings.formatwarning = warnings.formatwarning.wrapped
+

@@ -3,6 +3,8 @@ failures in tables, the server's name, a red bar for a run that got nothing, pan
 
 from __future__ import annotations
 
+import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -230,3 +232,28 @@ def test_a_saved_notebook_shows_every_bar_in_its_final_state_and_the_summary_unb
     summary = notebook.cells[0].outputs[-1]["data"]
     assert summary["text/plain"].startswith("4 requests: 4 sent, 0 cached, 0 failed · project dataformer · tokens")
     assert summary["text/html"] == wrapping_line(summary["text/plain"])
+
+
+def test_the_one_line_form_of_warnings_holds_within_a_magic_only_and_unload_gives_the_display_back(ip) -> None:
+    from dataformer_nb import magics
+    from dataformer_nb.errors import UnknownProjectWarning
+
+    installed = warnings.formatwarning
+    assert isinstance(installed, magics._OneLineWarningFormat)
+    standard = "lib.py:3: UnknownProjectWarning: gone\n"
+    assert warnings.formatwarning("gone", UnknownProjectWarning, "lib.py", 3, "") == standard
+    elsewhere: list[str] = []
+    with magics._one_line_warnings():
+        assert warnings.formatwarning("gone", UnknownProjectWarning, "lib.py", 3, "") == "UnknownProjectWarning: gone\n"
+        assert warnings.formatwarning("x", UserWarning, "lib.py", 3, "") == "lib.py:3: UserWarning: x\n"
+        # another thread (its own context) is not inside the magic: its warnings look as they always do
+        thread = threading.Thread(target=lambda: elsewhere.append(
+            warnings.formatwarning("gone", UnknownProjectWarning, "lib.py", 3, "")))
+        thread.start()
+        thread.join()
+    assert elsewhere == [standard]
+    ip.run_line_magic("unload_ext", "dataformer_nb")
+    assert warnings.formatwarning is installed.wrapped
+    ip.run_line_magic("load_ext", "dataformer_nb")
+    assert isinstance(warnings.formatwarning, magics._OneLineWarningFormat)
+    assert warnings.formatwarning.wrapped is installed.wrapped  # loaded twice, wrapped once
