@@ -2,7 +2,7 @@
 
 Compact separators, non-ASCII kept as is, NaN and Infinity refused (they are not JSON):
 ``json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``, with
-``sort_keys=True`` for :func:`dumps_sorted`.
+``sort_keys=True`` for ``dumps_sorted``.
 
 The encoders are CPython's C encoder (``json.encoder.c_make_encoder``, private) built once:
 ``json.JSONEncoder.encode`` rebuilds it on every call. Measured on a request body: 1.38 us
@@ -44,7 +44,7 @@ dumps = encoder(sort_keys=False)
 
 
 def dumpb(value: Any) -> bytes:
-    """:func:`dumps` as UTF-8 bytes."""
+    """``dumps`` as UTF-8 bytes."""
     return dumps(value).encode()
 
 

@@ -1,4 +1,4 @@
-"""Reading OpenAI's response shape, the one every reply is turned into (see :mod:`.wire`)."""
+"""Reading OpenAI's response shape, the one every reply is turned into (see ``.wire``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A reply's ``usage``, read in one place: token counts as whole numbers within reason.
 
 A server may say anything in ``usage``: a count that is not a whole number, is negative, or is
-past :data:`MAX_TOKENS` (``10**400`` overflowed the cost; ``10**31`` under a TPM limit held
+past ``MAX_TOKENS`` (``10**400`` overflowed the cost; ``10**31`` under a TPM limit held
 the bucket for decades) counts 0, with a warning, and is never used to price or pace.
 """
 

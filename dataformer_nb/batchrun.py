@@ -331,7 +331,7 @@ class BatchRunner:
         self.ledger.collected(record)
 
     def _fail_held(self, by_key: Mapping[str, Unit], slots: Slots) -> None:
-        """Fail the requests of held records (see :data:`HELD`), which are not waited for."""
+        """Fail the requests of held records (see ``HELD``), which are not waited for."""
         for record in [r for r in self.records if r.status == HELD]:
             error = RequestFailedError(f"held in batch record {record.local[:8]} ({record.note}): not submitted "
                                        f"again; if that batch was never created, llm.forget_batch("

@@ -10,7 +10,7 @@ A response is cached under the SHA-256 (hex) of this JSON text, UTF-8 encoded::
   ``temperature=1`` and ``temperature=1.0`` share a key;
 - ``CACHE_VARS``: the ``cache_vars`` dict of ``generate`` (``{}`` when not given), same rule;
 - ``MODEL``: the model name; ``URL``: the endpoint the body is POSTed to;
-- ``v``: :data:`KEY_VERSION`, 1 since 0.1.0.
+- ``v``: ``KEY_VERSION``, 1 since 0.1.0.
 
 The k-th repeat (k >= 1) of an identical request in one batch is its own sample: its
 document has one more member, ``"sample": k``. The first copy (k = 0) has none, so its key
@@ -55,7 +55,7 @@ class KeyMaker:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def key_of_own(self, body: dict[str, Any]) -> str:
-        """:meth:`key` for a body dict the caller owns, canonicalised in place: one dict
+        """``key`` for a body dict the caller owns, canonicalised in place: one dict
         fewer per request (10^5 requests are keyed on every warm re-run)."""
         for name, value in body.items():
             if type(value) not in _PLAIN:

@@ -28,7 +28,7 @@ _FIRST_POLL, _LAST_POLL = 0.05, 1.0  # seconds between two looks at what another
 
 
 class ClaimingStore(Protocol):
-    """What :func:`send_once` needs of a store (the team cache has it; the local one does not)."""
+    """What ``send_once`` needs of a store (the team cache has it; the local one does not)."""
 
     def claim(self, keys: list[str], owner: str, lease: float) -> set[str]: ...
 

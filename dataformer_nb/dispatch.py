@@ -1,8 +1,8 @@
 """Sending requests now (online): workers per rate bucket, retries, and what each reply means.
 
-:class:`Dispatcher` sends the units that were not cached, and fills their slots
-(:class:`dataformer_nb.slots.Slots`) as replies come; the responses go to the cache through a
-:class:`dataformer_nb.cache.writer.CacheWriter`.
+``Dispatcher`` sends the units that were not cached, and fills their slots
+(``dataformer_nb.slots.Slots``) as replies come; the responses go to the cache through a
+``dataformer_nb.cache.writer.CacheWriter``.
 """
 
 from __future__ import annotations

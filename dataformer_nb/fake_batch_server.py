@@ -1,4 +1,4 @@
-"""Moved to :mod:`dataformer_nb.testing` (``from dataformer_nb.testing import FakeBatchServer``);
+"""Moved to ``dataformer_nb.testing`` (``from dataformer_nb.testing import FakeBatchServer``);
 this name stays for notebooks written against 0.1."""
 
 import warnings

@@ -1,19 +1,19 @@
 """Rate limits: the user's, the server's and what 429s teach, per (endpoint, key) bucket.
 
-Each (endpoint, key) pair has its own :class:`RateBucket`, which holds at once:
+Each (endpoint, key) pair has its own ``RateBucket``, which holds at once:
 
 - the user's ``max_requests_per_minute``/``max_tokens_per_minute``: token buckets holding a
   minute's quota, as providers meter them, so a batch smaller than the quota goes out at once
   and a longer one settles to the rate. A user-set limit always holds.
-- what the server says in its headers (:mod:`serverlimits`): the quota remaining now, the
+- what the server says in its headers (``serverlimits``): the quota remaining now, the
   limit and its refill rate. The stricter of the user's and the server's applies.
-- without headers, what 429s teach, when they depend on the pace (:class:`_LearnedRate`): the
+- without headers, what 429s teach, when they depend on the pace (``_LearnedRate``): the
   bucket paces at the rate the server let through, on trial, then speeds up a little with each
   success (multiplicative decrease to the measured rate, additive increase), so a server that
   only answers 429 is not hammered. A 429 that states its wait (Retry-After) is obeyed, never
   learned from.
 
-A request reserves its send time (:meth:`RateBucket.reserve`), so concurrent workers queue
+A request reserves its send time (``RateBucket.reserve``), so concurrent workers queue
 up in order; state is plain floats, so it lives across ``generate`` calls and event loops.
 """
 
@@ -193,7 +193,7 @@ class _LearnedRate:
     a limit: cutting the rate for them only slows the run. So the rate is cut only when 429s
     crowd the replies as no random share up to 30 % does (60 % of the last 48, or ten in a
     row), and each cut is then tried: if the replies to requests sent under it, over at least
-    :data:`_TRIAL_SECONDS` and :data:`_TRIAL_REPLIES`, show no more than a third of the share
+    ``_TRIAL_SECONDS`` and ``_TRIAL_REPLIES``, show no more than a third of the share
     of 429s seen before it, the server limits our pace and the cut stays; otherwise the cut is
     undone, and crowding must be twice as long to count again (429s in bursts of that size
     were seen not to depend on the pace). Once a cut has stayed, the server is known to limit
@@ -224,7 +224,7 @@ class _LearnedRate:
             self.rate = grown
 
     def rate_limited(self, now: float, order: float, reserved: float) -> bool:
-        """Count a 429 (``order`` as for :meth:`succeeded`; ``reserved``: all reservations made so
+        """Count a 429 (``order`` as for ``succeeded``; ``reserved``: all reservations made so
         far); cut the rate if 429s crowd the recent replies (once a wave). True if the rate
         changed (cut, or a cut undone)."""
         changed = self._reply(True, now, order)
@@ -242,7 +242,7 @@ class _LearnedRate:
         return self._cut(now, reserved) or changed
 
     def waited(self, now: float) -> None:
-        """A 429 that stated its wait: counted for :meth:`refusing`, never a reason to cut."""
+        """A 429 that stated its wait: counted for ``refusing``, never a reason to cut."""
         self._timeline.append((now, True))
 
     def refusing(self) -> bool:
@@ -402,7 +402,7 @@ class RateBucket:
 
     def settle(self, estimated: int, actual: int | None) -> None:
         """Correct the user's token budget by the real usage of a reply (``actual``: a plausible
-        count, as :func:`dataformer_nb._usage.token_count` reads it, or None)."""
+        count, as ``dataformer_nb._usage.token_count`` reads it, or None)."""
         if self._tokens and actual is not None:
             self._tokens.refund(estimated - actual)
 
@@ -415,7 +415,7 @@ class RateBucket:
     def told_to_wait(self, rate_limited: bool, ticket: Ticket | None = None, stated_wait: bool = False) -> None:
         """A 429 (``rate_limited``) or a 503 asked to come back later. The request itself waits
         as asked; the bucket slows down only when 429s depend on its pace (see
-        :class:`_LearnedRate`), and only for a server that states neither its limit (one that does
+        ``_LearnedRate``), and only for a server that states neither its limit (one that does
         is paced by what it states) nor a wait (``stated_wait``: Retry-After). A stated wait is
         obeyed: a pace learned from such 429s would only slow a server that refuses at random
         (429s in bursts of ~8 requests, 15 %, Retry-After 1 s: 17.9 and 65.1 s against the
@@ -433,7 +433,7 @@ class RateBucket:
         return self._server_requests.spent if ticket is None else ticket.spent_requests
 
     def refusing(self) -> bool:
-        """Whether most recent replies were 429s (see :meth:`_LearnedRate.refusing`)."""
+        """Whether most recent replies were 429s (see ``_LearnedRate.refusing``)."""
         return self._learned.refusing()
 
     def _sync_learned(self, now: float, cut: bool) -> None:

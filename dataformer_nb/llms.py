@@ -68,7 +68,7 @@ _log = logging.getLogger("dataformer_nb")
 
 
 class _Option:
-    """An ``AsyncLLM`` attribute kept in its :class:`SendOptions`: setting it makes new options,
+    """An ``AsyncLLM`` attribute kept in its ``SendOptions``: setting it makes new options,
     checked again (``llm.timeout = -1`` is refused as ``timeout=-1`` is)."""
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -219,7 +219,7 @@ class AsyncLLM:
         return BatchList(r.job() for r in records)
 
     def cancel_batch(self, batch_id: str) -> BatchJob:
-        """Ask the provider to cancel a batch (its id, from :meth:`batches`). What it finished is
+        """Ask the provider to cancel a batch (its id, from ``batches``). What it finished is
         still collected by the next ``generate(..., batch=True)`` of its requests; the rest are
         then submitted again."""
         from .batchledger import is_batch_id
@@ -314,7 +314,7 @@ class AsyncLLM:
         batch: bool = False,
         wait: bool = True,
     ) -> Results:
-        """The async twin of :meth:`generate`, for ``await`` in async code."""
+        """The async twin of ``generate``, for ``await`` in async code."""
         self._last_run_cached = use_cache
         self._batch_runner = None
         project = self._check_arguments(request_list, cache_vars, project_name)
@@ -393,7 +393,7 @@ class AsyncLLM:
         *,
         schema: Any = None,
     ) -> Plan:
-        """What :meth:`generate` would do with the same arguments: how many requests are cached,
+        """What ``generate`` would do with the same arguments: how many requests are cached,
         how many would be sent, their estimated tokens, cost and time. Nothing is sent or written."""
         project = self._check_arguments(request_list, cache_vars, project_name)
         preparer = self._preparer(cache_vars, None if schema is None else OutputSchema(schema))

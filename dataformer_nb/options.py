@@ -22,9 +22,9 @@ DEFAULT_BATCH_POLL_INTERVAL = 30.0  # seconds between two reads of a batch's sta
 
 @dataclass(frozen=True)
 class SendOptions:
-    """The options of :class:`~dataformer_nb.AsyncLLM` that say how requests are sent, online
-    (:class:`~dataformer_nb.dispatch.Dispatcher`) and in batch mode
-    (:class:`~dataformer_nb.batchrun.BatchRunner`). Each is checked when the object is made:
+    """The options of ``dataformer_nb.AsyncLLM`` that say how requests are sent, online
+    (``dataformer_nb.dispatch.Dispatcher``) and in batch mode
+    (``dataformer_nb.batchrun.BatchRunner``). Each is checked when the object is made:
     a ConfigurationError names the argument at fault and what it takes."""
 
     gen_type: GenType = "chat"
@@ -64,10 +64,10 @@ class SendOptions:
 
 @dataclass(frozen=True)
 class LimitOptions:
-    """The limits you set on an :class:`~dataformer_nb.AsyncLLM` (each provider's own come from
+    """The limits you set on an ``dataformer_nb.AsyncLLM`` (each provider's own come from
     its headers or its 429s): requests and tokens a minute (None: no limit of yours), requests
     in flight, and ``max_rps`` (pace per second, with no burst). Checked when made, like
-    :class:`SendOptions`."""
+    ``SendOptions``."""
 
     max_requests_per_minute: float | None = None
     max_tokens_per_minute: float | None = None

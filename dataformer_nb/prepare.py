@@ -1,7 +1,7 @@
 """Preparing requests: validate each one, route it, build its body and compute its cache key.
 
-Nothing here sends or stores anything. A :class:`Route` says where the requests with one
-(provider, url, key, model) go; a :class:`Unit` is one distinct request and the result
+Nothing here sends or stores anything. A ``Route`` says where the requests with one
+(provider, url, key, model) go; a ``Unit`` is one distinct request and the result
 slots it fills.
 """
 
@@ -81,7 +81,7 @@ class Route:
 @dataclass(slots=True)
 class Unit:
     """One distinct request to send, and the result slot it fills (a repeated request is a unit
-    of its own, under a sample key: see :func:`by_key`)."""
+    of its own, under a sample key: see ``by_key``)."""
 
     route: Route
     request: Mapping[str, Any]

@@ -1,12 +1,12 @@
 """The provider registry: where each provider is, its key, its default model, its wire format.
 
 A provider is a base URL, the variable holding its key, a default model, and the name of its
-wire format (:mod:`dataformer_nb.wire`): ``openai`` (chat/completions, which most servers speak),
+wire format (``dataformer_nb.wire``): ``openai`` (chat/completions, which most servers speak),
 ``anthropic`` (Messages API) or ``ollama`` (native /api/chat), or one registered from outside.
-Requests are written in OpenAI's shape; :func:`build_body` turns one into what the provider
-expects and :func:`to_openai` turns the reply back, each through the format.
+Requests are written in OpenAI's shape; ``build_body`` turns one into what the provider
+expects and ``to_openai`` turns the reply back, each through the format.
 
-Providers are added with :func:`register_provider`, or by a package that declares an entry
+Providers are added with ``register_provider``, or by a package that declares an entry
 point in the group ``dataformer_nb.providers`` naming a function that registers them (called
 once, the first time a provider is looked up by a name not known yet, or all are listed).
 """
@@ -74,7 +74,7 @@ class Provider:
         return f"{self.name.upper()}_BASE_URL"
 
     def base(self, env: Mapping[str, str]) -> str:
-        """Its base URL: ``<NAME>_BASE_URL`` in ``env`` if set, else :attr:`base_url`."""
+        """Its base URL: ``<NAME>_BASE_URL`` in ``env`` if set, else ``base_url``."""
         return env.get(self.base_url_env) or self.base_url
 
 
@@ -302,7 +302,7 @@ def build_body(style: Style, gen_type: GenType, payload: dict[str, Any], model: 
 
 def ask_for_schema(style: Style, body: dict[str, Any], name: str, json_schema: dict[str, Any]) -> None:
     """Add to ``body`` what the provider understands as "reply following this JSON Schema"
-    (:meth:`WireFormat.ask_for_schema`); what the request sets itself is kept."""
+    (``WireFormat.ask_for_schema``); what the request sets itself is kept."""
     wire_format(style).ask_for_schema(body, name, json_schema)
 
 

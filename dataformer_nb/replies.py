@@ -1,7 +1,7 @@
 """The one reader of a provider's reply, online and in a batch's results alike.
 
 A reply is the server's word, whatever its shape: it becomes a response in OpenAI's shape (and,
-with a schema, the validated output), or a :class:`ReplyProblem` that fails only its own request
+with a schema, the validated output), or a ``ReplyProblem`` that fails only its own request
 and is never cached. The online sender retries a problem; a batch's line fails its request, and a
 re-run submits it again; a cached reply that no longer validates fails its request.
 """

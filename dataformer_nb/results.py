@@ -73,7 +73,7 @@ class GenerationResult:
     @property
     def pending(self) -> bool:
         """Whether the request waits in a provider batch (``batch=True, wait=False``): ``error`` is
-        then a :class:`~dataformer_nb.errors.BatchPending` naming the batch, not a failure."""
+        then a ``dataformer_nb.errors.BatchPending`` naming the batch, not a failure."""
         return isinstance(self.error, BatchPending)
 
     @property
@@ -147,7 +147,7 @@ class GenerationSummary:
 
     @property
     def failed(self) -> int:
-        """Requests that failed for good (by cause in :attr:`failures`)."""
+        """Requests that failed for good (by cause in ``failures``)."""
         return sum(self.failures.values())
 
     @property
@@ -217,7 +217,7 @@ class Plan:
 
 
 class Results(list[GenerationResult]):
-    """A list of :class:`GenerationResult` in request order, with its ``summary``."""
+    """A list of ``GenerationResult`` in request order, with its ``summary``."""
 
     def __init__(self, results: list[GenerationResult], summary: GenerationSummary,
                  batches: list[BatchJob] | None = None) -> None:
@@ -243,7 +243,7 @@ class Results(list[GenerationResult]):
         return [r for r in self if r.error is not None]
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One plain dict per result (:meth:`GenerationResult.to_dict`), secrets redacted: for
+        """One plain dict per result (``GenerationResult.to_dict``), secrets redacted: for
         ``json.dumps`` or a DataFrame."""
         return [r.to_dict() for r in self]
 
@@ -271,7 +271,7 @@ class Results(list[GenerationResult]):
         return frame
 
     def to_jsonl(self, path: str | os.PathLike[str]) -> None:
-        """Write one JSON record per line (see :meth:`GenerationResult.to_dict`)."""
+        """Write one JSON record per line (see ``GenerationResult.to_dict``)."""
         with open(path, "w", encoding="utf-8") as f:
             for record in self.to_records():
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")

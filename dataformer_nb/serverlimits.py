@@ -1,7 +1,7 @@
 """What servers say of their rate limits, read from the headers of every reply.
 
-Each dialect the supported providers send is parsed into one :class:`ServerLimits`: a
-:class:`Quota` for requests and one for tokens. Unknown, missing or garbled values are
+Each dialect the supported providers send is parsed into one ``ServerLimits``: a
+``Quota`` for requests and one for tokens. Unknown, missing or garbled values are
 ignored (a quota is simply not learned), never fatal. Sources:
 
 - OpenAI, DeepInfra, Groq, Cerebras: ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``,

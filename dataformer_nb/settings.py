@@ -7,7 +7,7 @@ project root (a directory holding ``.git`` or ``pyproject.toml``), whichever com
 1 MB is ignored with a warning. It is read (and re-read when it changes) by python-dotenv
 without touching ``os.environ``, so a notebook next to its ``.env`` works with no
 ``load_dotenv()`` call and the environment still wins. Secrets read here are wrapped in
-:class:`Secret`, whose repr is ``***``.
+``Secret``, whose repr is ``***``.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def resolve(name: str, argument: T | None, default: T) -> T | str:
 
 
 def resolve_dir(name: str, argument: object, default: str, source: str) -> str:
-    """A directory as :func:`resolve` finds it (an empty ``argument`` counts as not given), as a
+    """A directory as ``resolve`` finds it (an empty ``argument`` counts as not given), as a
     string; a ConfigurationError naming ``source`` if ``argument`` is not a path."""
     if argument is not None and argument != "" and not isinstance(argument, (str, os.PathLike)):
         raise ConfigurationError(f"{source}={argument!r} is not a path: pass a directory, e.g. '.cache/dataformer'")
@@ -181,7 +181,7 @@ def valid_secret(value: str) -> bool:
 
 
 def bad_secret(name: str) -> ConfigurationError:
-    """The error for a key or password ``name`` that :func:`valid_secret` refuses (it never shows it)."""
+    """The error for a key or password ``name`` that ``valid_secret`` refuses (it never shows it)."""
     return ConfigurationError(f"{name} is empty or holds a space, newline, control or non-ASCII character (often "
                               "pasted with the key): set the key alone")
 

@@ -3,10 +3,10 @@
 Measured on loopback (``benchmarks/``): httpx's own transport costs about 12x the client
 CPU of a bare aiohttp session; httpx's AsyncClient over an aiohttp transport about 2x;
 building httpx's Request and Response objects alone, about a fifth of a request's cost.
-So the default :class:`AiohttpTransport` is an httpx transport (usable wherever httpx is,
-mapping aiohttp's errors onto httpx's) whose :meth:`~AiohttpTransport.post` skips httpx's
+So the default ``AiohttpTransport`` is an httpx transport (usable wherever httpx is,
+mapping aiohttp's errors onto httpx's) whose ``AiohttpTransport.post`` skips httpx's
 models; any other httpx transport (``transport="httpx"``, a ``MockTransport``) is driven
-through httpx's interface by :func:`post`.
+through httpx's interface by ``post``.
 """
 
 from __future__ import annotations

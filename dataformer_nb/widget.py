@@ -30,7 +30,7 @@ _STYLE = ("<style>.dfnb-number {justify-self: end} .dfnb-title {font-weight: bol
 class CachePanel:
     """Projects in a response cache: responses, size, last used, and a Delete button each.
 
-    ``CachePanel(cache)`` with a :class:`ResponseCache` or :class:`PostgresCache`, a directory,
+    ``CachePanel(cache)`` with a ``ResponseCache`` or ``PostgresCache``, a directory,
     or anything with a ``cache`` attribute (an ``AsyncLLM``); ``CachePanel(cache_dir=...)``,
     ``CachePanel(cache_url=...)`` or ``CachePanel()`` for the configured one (a team cache if
     ``DATAFORMER_CACHE_URL`` is set). It refreshes itself after every
@@ -194,7 +194,7 @@ class CachePanel:
 
     def compact(self) -> None:
         """Give back to the disk the room deleted responses left in the cache (see
-        :meth:`ResponseCache.compact`); says what it freed in the status line."""
+        ``ResponseCache.compact``); says what it freed in the status line."""
         freed = self._on_cache(lambda cache: cache.compact())
         if freed is not None and self._cache is not None:
             self.refresh()

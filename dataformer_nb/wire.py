@@ -1,13 +1,13 @@
 """Wire formats: how a request is written for a server, and how its reply reads back.
 
 Requests are written in OpenAI's shape, and every reply is turned into OpenAI's shape, so the
-rest of the library knows one shape. A :class:`WireFormat` does both for one format, online and
+rest of the library knows one shape. A ``WireFormat`` does both for one format, online and
 in its batch API: the endpoint paths, the key's header, the body, the way to ask for a JSON
 Schema, the reply, and the batch protocol. The built-in ones are OpenAI's (which most servers
 speak: vLLM, llama.cpp, Together, Groq, ...), Anthropic's Messages API and Ollama's native API.
 
-A new format is a subclass registered with :func:`dataformer_nb.register_provider` (or
-:func:`register_wire_format`); nothing inside the package changes::
+A new format is a subclass registered with ``dataformer_nb.register_provider`` (or
+``register_wire_format``); nothing inside the package changes::
 
     class MyWire(WireFormat):
         name = "mywire"
@@ -42,14 +42,14 @@ UNREADABLE_REPLY = (ValueError, KeyError, TypeError, AttributeError, IndexError,
 
 
 class WireFormat:
-    """One wire format. Subclass it, set :attr:`name` and :attr:`paths`, and override what differs
+    """One wire format. Subclass it, set ``name`` and ``paths``, and override what differs
     from OpenAI's format, which the base class speaks."""
 
     name: ClassVar[str] = "openai"
     #: The endpoint's path, after the base URL, for each kind of request the format offers.
     paths: ClassVar[Mapping[str, str]] = MappingProxyType({"chat": "/chat/completions", "text": "/completions",
                                                            "embedding": "/embeddings"})
-    #: The batch protocol its batch API speaks (see :mod:`dataformer_nb.batchapi`), if it has one.
+    #: The batch protocol its batch API speaks (see ``dataformer_nb.batchapi``), if it has one.
     batch_protocol: ClassVar[str | None] = "openai"
 
     def auth_headers(self, key: str) -> dict[str, str]:
@@ -70,7 +70,7 @@ class WireFormat:
                         {"type": "json_schema", "json_schema": {"name": name, "schema": json_schema}})
 
     def to_openai(self, gen_type: GenType, data: Any) -> dict[str, Any]:
-        """The reply in OpenAI's shape; ValueError (or any of :data:`UNREADABLE_REPLY`) if it is
+        """The reply in OpenAI's shape; ValueError (or any of ``UNREADABLE_REPLY``) if it is
         not of the shape the format promises, which the caller treats as a malformed reply."""
         if not isinstance(data, dict):
             raise ValueError("the reply is not a JSON object")
@@ -78,7 +78,7 @@ class WireFormat:
 
     def batch_api(self, dialect: str, base: str, gen_type: GenType, client: httpx.AsyncClient,
                   headers: Mapping[str, str], name: str, redact: Callable[[str], str]) -> BatchAPI:
-        """The batch service at ``base`` (the endpoint without :attr:`paths`' part), in the
+        """The batch service at ``base`` (the endpoint without ``paths``' part), in the
         provider's ``dialect`` of the format's batch protocol (OpenAI's: ``openai``, ``together``,
         ``groq``)."""
         from .batchapi import GroqBatches, OpenAIBatches, TogetherBatches

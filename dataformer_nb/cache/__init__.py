@@ -1,13 +1,13 @@
 """The response cache: one diskcache ``Cache`` (SQLite) in ``cache_dir``, JSON only, by project;
 or a team's PostgreSQL database (``cache_url``), with the same interface and promises.
 
-- :mod:`.store`: :class:`ResponseCache`, responses and their projects, accounting, browsing,
-  listeners; :mod:`.postgres`: :class:`PostgresCache`, the same on PostgreSQL;
-- :mod:`.browse`: what both build on their pages of entries (all of them, JSONL, pandas);
-- :mod:`.records`: the records kept beside responses, and the checks of what is read back;
-- :mod:`.disk`: the ``Disk`` that stores JSON only; :mod:`.rows`: batched reads of its table;
-- :mod:`.migrations`: the named migrations of the stored format;
-- :mod:`.writer`: fresh responses committed in groups, on a thread of its own.
+- ``.store``: ``ResponseCache``, responses and their projects, accounting, browsing,
+  listeners; ``.postgres``: ``PostgresCache``, the same on PostgreSQL;
+- ``.browse``: what both build on their pages of entries (all of them, JSONL, pandas);
+- ``.records``: the records kept beside responses, and the checks of what is read back;
+- ``.disk``: the ``Disk`` that stores JSON only; ``.rows``: batched reads of its table;
+- ``.migrations``: the named migrations of the stored format;
+- ``.writer``: fresh responses committed in groups, on a thread of its own.
 
 It knows nothing of HTTP.
 """

@@ -1,7 +1,7 @@
 """Reading a project's responses page by page, for both stores: all of them, JSONL, pandas.
 
-A store gives :meth:`Browsing.entries` (one page, read through the records' checks) and
-:meth:`Browsing.has_project`; everything built on pages lives here, once.
+A store gives ``Browsing.entries`` (one page, read through the records' checks) and
+``Browsing.has_project``; everything built on pages lives here, once.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Browsing:
         raise NotImplementedError
 
     def iter_entries(self, project: str, contains: str | None = "", page: int = 500) -> Iterator[Entry]:
-        """Every response ``project`` uses (see :meth:`entries`), a page at a time."""
+        """Every response ``project`` uses (see ``entries``), a page at a time."""
         offset = 0
         while True:
             batch = self.entries(project, offset, page, contains)
@@ -45,7 +45,7 @@ class Browsing:
             offset += page
 
     def export(self, project: str, path: str | os.PathLike[str], overwrite: bool = False) -> int:
-        """Write ``project``'s responses to ``path`` as JSONL (one :meth:`Entry.to_dict` a line);
+        """Write ``project``'s responses to ``path`` as JSONL (one ``Entry.to_dict`` a line);
         the number written.
 
         An existing file is replaced only with ``overwrite=True``, and never through a symbolic

@@ -1,5 +1,5 @@
 """The team cache: responses in PostgreSQL (psycopg 3), shared by every kernel and machine that
-names the same URL, with the interface and the promises of the local :class:`ResponseCache`.
+names the same URL, with the interface and the promises of the local ``ResponseCache``.
 
 Tables, in a schema of their own (``dataformer`` unless told otherwise):
 
@@ -8,11 +8,11 @@ Tables, in a schema of their own (``dataformer`` unless told otherwise):
   prompt's first 1,000 characters, the project that paid for it and what it cost; ``seq`` keeps
   the order they were stored in, for browsing;
 - ``projects``: a project's accounting, as the local store keeps it;
-- ``migrations``: the names of the migrations applied (:data:`MIGRATIONS`), each run once,
+- ``migrations``: the names of the migrations applied (``MIGRATIONS``), each run once,
   under an advisory lock, in its own transaction.
 
-Everything read back goes through the local store's checks (:func:`records._entry_record`,
-:func:`names.stored_name`): a row changed by something else is a miss, never a crash. The cache
+Everything read back goes through the local store's checks (``records._entry_record``,
+``names.stored_name``): a row changed by something else is a miss, never a crash. The cache
 key and the stored JSON are the local store's, so a local cache copied in hits the same.
 
 Each thread has its own connection: the cache writer commits from its thread while a panel or
@@ -139,7 +139,7 @@ def _retried(method: Callable[..., T]) -> Callable[..., T]:
 class PostgresCache(Browsing, Observed):
     """Responses in PostgreSQL at ``url`` (``postgresql://user:password@host:port/database``,
     with any libpq parameter, TLS ones included), in ``schema`` (created if missing; the role
-    needs only to own it). Same interface as :class:`ResponseCache`.
+    needs only to own it). Same interface as ``ResponseCache``.
 
     Raises CacheError, naming the host and database (never the password), if the server does
     not answer or the role may not create the schema; ConfigurationError for a URL that is not
@@ -294,7 +294,7 @@ class PostgresCache(Browsing, Observed):
     def _rows(self, keys: list[str]) -> tuple[list[tuple[str, bytes, dict[str, Any]]], list[str]]:
         """``(key, body, record)`` of the rows among ``keys`` (the record: projects and tokens), and
         the keys of the damaged ones, left out with one warning (misses: new responses replace
-        them, see :meth:`lookup`). The columns are typed, so a row changed by hand can only hold
+        them, see ``lookup``). The columns are typed, so a row changed by hand can only hold
         something other than a JSON object, or no projects: only that is checked here, in the
         path of every warm re-run. Rows come in PostgreSQL's binary format: bytea as hex text cost
         a warm re-run of 10^5 more than all the rest of it."""
@@ -446,7 +446,7 @@ class PostgresCache(Browsing, Observed):
     @_retried
     def merge_rows(self, rows: list[tuple[str, bytes, dict[str, Any]]]) -> None:
         """Add responses with their records, in one transaction: a key already here gains the
-        projects it lacks. Project counts are recounted by :meth:`merge_accounting`."""
+        projects it lacks. Project counts are recounted by ``merge_accounting``."""
         from psycopg.types.json import Jsonb
 
         if not rows:

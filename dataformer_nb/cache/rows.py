@@ -2,9 +2,9 @@
 
 diskcache has no ``get_many``, and a ``Cache.get`` per key costs more than all the rest of
 a warm re-run (benchmarks/: a loop of 10^5 gets is the warm floor; the whole warm re-run,
-with these batched reads, is within 1.3x of it). :class:`RowReader` runs the SELECT that
+with these batched reads, is within 1.3x of it). ``RowReader`` runs the SELECT that
 ``Cache.get`` runs, for up to 500 keys a query, on its own read-only use of a SQLite
-connection to the cache's database. :meth:`RowReader.check` runs when a cache opens: if a
+connection to the cache's database. ``RowReader.check`` runs when a cache opens: if a
 diskcache release changes the table, the cache refuses to open with a clear error instead
 of missing every hit. ``tests/test_rows.py`` compares it with ``Cache.get``.
 

@@ -1,10 +1,10 @@
 """The on-disk response cache, with the projects that use each response.
 
-Storage is one diskcache ``Cache`` (SQLite) through :class:`JSONOnlyDisk`: every value is JSON
+Storage is one diskcache ``Cache`` (SQLite) through ``JSONOnlyDisk``: every value is JSON
 held inline in SQLite (never pickled, never in a file of its own), eviction is off, and
 every change is one transaction, so a killed process loses nothing it had committed.
 
-Stored format 2, under string keys (``<key>`` is the SHA-256 of :mod:`dataformer_nb.cachekey`):
+Stored format 2, under string keys (``<key>`` is the SHA-256 of ``dataformer_nb.cachekey``):
 
 - ``meta``: ``{"format": 2, "created": t, "migrations": [names], "projects": [names],
   "responses": n, "bytes": b}``, written when the cache is created; ``responses`` and
@@ -254,7 +254,7 @@ class ResponseCache(Browsing, Observed):
     def put_many(self, items: Iterable[NewResponse | tuple[str, Mapping[str, Any] | bytes]], project: str) -> None:
         """Store each response for ``project``, all in one transaction.
 
-        An item is a :class:`NewResponse` or a ``(key, response)`` pair, the response a
+        An item is a ``NewResponse`` or a ``(key, response)`` pair, the response a
         dict or its JSON bytes (one object), stored as they are.
         """
         project = normalize_project(project)
@@ -369,7 +369,7 @@ class ResponseCache(Browsing, Observed):
     def merge_rows(self, rows: list[tuple[str, bytes, dict[str, Any]]]) -> None:
         """Add responses with their records, in one transaction: a key already here gains the
         projects it lacks (its own bytes and record otherwise kept). Project counts are not
-        touched: :meth:`merge_accounting` recounts them."""
+        touched: ``merge_accounting`` recounts them."""
         with self._transact():
             added = added_bytes = 0
             for key, body, record in rows:
@@ -384,7 +384,7 @@ class ResponseCache(Browsing, Observed):
             self._add_to_totals(added, added_bytes)
 
     def project_records(self) -> dict[str, dict[str, Any]]:
-        """Each project's accounting record, checked (see :meth:`projects`)."""
+        """Each project's accounting record, checked (see ``projects``)."""
         found = {}
         for name in self._meta()["projects"]:
             record = self._project_record(name)
@@ -425,7 +425,7 @@ class ResponseCache(Browsing, Observed):
     # Internals
 
     def _migrate(self) -> None:
-        """Bring the stored format to :data:`FORMAT` (one read when it already is)."""
+        """Bring the stored format to ``FORMAT`` (one read when it already is)."""
         meta = self._read(META)
         if meta is not None and meta.get("format") == FORMAT and len(meta["migrations"]) == len(MIGRATIONS):
             return

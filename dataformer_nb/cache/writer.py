@@ -1,4 +1,4 @@
-"""Fresh responses committed to the cache in groups, on a thread of its own (see :class:`CacheWriter`)."""
+"""Fresh responses committed to the cache in groups, on a thread of its own (see ``CacheWriter``)."""
 
 from __future__ import annotations
 
@@ -24,12 +24,12 @@ class CacheWriter:
     transaction each (one per reply cost more than the whole HTTP exchange), so a crash loses
     at most the group in flight. Writes run off the event loop: a write that waits for another
     process's lock never stalls sending, so no request times out (and is sent twice) because of
-    it. A write that fails sets :attr:`error` (the dispatcher then starts no new request); its
-    group, and whatever arrives after, stays in :attr:`unsaved`.
+    it. A write that fails sets ``error`` (the dispatcher then starts no new request); its
+    group, and whatever arrives after, stays in ``unsaved``.
 
     A team cache whose server cannot be reached (stopped, restarting, the network cut) is not a
-    failed write: sending goes on, what arrives is kept in :attr:`unsaved`, a write is tried
-    again every few seconds, and :meth:`close` waits up to :data:`OUTAGE_WAIT` seconds for the
+    failed write: sending goes on, what arrives is kept in ``unsaved``, a write is tried
+    again every few seconds, and ``close`` waits up to ``OUTAGE_WAIT`` seconds for the
     server before giving up; a warning then says how many responses were written late.
     """
 

@@ -13,7 +13,7 @@ One HTTP server on 127.0.0.1 speaks both protocols dataformer_nb submits batches
 Each request of a batch is answered ``Answer: <last user message>``; one whose prompt contains
 ``FAIL`` fails (HTTP 400 in OpenAI's error file, ``errored`` in Anthropic's results). A batch
 works through its requests over ``process_seconds`` (the counts grow as it goes), or, with
-``hold=True``, waits until :meth:`release` (or ``max_hold_seconds``). It refuses a batch of more
+``hold=True``, waits until ``release`` (or ``max_hold_seconds``). It refuses a batch of more
 than ``max_requests`` requests or a file of more than ``max_file_bytes``, as the real services do. The counters
 (``uploads``, ``creations``, ``polls``, ``cancels``, ``downloads``) say what clients did.
 
