@@ -1,5 +1,7 @@
 """dataformer_nb: generate LLM data from notebooks, concurrently, under rate limits, with a cache."""
 
+__version__ = "0.3.0"
+
 from .cache import ClearReport, PostgresCache, ProjectInfo, ResponseCache
 from .errors import (
     AuthenticationError,

@@ -19,19 +19,22 @@ def test_mypy_is_clean() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_every_public_name_is_documented() -> None:
+def undocumented(name: str, obj: object) -> list[str]:
+    """``name`` and each of its public methods and properties that has no docstring."""
     import inspect
 
+    missing = [] if inspect.getdoc(obj) else [name]
+    for member, value in vars(obj).items() if inspect.isclass(obj) else ():
+        if not member.startswith("_") and (callable(value) or isinstance(value, property)):
+            doc = inspect.getdoc(value) if isinstance(value, property) else inspect.getdoc(getattr(obj, member))
+            missing += [] if doc else [f"{name}.{member}"]
+    return missing
+
+
+def test_every_public_name_is_documented() -> None:
     import dataformer_nb
 
-    missing = []
-    for name in dataformer_nb.__all__:
-        obj = getattr(dataformer_nb, name)
-        missing += [] if inspect.getdoc(obj) else [name]
-        for member, value in vars(obj).items() if inspect.isclass(obj) else ():
-            if not member.startswith("_") and (callable(value) or isinstance(value, property)):
-                doc = inspect.getdoc(value) if isinstance(value, property) else inspect.getdoc(getattr(obj, member))
-                missing += [] if doc else [f"{name}.{member}"]
+    missing = [gap for name in dataformer_nb.__all__ for gap in undocumented(name, getattr(dataformer_nb, name))]
     assert not missing
 
 
