@@ -1,6 +1,6 @@
 """The ledger of provider batches: what was submitted, for which requests, and how it went.
 
-A batch is paid for once it is created, so it is recorded in the cache directory before the
+A batch is paid for once it is created, so it is recorded in the cache before the
 run waits for it (and an intent before it is created: see ``batchrun``); a re-run after an
 interrupt, a kernel restart or a SIGKILL finds it here and collects it instead of paying again.
 
@@ -13,6 +13,11 @@ of the response cache: clearing the cache (even ``"full"``) must not forget a ba
 still running. A record never holds an API key, only a fingerprint of it. Records are read as
 untrusted input: a file that is not a record is skipped with a warning, and a batch id is only
 ever used in a URL if it is a plain identifier.
+
+With the team store (PostgreSQL) the same records are rows of its ``batch_records`` table, and
+the lock is an advisory lock of its server: any member's run resumes and collects a batch that
+another member submitted, and two machines never submit the same requests as two batches. The
+rows are read by the same reader as the files.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ._format import table_bundle, when
+from ._format import printable, table_bundle, when
 from ._json import is_count, is_time
 from .errors import CacheError, DataformerWarning
 from .names import stored_name
@@ -168,17 +173,106 @@ def is_batch_id(text: object) -> bool:
 
 
 class BatchLedger:
-    """The batch records of one cache directory."""
+    """The batch records of one cache: files in its directory for the local store, rows of the
+    team store (``store``, a PostgresCache) when it is one, so every member's run sees them.
+    Either way the records are read here, as untrusted input, by one reader."""
+
+    def __init__(self, cache_directory: str | os.PathLike[str], store: object = None) -> None:
+        self._records: _RecordFiles | _TeamRecords = (
+            _TeamRecords(store) if hasattr(store, "batch_records") else _RecordFiles(cache_directory))
+
+    @property
+    def where(self) -> str:
+        """Where the records are: a directory, or the team store's host, database and schema."""
+        return self._records.where
+
+    def submitting(self, waiting: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while a run looks for recorded batches and submits new ones: two runs of one call at
+        once (two kernels, here or, with a team store, anywhere) would otherwise both submit. A lock
+        a killed process never leaves held; ``waiting()`` is called once if another run holds it."""
+        return self._records.submitting(waiting)
+
+    def new(self, **values: Any) -> BatchRecord:
+        """A record for a batch about to be submitted, saved at once (with its keys)."""
+        record = BatchRecord(local=uuid.uuid4().hex, **values)
+        record.requests = record.requests or len(record.keys)
+        self._records.write(record.local, _record_bytes(record), json.dumps(record.keys).encode())
+        return record
+
+    def save(self, record: BatchRecord) -> None:
+        """Write ``record`` (all but its keys) whole, atomically."""
+        self._records.write(record.local, _record_bytes(record))
+
+    def collected(self, record: BatchRecord) -> None:
+        """Mark ``record`` collected: its results are in the cache, its keys no longer needed."""
+        record.collected, record.keys = time.time(), []
+        self.save(record)
+        self._records.drop_keys(record.local)
+
+    def forget(self, record: BatchRecord) -> None:
+        """Remove the record of a batch that was never created."""
+        self._records.drop(record.local)
+
+    def records(self) -> list[BatchRecord]:
+        """Every record (without its keys), oldest first; one that is not a record is skipped with
+        a warning."""
+        records = []
+        for where, local, data in self._records.read():
+            try:
+                if len(data) > MAX_RECORD_BYTES:
+                    raise ValueError(f"larger than {MAX_RECORD_BYTES:,} bytes")
+                record = BatchRecord.from_json(json.loads(data))
+                if local is not None and record.local != local:
+                    raise ValueError(f"it names another record, {record.local[:40]!r}")
+            except (ValueError, TypeError, RecursionError) as exc:
+                _skipped(where, exc, self._records.fix)
+            else:
+                record.keys = []
+                records.append(record)
+        return sorted(records, key=lambda r: r.created)
+
+    def pending(self) -> list[BatchRecord]:
+        """The records not collected yet, with their keys."""
+        pending = []
+        for record in self.records():
+            if record.pending:
+                where = self._records.keys_where(record.local)
+                try:
+                    data = self._records.keys(record.local)
+                    if len(data) > MAX_KEYS_BYTES:
+                        raise ValueError(f"larger than {MAX_KEYS_BYTES:,} bytes")
+                    keys = json.loads(data)
+                    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+                        raise ValueError("not a list of strings")
+                except (OSError, ValueError, RecursionError) as exc:
+                    _skipped(where, exc, self._records.fix)
+                    continue
+                record.keys = keys
+                pending.append(record)
+        return pending
+
+
+def _record_bytes(record: BatchRecord) -> bytes:
+    data = {f.name: getattr(record, f.name) for f in fields(record) if f.name != "keys"}
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+class _RecordFiles:
+    """The records as files under ``<cache_dir>/batches/`` (see the module's docstring)."""
+
+    fix = "move the file away if it is not dataformer_nb's"
 
     def __init__(self, cache_directory: str | os.PathLike[str]) -> None:
         self.directory = Path(cache_directory) / LEDGER_DIR
 
+    @property
+    def where(self) -> str:
+        return str(self.directory)
+
     @contextlib.asynccontextmanager
     async def submitting(self, waiting: Callable[[], None]) -> AsyncIterator[None]:
-        """Held while a run looks for recorded batches and submits new ones: two runs of one call at
-        once (two kernels on one cache) would otherwise both submit. An OS lock on a file (flock), so
-        a killed process never leaves it held; ``waiting()`` is called once if another run holds it.
-        Where there is no flock (Windows), runs are not serialised."""
+        """An OS lock on a file (flock), so a killed process never leaves it held. Where there is
+        no flock (Windows), runs are not serialised."""
         import asyncio
 
         try:
@@ -213,67 +307,37 @@ class BatchLedger:
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
-    def new(self, **values: Any) -> BatchRecord:
-        """A record for a batch about to be submitted, saved at once (its keys first)."""
-        record = BatchRecord(local=uuid.uuid4().hex, **values)
-        record.requests = record.requests or len(record.keys)
-        self._write(self._keys_path(record.local), json.dumps(record.keys).encode())
-        self.save(record)
-        return record
+    def write(self, local: str, record: bytes, keys: bytes | None = None) -> None:
+        if keys is not None:  # the keys first: a record is never without them
+            self._write(self._keys_path(local), keys)
+        self._write(self._path(local), record)
 
-    def save(self, record: BatchRecord) -> None:
-        """Write ``record`` (all but its keys) whole, atomically."""
-        data = {f.name: getattr(record, f.name) for f in fields(record) if f.name != "keys"}
-        self._write(self._path(record.local), json.dumps(data, separators=(",", ":")).encode())
-
-    def collected(self, record: BatchRecord) -> None:
-        """Mark ``record`` collected: its results are in the cache, its keys no longer needed."""
-        record.collected, record.keys = time.time(), []
-        self.save(record)
+    def drop_keys(self, local: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self._keys_path(record.local).unlink()
+            self._keys_path(local).unlink()
 
-    def forget(self, record: BatchRecord) -> None:
-        """Remove the record of a batch that was never created."""
-        for path in (self._path(record.local), self._keys_path(record.local)):
+    def drop(self, local: str) -> None:
+        for path in (self._path(local), self._keys_path(local)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def records(self) -> list[BatchRecord]:
-        """Every record (without its keys), oldest first; a file that is not a record is skipped with
-        a warning."""
-        return sorted(self._read_all(), key=lambda r: r.created)
-
-    def pending(self) -> list[BatchRecord]:
-        """The records not collected yet, with their keys."""
-        pending = []
-        for record in self.records():
-            if record.pending:
-                path = self._keys_path(record.local)
-                try:
-                    keys = json.loads(read_file(path, MAX_KEYS_BYTES))
-                    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
-                        raise ValueError("not a list of strings")
-                except (OSError, ValueError, RecursionError) as exc:
-                    _skipped(path, exc)
-                    continue
-                record.keys = keys
-                pending.append(record)
-        return pending
-
-    def _read_all(self) -> Iterator[BatchRecord]:
+    def read(self) -> Iterator[tuple[str, str | None, bytes]]:
+        """``(where, None, bytes)`` of each record file that can be read (the others are skipped)."""
         if not self.directory.is_dir():
             return
         for path in self.directory.glob("*.json"):
             if path.name.startswith(".tmp-"):
                 continue
             try:
-                record = BatchRecord.from_json(json.loads(read_file(path, MAX_RECORD_BYTES)))
-            except (OSError, ValueError, TypeError, RecursionError) as exc:
-                _skipped(path, exc)
-            else:
-                record.keys = []
-                yield record
+                yield str(path), None, read_file(path, MAX_RECORD_BYTES)
+            except (OSError, ValueError) as exc:
+                _skipped(str(path), exc, self.fix)
+
+    def keys(self, local: str) -> bytes:
+        return read_file(self._keys_path(local), MAX_KEYS_BYTES)
+
+    def keys_where(self, local: str) -> str:
+        return str(self._keys_path(local))
 
     def _write(self, path: Path, data: bytes) -> None:
         """Write ``data`` to ``path`` whole or not at all (a temporary file renamed over it)."""
@@ -302,6 +366,58 @@ class BatchLedger:
         return self.directory / f"{local}.json"
 
 
+class _TeamRecords:
+    """The records as rows of the team store, shared by every member: an advisory lock of its
+    server instead of the file lock, so two machines never submit the same requests twice."""
+
+    fix = "delete that row of batch_records if it is not dataformer_nb's"
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    @property
+    def where(self) -> str:
+        return f"the team cache at {self._store.location}"
+
+    @contextlib.asynccontextmanager
+    async def submitting(self, waiting: Callable[[], None]) -> AsyncIterator[None]:
+        import asyncio
+
+        lock = self._store.submit_lock()
+        try:
+            told = False
+            while not await asyncio.to_thread(lock.try_acquire):  # a network call: off the event loop
+                if not told:
+                    waiting()
+                    told = True
+                await asyncio.sleep(LOCK_POLL_SECONDS)
+            yield
+        finally:
+            await asyncio.to_thread(lock.release)
+
+    def write(self, local: str, record: bytes, keys: bytes | None = None) -> None:
+        self._store.save_batch_record(local, record, keys)
+
+    def drop_keys(self, local: str) -> None:
+        self._store.drop_batch_keys(local)
+
+    def drop(self, local: str) -> None:
+        self._store.drop_batch_record(local)
+
+    def read(self) -> Iterator[tuple[str, str | None, bytes]]:
+        for local, data in self._store.batch_records():
+            yield f"batch record {printable(local)[:40]!r} of {self.where}", local, data
+
+    def keys(self, local: str) -> bytes:
+        data: bytes | None = self._store.batch_record_keys(local)
+        if data is None:
+            raise ValueError("its keys are missing")
+        return data
+
+    def keys_where(self, local: str) -> str:
+        return f"the keys of batch record {local!r} of {self.where}"
+
+
 def read_file(path: Path, max_bytes: int) -> bytes:
     """The bytes of ``path``, a regular file of at most ``max_bytes``, opened without following a
     link (a record linked to /dev/zero gave MemoryError) or waiting on a FIFO (it hung);
@@ -323,7 +439,6 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # Windows has neither: links and FIFOs
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
-def _skipped(path: Path, error: Exception) -> None:
-    warnings.warn(f"{path} is not a batch record ({error}): it was skipped; if it recorded a batch still running, its "
-                  "requests would be submitted again: move the file away if it is not dataformer_nb's",
-                  DataformerWarning, stacklevel=4)
+def _skipped(where: str, error: Exception, fix: str) -> None:
+    warnings.warn(f"{where} is not a batch record ({error}): it was skipped; if it recorded a batch still running, its "
+                  f"requests would be submitted again: {fix}", DataformerWarning, stacklevel=4)

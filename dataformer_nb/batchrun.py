@@ -51,9 +51,9 @@ class BatchRunner:
                  progress_label: str = "generate",
                  schema: OutputSchema | None = None,
                  say: Callable[[str], None] = _log.info) -> None:
-        """Responses go to ``cache``, the batches' records to ``ledger_dir`` (the cache directory,
-        whichever store holds the responses); ``schema``: what the replies must follow."""
-        self.ledger = BatchLedger(ledger_dir)  # in the cache directory, for either store
+        """Responses go to ``cache``, the batches' records to the team store when ``cache`` is one,
+        else to files in ``ledger_dir`` (the cache directory); ``schema``: what the replies must follow."""
+        self.ledger = BatchLedger(ledger_dir, cache)  # the team store's rows, or files in the cache directory
         self._cache, self._project, self._options, self._label = cache, project, options, progress_label
         self._schema, self._say = schema, say
         self.records: list[BatchRecord] = []  # the batches this run submitted or awaits
@@ -90,7 +90,7 @@ class BatchRunner:
             here = [r for r in records if r.api == api.base]
             if not here:
                 where = f" (it was submitted to {records[0].api})" if records else ""
-                raise BatchError(f"batch_id={batch_id!r} is not a batch recorded in {self.ledger.directory} for "
+                raise BatchError(f"batch_id={batch_id!r} is not a batch recorded in {self.ledger.where} for "
                                  f"{api.base}{where}: llm.batches() lists them")
             record = here[-1]
             if not record.pending:

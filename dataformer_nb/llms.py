@@ -23,7 +23,7 @@ from .cache.postgres import DEFAULT_SCHEMA, PostgresCache, check_cache_url, wher
 from .cache.writer import CacheWriter
 from .claims import send_once
 from .dispatch import Dispatcher
-from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError
+from .errors import CacheError, ConfigurationError, InvalidRequestError, RequestFailedError, StoreUnavailable
 from .limits import LimitsReport, RateLimiter, estimate_prompt_and_budget
 from .options import (
     DEFAULT_BATCH_POLL_INTERVAL,
@@ -213,7 +213,7 @@ class AsyncLLM:
         pending ones this client's provider and key can reach."""
         from .batchledger import BatchLedger, BatchList
 
-        records = BatchLedger(self.cache_dir).records()
+        records = BatchLedger(self.cache_dir, self.cache).records()
         if refresh and any(r.pending for r in records):
             run_sync(self._runner(self.project_name).refresh(self._default_route(), records))
         return BatchList(r.job() for r in records)
@@ -237,11 +237,11 @@ class AsyncLLM:
 
         if not isinstance(batch_id, str) or len(batch_id) < 8:
             raise ConfigurationError(f"batch_id={batch_id!r} is not a batch id: llm.batches() lists them")
-        ledger = BatchLedger(self.cache_dir)
+        ledger = BatchLedger(self.cache_dir, self.cache)
         found = [r for r in ledger.records() if batch_id == r.id or r.local.startswith(batch_id)]
         if len(found) != 1:
             raise ConfigurationError(f"batch_id={batch_id!r} names {'no' if not found else 'more than one'} batch "
-                                     f"recorded in {ledger.directory}: llm.batches() lists them")
+                                     f"recorded in {ledger.where}: llm.batches() lists them")
         ledger.forget(found[0])
 
     def cache_panel(self) -> Any:
@@ -327,6 +327,8 @@ class AsyncLLM:
             if clear_project_cache is not None:
                 self._say(str(self.cache.clear(clear_project_cache)))
             slots = Slots(request_list, project, self.prices)
+            if use_cache:
+                _write_journal(self.cache, self.cache_dir)
             to_send = (_take_hits(self.cache, project, slots, output_schema, units) if use_cache
                        else list(units.values()))
         body_of = lambda unit: preparer.body(unit.request, unit.route, unit.index)  # noqa: E731
@@ -344,7 +346,8 @@ class AsyncLLM:
                                         schema=output_schema)
 
                 async def send(some: list[Unit]) -> None:
-                    await dispatcher.run(some, slots, CacheWriter(self.cache, project) if use_cache else None)
+                    writer = CacheWriter(self.cache, project, self.cache_dir) if use_cache else None
+                    await dispatcher.run(some, slots, writer)
 
                 if use_cache and isinstance(self.cache, PostgresCache) and to_send:
                     # A team cache: what another kernel is sending now is waited for, not paid twice.
@@ -469,7 +472,7 @@ class AsyncLLM:
             ids = ", ".join(r.id or r.local for r in pending)
             stay = "stays" if len(pending) == 1 else "stay"
             return (f"interrupted: {batches(len(pending))} ({ids}) {stay} submitted, recorded in "
-                    f"{runner.ledger.directory}; run the same call again (batch=True) to collect them: "
+                    f"{runner.ledger.where}; run the same call again (batch=True) to collect them: "
                     "nothing is submitted twice")
         results = self.last_results
         if results is None:  # stopped before anything was prepared
@@ -506,6 +509,18 @@ def _threaded(task_id_generator: Any, results: Results, use_cache: bool) -> Resu
         return results
     earlier.extend(results)
     return Results(list(earlier), results.summary)
+
+
+def _write_journal(cache: Store, cache_dir: str) -> None:
+    """Before the cache is read: the responses a run kept in the local journal while the team
+    cache's server was away (``cache.journal``), written to the store, so they are hits, not
+    paid again. Left for a later run if the server is away now."""
+    from .cache.journal import Journal
+
+    journal = Journal(cache_dir)
+    if journal.directory.is_dir():
+        with contextlib.suppress(StoreUnavailable):
+            journal.replay(cache)
 
 
 def _take_hits(cache: Store, project: str, slots: Slots, schema: OutputSchema | None, units: Mapping[str, Unit]

@@ -335,7 +335,7 @@ class Dataformer(Magics):
     def _cmd_batches(self, rest: str) -> None:
         from .batchledger import BatchLedger, BatchList
 
-        jobs = BatchList(r.job() for r in BatchLedger(self.cache_dir).records())
+        jobs = BatchList(r.job() for r in BatchLedger(self.cache_dir, self._cache()).records())
         if not jobs:
             return print(f"No provider batches are recorded in {self.cache_dir}.")
         display({"text/plain": str(jobs), "text/html": jobs._repr_html_()}, raw=True)

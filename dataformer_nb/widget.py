@@ -137,7 +137,7 @@ class CachePanel:
         so it does not ask the provider (``llm.batches(refresh=True)`` does)."""
         if self._cache is None:
             return {}
-        records = BatchLedger(self._cache_dir).records()  # without their keys: not needed here
+        records = BatchLedger(self._cache_dir, self._cache).records()  # without their keys: not needed here
         jobs = sorted((r.job() for r in records if r.pending), key=lambda j: j.project)
         if not jobs:
             return {}

@@ -19,7 +19,7 @@ from dataformer_nb import AsyncLLM, BatchError, CacheError, ConfigurationError, 
 from dataformer_nb.batchledger import BatchLedger
 from dataformer_nb.testing import FakeBatchServer
 
-from .conftest import BOTH_STORES, chat
+from .conftest import BOTH_STORES, chat, the_store
 
 pytestmark = BOTH_STORES
 
@@ -118,7 +118,7 @@ def test_a_request_too_large_for_any_batch_says_so_before_anything_is_submitted(
     requests = [*questions(4), chat("x" * 400)]  # the short ones make batches of their own first
     with pytest.raises(BatchError, match=r"request_list\[4\] alone takes .* send it without batch=True"):
         batch_llm(fake, cache_dir, batch_size=2).generate(requests, batch=True)
-    assert fake.creations == 0 and BatchLedger(cache_dir).records() == []
+    assert fake.creations == 0 and BatchLedger(cache_dir, the_store(cache_dir)).records() == []
 
 
 SIGKILLED_RUN = """
@@ -154,6 +154,7 @@ def test_a_run_killed_while_waiting_is_resumed_without_a_second_batch(held: Fake
     assert (held.creations, held.polls) == (1, polls)  # all cache: the service is not even asked
 
 
+@pytest.mark.local_store  # the file lock (tests/test_team_cache.py: the team's advisory lock)
 def test_two_runs_of_one_call_at_once_submit_one_batch(held: FakeBatchServer, cache_dir: Path) -> None:
     import fcntl
     import logging
@@ -194,7 +195,7 @@ def test_a_submission_stopped_before_its_id_came_back_finds_its_batch(fake: Fake
                                                                       cache_dir: Path) -> None:
     llm = batch_llm(fake, cache_dir)
     llm.generate(questions(3), batch=True, wait=False)
-    ledger = BatchLedger(cache_dir)
+    ledger = BatchLedger(cache_dir, the_store(cache_dir))
     [record] = ledger.records()
     record.id, record.status = None, "submitting"  # as if killed between create and its reply
     ledger.save(record)
@@ -221,11 +222,12 @@ def test_a_creation_whose_reply_was_lost_is_found_not_created_again(fake: FakeBa
     assert fake.creations == 1 and [r.text for r in results] == [f"Answer: question {i}" for i in range(3)]
 
 
+@pytest.mark.local_store  # the record files themselves
 def test_a_record_survives_a_write_that_fails_midway(fake: FakeBatchServer, cache_dir: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     llm = batch_llm(fake, cache_dir)
     llm.generate(questions(2), batch=True, wait=False)
-    ledger = BatchLedger(cache_dir)
+    ledger = BatchLedger(cache_dir, the_store(cache_dir))
     [record] = ledger.records()
 
     def disk_full(fd: int) -> None:
@@ -245,7 +247,7 @@ def test_a_record_survives_a_write_that_fails_midway(fake: FakeBatchServer, cach
 def test_a_submission_stopped_before_its_upload_is_submitted_again(fake: FakeBatchServer, cache_dir: Path) -> None:
     llm = batch_llm(fake, cache_dir)
     llm.generate(questions(3), batch=True, wait=False)
-    ledger = BatchLedger(cache_dir)
+    ledger = BatchLedger(cache_dir, the_store(cache_dir))
     [record] = ledger.pending()
     ledger.forget(record)
     names = ("protocol", "api", "provider", "key", "model", "gen_type", "project", "created", "keys")
@@ -373,7 +375,7 @@ def test_a_server_without_batch_endpoints_says_so(fake: FakeBatchServer, cache_d
     llm = batch_llm(fake, cache_dir, url=f"{fake.url}/elsewhere")  # answers 404 there, as vLLM does to /v1/files
     with pytest.raises(BatchError, match=r"uploading the batch's requests was refused \(HTTP 404"):
         llm.generate([chat("hi")], batch=True)
-    assert BatchLedger(cache_dir).records() == []  # a refusal created nothing to wait for
+    assert BatchLedger(cache_dir, the_store(cache_dir)).records() == []  # a refusal created nothing to wait for
 
 
 def test_a_service_gone_while_waiting_ends_the_wait_and_keeps_the_batches_recorded(cache_dir: Path) -> None:
@@ -386,6 +388,7 @@ def test_a_service_gone_while_waiting_ends_the_wait_and_keeps_the_batches_record
     assert all(r.error.cause == "not collected" for r in llm.last_results)
 
 
+@pytest.mark.local_store  # files (tests/test_team_cache.py: the team store's rows)
 def test_the_key_is_never_written_to_the_ledger(fake: FakeBatchServer, cache_dir: Path) -> None:
     batch_llm(fake, cache_dir).generate(questions(2), batch=True, wait=False)
     files = list((cache_dir / "batches").iterdir())
@@ -399,6 +402,7 @@ def test_a_wrong_key_is_refused_with_the_key_hidden(fake: FakeBatchServer, cache
     assert "sk-wrong-key-123" not in str(caught.value)
 
 
+@pytest.mark.local_store  # files (tests/test_team_cache.py: rows of the team store)
 def test_a_garbled_or_hostile_ledger_file_is_skipped_with_a_warning(fake: FakeBatchServer, cache_dir: Path) -> None:
     llm = batch_llm(fake, cache_dir)
     llm.generate(questions(1), batch=True)
@@ -442,7 +446,8 @@ def test_structured_outputs_are_validated_in_batches(fake: FakeBatchServer, cach
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
     results = batch_llm(fake, cache_dir).generate(questions(2), batch=True, schema=schema)
     assert all(r.error is not None and r.error.cause == "invalid output" for r in results)  # "Answer: ..." is not JSON
-    assert len(BatchLedger(cache_dir).records()) == 1 and len(batch_llm(fake, cache_dir).cache) == 0
+    ledger = BatchLedger(cache_dir, the_store(cache_dir))
+    assert len(ledger.records()) == 1 and len(batch_llm(fake, cache_dir).cache) == 0
 
 
 

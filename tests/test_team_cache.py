@@ -4,11 +4,14 @@ on it too (tests/test_cache.py, and the modules marked BOTH_STORES)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -17,7 +20,7 @@ from dataformer_nb import AsyncLLM, CacheError, CachePanel, ConfigurationError, 
 from dataformer_nb.cache import NewResponse
 from dataformer_nb.cache.copy import copy_store
 from dataformer_nb.cache.postgres import MIGRATIONS, PostgresCache
-from dataformer_nb.testing import FakeLLMServer
+from dataformer_nb.testing import FakeBatchServer, FakeLLMServer
 from dataformer_nb.testing.llm_server import prompt_of
 
 from .conftest import TOGETHER_KEY, chat
@@ -287,3 +290,146 @@ def test_each_project_records_who_used_it_and_the_tables_show_it(team_url, monke
     assert [c.value for c in panel.project_rows["shared"].children[:-1]][-1] == "alice, bob"
     text = panel._repr_mimebundle_()["text/plain"]  # what %dataformer projects and saved notebooks show
     assert "used by" in text and "alice, bob" in text
+
+
+# Batch records in the team store: any member resumes and collects; two machines submit once.
+
+BATCH_KEY = "sk-team-batch-KEY-4411"
+
+
+def team_batch_llm(service: FakeBatchServer, url: str, cache_dir: Path, **options: Any) -> AsyncLLM:
+    """A member's AsyncLLM: its own cache_dir (its own machine), the team's store (its schema from
+    DATAFORMER_CACHE_SCHEMA, which each test sets)."""
+    settings: dict[str, Any] = {"url": service.url, "api_key": BATCH_KEY, "model": "m", "cache_dir": cache_dir,
+                                "cache_url": url, "batch_poll_interval": 0.01, "progress": False, "verbose": False}
+    return AsyncLLM(**{**settings, **options})
+
+
+@pytest.fixture
+def batch_service() -> Iterator[FakeBatchServer]:
+    with FakeBatchServer(hold=True, process_seconds=0, key=BATCH_KEY) as service:
+        yield service
+
+
+def test_a_batch_one_member_submitted_is_resumed_and_collected_by_another(
+        batch_service: FakeBatchServer, team_url: tuple[str, str], tmp_path: Path, monkeypatch) -> None:
+    url, schema = team_url
+    monkeypatch.setenv("DATAFORMER_CACHE_SCHEMA", schema)
+    requests = [chat(f"team batch {i}") for i in range(6)]
+    alice = team_batch_llm(batch_service, url, tmp_path / "alice")
+    submitted = alice.generate(requests, project_name="alice_p", batch=True, wait=False)
+    assert all(r.pending for r in submitted) and batch_service.creations == 1
+    assert not (tmp_path / "alice" / "batches").exists()  # the record is in the team store, not on her disk
+    bob = team_batch_llm(batch_service, url, tmp_path / "bob")
+    assert [job.id for job in bob.batches()] == list(batch_service.jobs)  # he sees her batch
+    batch_service.release()
+    collected = bob.generate(requests, project_name="bob_p", batch=True)
+    assert batch_service.creations == 1 and batch_service.uploads == 1  # resumed, not submitted again
+    assert [r.text for r in collected] == [f"Answer: team batch {i}" for i in range(6)]
+    assert [job.done for job in alice.batches()] == [6]  # she sees it collected
+    again = alice.generate(requests, project_name="alice_p", batch=True)
+    assert again.summary.cached == 6 and batch_service.creations == 1
+
+
+def test_two_machines_submitting_the_same_call_at_once_make_one_batch(
+        batch_service: FakeBatchServer, team_url: tuple[str, str], tmp_path: Path, monkeypatch) -> None:
+    import threading
+
+    url, schema = team_url
+    monkeypatch.setenv("DATAFORMER_CACHE_SCHEMA", schema)
+    requests = [chat(f"rival batch {i}") for i in range(4)]
+    third = PostgresCache(url, schema).submit_lock()
+    assert third.try_acquire()  # as a third machine submitting would
+    waiting = threading.Semaphore(0)
+
+    class Waiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for another run" in record.getMessage():
+                waiting.release()
+
+    logger, handler = logging.getLogger("dataformer_nb"), Waiting()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    results: list[Any] = []
+    try:
+        members = [team_batch_llm(batch_service, url, tmp_path / name) for name in ("m1", "m2")]
+        runs = [threading.Thread(target=lambda llm=llm: results.append(llm.generate(requests, batch=True)))
+                for llm in members]
+        for run in runs:
+            run.start()
+        assert waiting.acquire(timeout=60) and waiting.acquire(timeout=60), "a member did not wait for the lock"
+        assert batch_service.uploads == 0
+        third.release()
+        batch_service.release()
+        for run in runs:
+            run.join(60)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert batch_service.creations == 1 and len(results) == 2
+    assert all([r.text for r in result] == [f"Answer: rival batch {i}" for i in range(4)] for result in results)
+
+
+def test_batch_records_rows_are_read_as_untrusted_and_hold_no_key(
+        batch_service: FakeBatchServer, team_url: tuple[str, str], tmp_path: Path, monkeypatch) -> None:
+    url, schema = team_url
+    monkeypatch.setenv("DATAFORMER_CACHE_SCHEMA", schema)
+    llm = team_batch_llm(batch_service, url, tmp_path / "m")
+    llm.generate([chat("one")], batch=True, wait=False)
+    assert BATCH_KEY not in all_text(url, schema)
+    with psycopg.connect(url, autocommit=True) as db:
+        (record,) = db.execute(f'SELECT record FROM "{schema}".batch_records').fetchone()
+        good = json.loads(bytes(record))
+        rows = [("garbled", b"{not json", None),
+                ("hostile", json.dumps({**good, "local": "hostile", "id": "../../files/x"}).encode(), b"[]"),
+                ("another", json.dumps({**good, "local": "elsewhere"}).encode(), b"[]"),
+                ("huge", b" " * 2_000_000, None)]
+        for local, body, keys in rows:
+            db.execute(f'INSERT INTO "{schema}".batch_records VALUES (%s, %s, %s)', (local, body, keys))
+    with pytest.warns(DataformerWarning, match="not a batch record") as warned:
+        listed = llm.batches()
+    assert len(listed) == 1 and len(warned) == 4
+    assert all("team cache at" in str(w.message) and "delete that row" in str(w.message) for w in warned)
+
+
+JOURNAL_RUN = """
+import sys
+import dataformer_nb.cache.journal as journal
+from dataformer_nb import AsyncLLM
+journal.MEMORY_BOUND = 50
+url, base, cache_dir = sys.argv[1:4]
+llm = AsyncLLM(url=base, api_key="k", cache_url=url, cache_dir=cache_dir, progress=False, verbose=False,
+               max_concurrent_requests=16)
+llm.generate([{"messages": [{"role": "user", "content": f"q{i}"}]} for i in range(2000)])
+"""
+
+
+def test_a_kernel_killed_while_the_database_is_away_loses_at_most_what_it_held_in_memory(
+        server: FakeLLMServer, private_postgres, tmp_path: Path) -> None:
+    import signal
+
+    url = private_postgres.url
+    PostgresCache(url).close()
+    server.script("q600", "hold")
+    run = subprocess.Popen([sys.executable, "-c", JOURNAL_RUN, url, server.url + "/v1", str(tmp_path / "d")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.holding.wait(120)
+        private_postgres.stop()
+        assert server.wait_for_requests(1500, 120)  # ~900 replies received while the database is away
+        answered = server.count - 16 - 1  # at most 16 in flight, one held
+        run.send_signal(signal.SIGKILL)
+        run.communicate(timeout=60)
+    finally:
+        private_postgres.start()
+        server.release()
+    spilled = list((tmp_path / "d" / "journal").glob("*.jsonl"))
+    assert spilled, "nothing was spilled to the journal"
+    before = server.count
+    again = AsyncLLM(url=server.url + "/v1", api_key="k", cache_url=url, cache_dir=tmp_path / "d", progress=False,
+                     verbose=False).generate([chat(f"q{i}") for i in range(2000)])
+    assert again.texts == [f"Answer: q{i}" for i in range(2000)]
+    resent = server.count - before
+    assert resent <= 2000 - answered + 50, (resent, answered)  # what it held in memory, no more
+    assert not list((tmp_path / "d" / "journal").glob("*.jsonl"))  # replayed, then removed

@@ -107,6 +107,15 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("0004_project_users", """
         ALTER TABLE {s}.projects ADD COLUMN users text[] NOT NULL DEFAULT '{{}}';
     """),
+    # The records of provider batches (the batch ledger's), shared by the team, so any member's
+    # run resumes and collects a batch another submitted; opaque bytes here, read by the ledger.
+    ("0005_batch_records", """
+        CREATE TABLE {s}.batch_records (
+            local text PRIMARY KEY,
+            record bytea NOT NULL,
+            keys bytea
+        );
+    """),
 )
 # Keys asked for in one query: a warm re-run of 10^5 reads 200 pages.
 READ_BATCH = 500
@@ -540,6 +549,42 @@ class PostgresCache(Browsing, Observed):
                                   " AND expires >= extract(epoch FROM clock_timestamp())"), (keys,))
             return {key for (key,) in cur.fetchall()}
 
+    # Batch records: the team's batch ledger keeps them here (bytes it writes and checks itself)
+
+    def save_batch_record(self, local: str, record: bytes, keys: bytes | None = None) -> None:
+        """Store the record ``local`` whole (and its ``keys``, when given; kept otherwise)."""
+        with self._transaction("written") as cur:
+            cur.execute(self._sql("INSERT INTO {s}.batch_records AS b (local, record, keys) VALUES (%s, %s, %s)"
+                                  " ON CONFLICT (local) DO UPDATE SET record = EXCLUDED.record,"
+                                  " keys = coalesce(EXCLUDED.keys, b.keys)"), (local, record, keys))
+
+    def drop_batch_keys(self, local: str) -> None:
+        """Forget the keys of record ``local`` (its batch is collected), keeping the record."""
+        with self._transaction("written") as cur:
+            cur.execute(self._sql("UPDATE {s}.batch_records SET keys = NULL WHERE local = %s"), (local,))
+
+    def drop_batch_record(self, local: str) -> None:
+        """Remove the record ``local`` and its keys."""
+        with self._transaction("written") as cur:
+            cur.execute(self._sql("DELETE FROM {s}.batch_records WHERE local = %s"), (local,))
+
+    def batch_records(self) -> list[tuple[str, bytes]]:
+        """Every record, as ``(local, bytes)``, without its keys."""
+        with self._transaction("read") as cur:
+            cur.execute(self._sql("SELECT local, record FROM {s}.batch_records"))
+            return [(local, bytes(record)) for local, record in cur.fetchall()]
+
+    def batch_record_keys(self, local: str) -> bytes | None:
+        """The keys stored with record ``local``; None if there are none."""
+        with self._transaction("read") as cur:
+            cur.execute(self._sql("SELECT keys FROM {s}.batch_records WHERE local = %s"), (local,))
+            row = cur.fetchone()
+            return None if row is None or row[0] is None else bytes(row[0])
+
+    def submit_lock(self) -> TeamLock:
+        """The lock runs take turns under to look up and submit batches, team-wide."""
+        return TeamLock(self, f"dataformer_nb:{self.schema}:batch-submit")
+
     # Projects
 
     def has_project(self, project: str) -> bool:
@@ -655,6 +700,35 @@ class PostgresCache(Browsing, Observed):
 
 # The columns of a response row that make its record, in _record's order.
 _RECORD = "projects, size, prompt_tokens, completion_tokens, created, prompt, paid_by, cost"
+
+
+class TeamLock:
+    """An advisory lock of the team's server, held by a connection of its own: released when
+    ``release()`` is called or when that connection dies (a killed kernel never leaves it held)."""
+
+    def __init__(self, cache: PostgresCache, name: str) -> None:
+        self._cache, self._name = cache, name
+        self._db: psycopg.Connection[Any] | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if no one holds it; whether it is now held here."""
+        cache = self._cache
+        try:
+            if self._db is None or self._db.closed:
+                self._db = cache._psycopg.connect(cache._url.reveal(), autocommit=True, connect_timeout=10)
+            row = self._db.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self._name,)).fetchone()
+        except cache._psycopg.Error as exc:
+            self.release()
+            raise StoreUnavailable(f"the team cache at {cache.location} cannot be locked to submit batches "
+                                   f"({_message(exc, cache._url)}): check that its server is running") from None
+        return bool(row and row[0])
+
+    def release(self) -> None:
+        """Let the lock go (closing its connection releases it on the server)."""
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
 
 
 def _record(columns: list[Any]) -> dict[str, Any]:
