@@ -3,7 +3,8 @@ rival tests: ``python tests/cache_history.py DIR SEED STEPS PROJECTS JOURNAL [--
 
 Each operation is journalled (``{"begin": op}`` before, ``{"end": n}`` after) with unbuffered
 writes, so a SIGKILL loses no line. ``--kill-at N`` SIGKILLs this process just before its
-N-th write to diskcache (inside group commits, clears and joins alike).
+N-th write to diskcache (inside group commits, clears and joins alike), or, with a team cache
+(``DATAFORMER_CACHE_URL`` set), just before its N-th statement inside a PostgreSQL transaction.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def operations(rng: random.Random, steps: int, projects: list[str], full: bool) 
 
 
 def kill_at(n: int) -> None:
+    if os.environ.get("DATAFORMER_CACHE_URL"):
+        return kill_at_statement(n)
     import diskcache
 
     count = [0]
@@ -50,6 +53,23 @@ def kill_at(n: int) -> None:
             return _original(self, *args, **kwargs)
 
         setattr(diskcache.Cache, name, wrapper)
+
+
+def kill_at_statement(n: int) -> None:
+    import psycopg
+    from psycopg.pq import TransactionStatus
+
+    count = [0]
+    original = psycopg.Cursor.execute
+
+    def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.connection.info.transaction_status == TransactionStatus.INTRANS:
+            count[0] += 1
+            if count[0] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, *args, **kwargs)
+
+    psycopg.Cursor.execute = execute  # type: ignore[method-assign]
 
 
 def main() -> None:
