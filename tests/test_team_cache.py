@@ -433,3 +433,9 @@ def test_a_kernel_killed_while_the_database_is_away_loses_at_most_what_it_held_i
     resent = server.count - before
     assert resent <= 2000 - answered + 50, (resent, answered)  # what it held in memory, no more
     assert not list((tmp_path / "d" / "journal").glob("*.jsonl"))  # replayed, then removed
+
+
+def test_a_key_with_a_comma_never_reads_the_rows_of_the_keys_it_joins(cache: PostgresCache) -> None:
+    cache.put_many([("x1", RESPONSE), ("x2", RESPONSE)], "p")
+    assert cache.get("x1,x2") is None and "x1,x2" not in cache  # pages go to the server comma-joined
+    assert set(cache.lookup(["x1", "x2", "x3"], "p")) == {"x1", "x2"}

@@ -309,11 +309,19 @@ class PostgresCache(Browsing, Observed):
         a warm re-run of 10^5 more than all the rest of it."""
         found: list[tuple[str, bytes, dict[str, Any]]] = []
         damaged: list[str] = []
-        query = self._sql("SELECT key, body, projects, prompt_tokens, completion_tokens FROM {s}.responses"
-                          " WHERE key = ANY(%s)")
+        columns = "SELECT key, body, projects, prompt_tokens, completion_tokens FROM {s}.responses WHERE key = "
+        # A page of keys as one comma-joined text, split by the server: psycopg quotes a list's
+        # items one by one (a regular expression each), which cost a warm re-run of 10^5 about a
+        # quarter of its CPU. Keys with a comma (never ours) go as a list.
+        joined_query, list_query = self._sql(columns + "ANY(string_to_array(%s, ','))"), self._sql(columns + "ANY(%s)")
         with self._transaction("read") as cur:
             for start in range(0, len(keys), READ_BATCH):
-                cur.execute(query, (keys[start:start + READ_BATCH],), binary=True)
+                page = keys[start:start + READ_BATCH]
+                joined = ",".join(page)
+                if joined.count(",") == len(page) - 1:
+                    cur.execute(joined_query, (joined,), binary=True)
+                else:
+                    cur.execute(list_query, (page,), binary=True)
                 for key, body, projects, prompt_tokens, completion_tokens in cur.fetchall():
                     if projects is None or not _is_json_object(body):
                         damaged.append(key)
