@@ -439,3 +439,48 @@ def test_a_key_with_a_comma_never_reads_the_rows_of_the_keys_it_joins(cache: Pos
     cache.put_many([("x1", RESPONSE), ("x2", RESPONSE)], "p")
     assert cache.get("x1,x2") is None and "x1,x2" not in cache  # pages go to the server comma-joined
     assert set(cache.lookup(["x1", "x2", "x3"], "p")) == {"x1", "x2"}
+
+
+def test_a_role_that_owns_only_its_schema_is_enough_and_one_that_owns_nothing_is_told_why(
+        team_url: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    url, schema = team_url
+    if "postgres@" not in url:
+        pytest.skip("the test server's URL names no user to replace with the test's role")
+    role = f"dfnb_{uuid.uuid4().hex[:10]}"  # no superuser; may not create schemas (PUBLIC may not by default)
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE')
+        db.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{role}"')
+    as_role = url.replace("postgres@", f"{role}@", 1)
+    try:
+        monkeypatch.setenv("DATAFORMER_CACHE_SCHEMA", schema)
+        llm = AsyncLLM(api_provider="echo", cache_url=as_role, cache_dir=tmp_path, progress=False, verbose=False)
+        first = llm.generate([chat("a"), chat("b")], project_name="p")
+        again = llm.generate([chat("a"), chat("b")], project_name="q")
+        assert first.summary.sent == 2 and again.summary.cached == 2  # its migrations ran as the schema's owner
+        monkeypatch.setenv("DATAFORMER_CACHE_SCHEMA", f"{schema}_x")  # one it does not own and may not create
+        with pytest.raises(CacheError, match=r"may not create it .*AUTHORIZATION .*a schema this role owns"):
+            AsyncLLM(api_provider="echo", cache_url=as_role, cache_dir=tmp_path).generate([chat("a")])
+    finally:
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            db.execute(f'DROP OWNED BY "{role}"')
+            db.execute(f'DROP ROLE "{role}"')
+
+
+def test_tls_settings_in_the_url_reach_the_connection(team_url: tuple[str, str], tmp_path: Path) -> None:
+    url, schema = team_url
+    with psycopg.connect(url) as db:
+        ssl_on = db.execute("SHOW ssl").fetchone() == ("on",)
+    required = url + ("&" if "?" in url else "?") + "sslmode=require"
+    if ssl_on:
+        store = PostgresCache(required, schema)
+        with store._transaction("read") as cur:
+            cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            assert cur.fetchone() == (True,)
+        store.close()
+    else:
+        with pytest.raises(CacheError, match="SSL was required"):
+            PostgresCache(required, schema)
+    PostgresCache(url + ("&" if "?" in url else "?") + "sslmode=disable", schema).close()

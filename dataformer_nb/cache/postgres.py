@@ -228,7 +228,11 @@ class PostgresCache(Browsing, Observed):
         with self._transaction("opened") as cur:
             # One migrator at a time across the team; the others wait here, then find it done.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"dataformer_nb:{self.schema}",))
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(self._s))
+            # Looked up first: CREATE SCHEMA IF NOT EXISTS needs the right to create schemas even
+            # when it exists, which a role that only owns its schema does not have.
+            cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,))
+            if cur.fetchone() is None:
+                self._create_schema(cur)
             cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {}.migrations (name text PRIMARY KEY, "
                                 "applied double precision NOT NULL)").format(self._s))
             cur.execute(sql.SQL("SELECT name FROM {}.migrations").format(self._s))
@@ -242,6 +246,17 @@ class PostgresCache(Browsing, Observed):
                     cur.execute(sql.SQL(statements.replace("{s}", "{schema}")).format(schema=self._s))
                     cur.execute(sql.SQL("INSERT INTO {}.migrations VALUES (%s, %s)").format(self._s),
                                 (name, time.time()))
+
+    def _create_schema(self, cur: psycopg.Cursor[Any]) -> None:
+        from psycopg import errors, sql
+
+        try:
+            cur.execute(sql.SQL("CREATE SCHEMA {}").format(self._s))
+        except errors.InsufficientPrivilege:
+            raise CacheError(f"the team cache at {self.location} cannot be opened: the schema does not exist and "
+                             "this role may not create it (permission denied): ask the database's owner to run "
+                             f'CREATE SCHEMA "{self.schema}" AUTHORIZATION <this role>, or set '
+                             "DATAFORMER_CACHE_SCHEMA to a schema this role owns") from None
 
     def _sql(self, text: str) -> Any:
         """``text`` with ``{s}`` as this cache's schema, quoted."""
