@@ -385,6 +385,54 @@ class AsyncLLM:
             return _threaded(task_id_generator, self.last_results, use_cache)
         return self.last_results
 
+    def generate_over(
+        self,
+        data: Any,
+        template: str,
+        into: str | None = None,
+        *,
+        column: str = "",
+        inplace: bool = False,
+        system: str | None = None,
+        project_name: str | None = None,
+        clear_project_cache: str | Sequence[str] | None = None,
+        use_cache: bool = True,
+        schema: Any = None,
+        batch: bool = False,
+        wait: bool = True,
+    ) -> Any:
+        """One chat request per row of ``data``: ``template`` filled with the row's fields
+        (``{name}`` for a column, ``{item}`` for the row itself, or for ``column`` when given),
+        sent like ``generate``, as ``%%generate --over DATA --into COLUMN`` does in a notebook.
+
+        ``data``: a pandas or polars DataFrame, a Hugging Face Dataset, a Series, or any iterable
+        of strings or dicts. Returns the Results; with ``into``, the table with the answers as
+        that column instead (a copy, unless ``inplace=True`` on a pandas DataFrame; failed rows
+        missing, ``into + "_error"`` saying why). ``system`` is a system message for every request.
+        Raises ConfigurationError for data of another kind, a missing column, or a template field
+        no row defines, before anything is sent.
+        """
+        from .tables import check_into, fill_template, rows_of, table_kind, write_into
+
+        if into is not None and table_kind(data) is None:
+            raise ConfigurationError(f"into={into!r} needs data that is a table (a pandas or polars DataFrame, or a "
+                                     f"Dataset), not a {type(data).__name__}: leave out into= to get the results")
+        if inplace and into is None:
+            raise ConfigurationError("inplace=True goes with into=COLUMN")
+        if into is not None:
+            check_into(data, inplace)
+        rows = rows_of(data, "data", column)
+        head = [{"role": "system", "content": system}] if system else []
+        requests = [{"messages": [*head, {"role": "user", "content": fill_template(
+                        template, {**fields, "item": item}, "the row's fields (or {item})")}]}
+                    for fields, item in rows.items]
+        if not requests:
+            raise ConfigurationError("data has no rows (a generator is used up after one run: make it again)")
+        results = self.generate(requests, project_name=project_name, clear_project_cache=clear_project_cache,
+                                use_cache=use_cache, schema=schema, batch=batch, wait=wait,
+                                progress_label=f"data → {into}" if into else "data")
+        return results if into is None else write_into(rows.frame, results, into, inplace)
+
     def plan(
         self,
         request_list: Sequence[Mapping[str, Any]],

@@ -8,14 +8,11 @@ import contextvars
 import csv
 import difflib
 import json
-import math
 import re
 import shlex
-import string
 import warnings
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +41,7 @@ from .settings import (
     environment,
     resolve,
 )
+from .tables import Rows, check_into, fill_template, rows_of, write_into
 
 FORMATS = ("markdown", "text", "json", "none")
 SUBCOMMANDS = ("projects", "batches", "clear", "cache", "use", "config", "providers", "help")
@@ -197,7 +195,13 @@ class Dataformer(Magics):
             raise UsageError("--inplace goes with --into COLUMN")
         over = self._over(args)
         if args.into and (over is None or over.frame is None):
-            raise UsageError("--into needs --over DATAFRAME (or DATAFRAME.COLUMN): the answers become its column")
+            raise UsageError("--into needs --over DATAFRAME (or DATAFRAME.COLUMN; pandas or polars, or a Hugging Face "
+                             "Dataset): the answers become its column")
+        if args.into:
+            try:
+                check_into(over.frame, args.inplace)  # type: ignore[union-attr]
+            except ConfigurationError as exc:
+                raise UsageError(str(exc)) from None
         requests = self._requests(args, cell, over)
         llm = self._llm_for(args)
         schema = None
@@ -232,7 +236,10 @@ class Dataformer(Magics):
         except DataformerError as exc:
             raise UsageError(str(exc)) from None
         if args.into:
-            value: Any = _write_into(over.frame, results, args.into, args.inplace)  # type: ignore[union-attr]
+            try:
+                value: Any = write_into(over.frame, results, args.into, args.inplace)  # type: ignore[union-attr]
+            except ConfigurationError as exc:
+                raise UsageError(str(exc)) from None
         else:
             value = CellResults(results, args.format or self.format, batch=bool(over or args.lines),
                                 max_rows=self.max_rows, where=args.out or "_")
@@ -254,14 +261,14 @@ class Dataformer(Magics):
                     .replace("kept in llm.last_results", "not kept (pass -o VAR to keep them)"))
         return message.replace("llm.last_results", where)
 
-    def _over(self, args: Any) -> _Over | None:
+    def _over(self, args: Any) -> Rows | None:
         if args.over_file:
             return _file_items(args.over_file, args.encoding)
         if args.over:
             return _over_items(self._user_ns, args.over)
         return None
 
-    def _requests(self, args: Any, cell: str, over: _Over | None) -> list[dict[str, Any]]:
+    def _requests(self, args: Any, cell: str, over: Rows | None) -> list[dict[str, Any]]:
         template = cell.strip("\n")
         if not template.strip():
             raise UsageError("%%generate needs a prompt in the cell body")
@@ -444,48 +451,22 @@ def _with_suggestion(message: str, argv: list[str], parser: Any) -> str:
 
 def _fill(template: str, namespace: Mapping[str, Any]) -> str:
     try:
-        return string.Formatter().vformat(template, (), namespace)
-    except KeyError as exc:
-        raise UsageError(
-            f"{{{exc.args[0]}}} in the prompt is not defined in the notebook: define it, "
-            "or write {{ and }} for literal braces"
-        ) from None
-    except (IndexError, ValueError, AttributeError) as exc:
-        raise UsageError(f"the prompt template cannot be filled ({exc}): write {{{{ and }}}} for literal braces") \
-            from None
+        return fill_template(template, namespace, "the notebook")
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
 
 
-@dataclass
-class _Over:
-    """The rows of a batch: ``(fields, item)`` pairs read lazily, what they are called, and the
-    DataFrame they come from (for ``--into``)."""
-
-    items: Iterable[tuple[Mapping[str, Any], Any]]
-    name: str
-    frame: Any = None
-
-
-def _over_items(namespace: Mapping[str, Any], spec: str) -> _Over:
+def _over_items(namespace: Mapping[str, Any], spec: str) -> Rows:
     name, _, column = spec.partition(".")
     if name not in namespace:
         raise UsageError(f"--over {spec}: no variable {name!r} in the notebook")
-    value = namespace[name]
-    if hasattr(value, "to_dict") and hasattr(value, "columns"):  # a pandas DataFrame
-        if column and column not in value.columns:
-            raise UsageError(f"--over {spec}: {name} has no column {column!r}; its columns: "
-                             f"{', '.join(map(str, value.columns))}")
-        rows = value.to_dict("records")
-        return _Over(((row, row[column] if column else row) for row in rows), spec, value)
-    if column:
-        raise UsageError(f"--over {spec}: {name} is a {type(value).__name__}, not a DataFrame with columns")
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-        raise UsageError(f"--over {name}: a {type(value).__name__} is not a list, DataFrame, Series, generator "
-                         "or other iterable of strings or dicts")
-    values = value.tolist() if hasattr(value, "tolist") else value  # a Series or an array
-    return _Over(((item if isinstance(item, Mapping) else {}, item) for item in values), name)
+    try:
+        return rows_of(namespace[name], f"--over {spec}" if column else f"--over {name}", column)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def _file_items(path: str, encoding: str = "utf-8-sig") -> _Over:
+def _file_items(path: str, encoding: str = "utf-8-sig") -> Rows:
     """The rows of a JSONL or CSV file, read in one place: decoded line by line in ``encoding``
     (UTF-8 by default, with or without the BOM Excel writes), each failure a UsageError naming
     the file, the line and the fix."""
@@ -500,7 +481,7 @@ def _file_items(path: str, encoding: str = "utf-8-sig") -> _Over:
     except LookupError:
         raise UsageError(f"--encoding {encoding}: no such encoding (try utf-8, latin-1, cp1252)") from None
     rows = _csv_rows(file, encoding) if suffix == ".csv" else _jsonl_rows(file, encoding)
-    return _Over(((row if isinstance(row, Mapping) else {}, row) for row in rows), file.name)
+    return Rows(((row if isinstance(row, Mapping) else {}, row) for row in rows), file.name)
 
 
 def _lines(file: Path, encoding: str, where: list[int]) -> Iterator[str]:
@@ -535,17 +516,6 @@ def _csv_rows(file: Path, encoding: str) -> Iterator[dict[str, str]]:
     except csv.Error as exc:
         raise UsageError(f"--over-file {file}: line {where[0]}: {exc} (a field over {csv.field_size_limit():,} "
                          "characters is refused: put long texts in a .jsonl file)") from None
-
-
-def _write_into(frame: Any, results: Results, column: str, inplace: bool) -> Any:
-    """``frame`` (or a copy) with the answers as ``column``: NaN where a request failed, and
-    ``column_error`` saying why (kept up to date if a previous run made it)."""
-    target = frame if inplace else frame.copy()
-    target[column] = [r.text if r.error is None else math.nan for r in results]
-    errors = [None if r.error is None else str(r.error) for r in results]
-    if any(errors) or f"{column}_error" in target.columns:
-        target[f"{column}_error"] = errors
-    return target
 
 
 def _head_and_tail(n: int, max_rows: int) -> tuple[list[int | None], int]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._format import money, plural, table_bundle, tokens
-from .errors import BatchPending, RequestFailedError
+from .errors import BatchPending, ConfigurationError, RequestFailedError
 from .providers import hide_credentials, response_text
 
 if TYPE_CHECKING:
@@ -270,11 +270,54 @@ class Results(list[GenerationResult]):
             frame[fields] = frame[fields].convert_dtypes()
         return frame
 
+    def to_polars(self) -> Any:
+        """A polars DataFrame of the rows ``to_dataset`` has. Needs polars
+        (``pip install "dataformer_nb[polars]"``)."""
+        polars = _optional("polars", "polars")
+        return polars.DataFrame(self._table_rows(), infer_schema_length=None)
+
+    def to_dataset(self) -> Any:
+        """A Hugging Face ``datasets.Dataset``, ready for ``push_to_hub``: one row per result with
+        prompt, text, cached, error, cause, prompt_tokens, completion_tokens, metadata (as JSON
+        text: its shape may differ from row to row) and the fields of a structured output. Needs
+        datasets (``pip install "dataformer_nb[datasets]"``)."""
+        datasets = _optional("datasets", "datasets")
+        return datasets.Dataset.from_list(self._table_rows())
+
+    def _table_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for r in self:
+            usage = r.usage if r.error is None else None
+            counts = usage if isinstance(usage, dict) else {}
+            prompt = prompt_of(r.request)
+            rows.append({"prompt": prompt if prompt is None or isinstance(prompt, str) else json.dumps(prompt),
+                         "text": r.text, "cached": r.cached, "error": None if r.error is None else str(r.error),
+                         "cause": None if r.error is None else r.error.cause,
+                         "prompt_tokens": _count(counts.get("prompt_tokens")),
+                         "completion_tokens": _count(counts.get("completion_tokens")),
+                         "metadata": None if r.metadata is None else json.dumps(r.metadata, default=str),
+                         **_fields(r.parsed)})
+        return rows
+
     def to_jsonl(self, path: str | os.PathLike[str]) -> None:
         """Write one JSON record per line (see ``GenerationResult.to_dict``)."""
         with open(path, "w", encoding="utf-8") as f:
             for record in self.to_records():
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and value >= 0 else None
+
+
+def _optional(module: str, extra: str) -> Any:
+    """``module`` imported, or ConfigurationError saying which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigurationError(f"{module} is not installed: pip install \"dataformer_nb[{extra}]\"") from None
 
 
 def cost_of(price: tuple[float, float] | None, prompt_tokens: int, completion_tokens: int) -> float | None:
