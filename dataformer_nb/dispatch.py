@@ -60,6 +60,7 @@ class Retry(NamedTuple):
     error: RequestFailedError
     told_to_wait: bool = False
     seconds: float | None = None
+    invalid_output: str | None = None  # the reply's text, when it failed the schema (for a re-ask)
 
 
 class Fresh(NamedTuple):
@@ -75,11 +76,12 @@ class Dispatcher:
     """Sends units under their buckets' limits, retrying what can be retried."""
 
     def __init__(self, options: SendOptions, *, body_of: Callable[[Unit], dict[str, Any]],
-                 progress_label: str = "generate", schema: OutputSchema | None = None) -> None:
+                 progress_label: str = "generate", schema: OutputSchema | None = None, reask: int = 0) -> None:
         self._options = options
         self._body_of = body_of
         self._progress_label = progress_label
         self._schema = schema
+        self._reask = reask  # replies that failed the schema shown back to the model, per request, at most
         self._waiting: Callable[[float], None] | None = None  # set by run: shows a wait on the progress bar
         self._slots = Slots([], "")  # set by run: the call whose requests go over the wire
         self._breakers: defaultdict[int, _Breaker] = defaultdict(_Breaker)  # by id of a route of this run
@@ -180,7 +182,7 @@ class Dispatcher:
         body = self._body_of(unit)  # rebuilt: 10^5 kept bodies weigh ~25 MB
         content = dumpb(body)
         tokens = estimate_request_tokens(body)
-        failures = waits = 0
+        failures = waits = reasked = 0
         deadline = None
         slots = self._slots
         while True:
@@ -233,6 +235,15 @@ class Dispatcher:
                 continue
             breaker.failed(route, outcome.error)
             failures += 1
+            if (outcome.invalid_output is not None and reasked < self._reask and "messages" in body
+                    and failures < self._options.max_attempts):
+                # Asked again with the failed answer and what was wrong with it, as instructor does; the
+                # response is still cached under the request's own key (the conversation that led to
+                # it is how it was obtained, not what was asked).
+                reasked += 1
+                body = reasked_body(body, outcome.invalid_output, outcome.error)
+                content, tokens = dumpb(body), estimate_request_tokens(body)
+                continue
             if failures >= self._options.max_attempts:
                 outcome.error.args = (f"{outcome.error.args[0]} (gave up after {self._options.max_attempts} attempts)",)
                 _log.info("%s", outcome.error)
@@ -256,8 +267,11 @@ class Dispatcher:
             read = read_reply(route.style, self._options.gen_type, data, self._schema)
             if isinstance(read, ReplyProblem):  # retried like any malformed reply, and never cached
                 if read.cause == "invalid output":
-                    self._slots.invalid_reply()
-                return Retry(_failure(route, read.cause, read.message))
+                    self._slots.invalid_reply(route.model, read.usage)
+                    route.bucket.settle(ticket.tokens, token_count((read.usage or {}).get("total_tokens")
+                                                                   if isinstance(read.usage, dict) else None,
+                                                                   "total_tokens"))
+                return Retry(_failure(route, read.cause, read.message), invalid_output=read.output)
             response = read.response
             usage = response.get("usage") or {}
             route.bucket.settle(ticket.tokens, token_count(usage.get("total_tokens"), "total_tokens"))
@@ -290,6 +304,20 @@ class Dispatcher:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(MAX_BACKOFF_SECONDS, self._options.retry_base_delay * 2 ** (attempt - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+REASK = ("That answer does not follow the required format: {problem}. Reply again with only the corrected "
+         "JSON.")
+
+
+def reasked_body(body: dict[str, Any], answer: str, error: RequestFailedError) -> dict[str, Any]:
+    """``body`` with the model's failed ``answer`` and what was wrong with it (``error``) appended
+    to its messages: the next attempt of a re-ask."""
+    problem = str(error.args[0]) if error.args else str(error)
+    problem = problem.partition(": ")[2] or problem  # without the route's name
+    messages = [*body.get("messages", []), {"role": "assistant", "content": answer},
+                {"role": "user", "content": REASK.format(problem=problem)}]
+    return {**body, "messages": messages}
 
 
 def _write_failed(writer: CacheWriter, slots: Slots) -> CacheError:

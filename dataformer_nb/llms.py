@@ -274,6 +274,7 @@ class AsyncLLM:
         summary: bool = True,
         batch: bool = False,
         wait: bool = True,
+        reask: int = 0,
     ) -> Results:
         """Send every request and return one result per request, in request order.
 
@@ -283,7 +284,12 @@ class AsyncLLM:
         code and unused (results come back in request order, which is what its ids were for).
         ``schema`` (a Pydantic model class or a JSON Schema dict) asks for structured output: each
         reply is validated, ``result.parsed`` holds it, and one that does not validate is a failure
-        (``cause="invalid output"``), retried and never cached. ``progress_label`` names the run on
+        (``cause="invalid output"``), retried and never cached. ``reask=N`` (with ``schema``) re-asks
+        instead, up to N times a request: the failed answer and the validation error are appended to
+        its messages, as instructor does; the valid answer is cached under the request's own key, and
+        every attempt is counted (``summary.attempts``) and its tokens priced. The default stays a
+        plain re-send: a re-ask sends a longer, different conversation (more tokens per attempt), and
+        a re-send keeps what was sent exactly what was asked. ``progress_label`` names the run on
         its progress bar; ``summary=False`` leaves out the summary line (``%%generate`` shows it as
         its table's caption instead).
 
@@ -296,7 +302,7 @@ class AsyncLLM:
         """
         return run_sync(self.agenerate(request_list, cache_vars, task_id_generator, use_cache, project_name,
                                        clear_project_cache, schema=schema, progress_label=progress_label,
-                                       summary=summary, batch=batch, wait=wait),
+                                       summary=summary, batch=batch, wait=wait, reask=reask),
                         interrupted=self._interrupted)
 
     async def agenerate(
@@ -313,12 +319,14 @@ class AsyncLLM:
         summary: bool = True,
         batch: bool = False,
         wait: bool = True,
+        reask: int = 0,
     ) -> Results:
         """The async twin of ``generate``, for ``await`` in async code."""
         self._last_run_cached = use_cache
         self._batch_runner = None
         project = self._check_arguments(request_list, cache_vars, project_name)
         _check_batch_arguments(batch, wait, use_cache)
+        _check_reask(reask, schema, batch)
         output_schema = None if schema is None else OutputSchema(schema)
         with gc_paused():
             preparer = self._preparer(cache_vars, output_schema)
@@ -343,7 +351,7 @@ class AsyncLLM:
                 batch_jobs = BatchList(r.job() for r in await self._batch_runner.run(to_send, slots, body_of, wait))
             else:
                 dispatcher = Dispatcher(self._options, body_of=body_of, progress_label=progress_label,
-                                        schema=output_schema)
+                                        schema=output_schema, reask=reask)
 
                 async def send(some: list[Unit]) -> None:
                     writer = CacheWriter(self.cache, project, self.cache_dir) if use_cache else None
@@ -400,6 +408,7 @@ class AsyncLLM:
         schema: Any = None,
         batch: bool = False,
         wait: bool = True,
+        reask: int = 0,
     ) -> Any:
         """One chat request per row of ``data``: ``template`` filled with the row's fields
         (``{name}`` for a column, ``{item}`` for the row itself, or for ``column`` when given),
@@ -429,7 +438,7 @@ class AsyncLLM:
         if not requests:
             raise ConfigurationError("data has no rows (a generator is used up after one run: make it again)")
         results = self.generate(requests, project_name=project_name, clear_project_cache=clear_project_cache,
-                                use_cache=use_cache, schema=schema, batch=batch, wait=wait,
+                                use_cache=use_cache, schema=schema, batch=batch, wait=wait, reask=reask,
                                 progress_label=f"data → {into}" if into else "data")
         return results if into is None else write_into(rows.frame, results, into, inplace)
 
@@ -557,6 +566,17 @@ def _threaded(task_id_generator: Any, results: Results, use_cache: bool) -> Resu
         return results
     earlier.extend(results)
     return Results(list(earlier), results.summary)
+
+
+def _check_reask(reask: object, schema: object, batch: bool) -> None:
+    if not (type(reask) is int and reask >= 0):
+        raise ConfigurationError(f"reask={reask!r} must be a whole number of re-asks per request (0 re-sends blindly)")
+    if reask and schema is None:
+        raise ConfigurationError(f"reask={reask} goes with schema=: a re-ask shows the model why its answer failed "
+                                 "the schema")
+    if reask and batch:
+        raise ConfigurationError(f"reask={reask} cannot go with batch=True: a batch's answers come back at once; "
+                                 "a re-run of the call resubmits those that failed the schema")
 
 
 def _write_journal(cache: Store, cache_dir: str) -> None:

@@ -161,6 +161,8 @@ class Dataformer(Magics):
     @argument("--url", metavar="URL", help="an OpenAI-compatible endpoint or base URL")
     @argument("--timeout", type=float, metavar="SECONDS", help="deadline for each request's whole exchange")
     @argument("--schema", metavar="VAR", help="a Pydantic model class or JSON Schema dict the replies must follow")
+    @argument("--reask", metavar="N", type=int, default=0,
+              help="with --schema: show a reply that fails it back to the model with the error, up to N times")
     @argument("--dry-run", action="store_true", help="show what would be sent, its tokens, cost and time; send nothing")
     @argument("--batch", action="store_true", help="send through the provider's batch API (half price, done within "
               "24 h); running the cell again resumes the batches, never submitting twice")
@@ -230,6 +232,7 @@ class Dataformer(Magics):
                 summary=not (over or args.lines) or bool(args.into),  # a batch's table caption holds it
                 batch=args.batch,
                 wait=not args.no_wait,
+                reask=args.reask,
             )
         except GenerationInterrupted as exc:  # still an interrupt, naming what this notebook holds
             raise GenerationInterrupted(self._interrupted(str(exc), args, llm)) from None

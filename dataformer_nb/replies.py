@@ -28,6 +28,8 @@ class ReplyProblem(NamedTuple):
 
     cause: str
     message: str
+    output: str | None = None  # "invalid output": the text that failed (what a re-ask shows the model)
+    usage: Any = None  # "invalid output": what that reply cost
 
 
 def read_reply(style: Style, gen_type: GenType, data: Any, schema: OutputSchema | None) -> ReadReply | ReplyProblem:
@@ -46,7 +48,9 @@ def read_reply(style: Style, gen_type: GenType, data: Any, schema: OutputSchema 
 def parse_output(schema: OutputSchema, response: dict[str, Any]) -> Any:
     """The output of an OpenAI-shaped ``response`` validated by ``schema``, or the ReplyProblem
     saying why it does not follow it."""
+    text = response_text(response)
     try:
-        return schema.parse(response_text(response))
+        return schema.parse(text)
     except ValueError as exc:
-        return ReplyProblem("invalid output", f"the reply does not follow schema {schema.name}: {one_line(exc)}")
+        return ReplyProblem("invalid output", f"the reply does not follow schema {schema.name}: {one_line(exc)}",
+                            text if isinstance(text, str) else None, response.get("usage"))

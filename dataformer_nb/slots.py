@@ -77,9 +77,18 @@ class Slots:
         if first:
             summary.requests_sent += count
 
-    def invalid_reply(self) -> None:
-        """A reply came that did not follow the schema asked for."""
-        self.summary.invalid_replies += 1
+    def invalid_reply(self, model: str | None = None, usage: Any = None) -> None:
+        """A reply came that did not follow the schema asked for; its tokens (``usage``, at
+        ``model``'s price) were paid for, so they count in the run's tokens and cost."""
+        summary = self.summary
+        summary.invalid_replies += 1
+        if usage is not None:
+            prompt, completion = usage_tokens(usage)
+            summary.prompt_tokens += prompt
+            summary.completion_tokens += completion
+            cost = cost_of(self._prices.get(model), prompt, completion) if model is not None else None
+            self._unpriced = self._unpriced or cost is None
+            summary.cost = None if self._unpriced else (summary.cost or 0.0) + cost  # type: ignore[operator]
 
     def submitted(self, batch_ids: Sequence[str]) -> None:
         """The provider batches that hold this call's requests."""
