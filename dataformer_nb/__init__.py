@@ -19,6 +19,7 @@ from .errors import (
     UnknownProjectWarning,
     UnknownProviderError,
 )
+from .images import image_part
 from .llms import AsyncLLM, get_messages, get_request_list
 from .providers import Provider, register_provider
 from .results import GenerationResult, GenerationSummary, Plan, Results
@@ -82,6 +83,7 @@ __all__ = [
     "WireFormat",
     "get_messages",
     "get_request_list",
+    "image_part",
     "load_ipython_extension",
     "register_provider",
     "register_wire_format",

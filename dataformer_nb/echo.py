@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 
-from .limits import estimate_tokens
+from .images import content_text
+from .limits import content_tokens, estimate_tokens
 
 
 class EchoTransport(httpx.AsyncBaseTransport):
@@ -88,13 +89,16 @@ def echo_reply(body: dict[str, Any]) -> dict[str, Any]:
         kind = "chat"
     else:
         prompt, kind = body.get("prompt", ""), "text"
-    if not isinstance(prompt, str):
+    prompt_tokens = content_tokens(prompt)  # images as billed, not their base64
+    if isinstance(prompt, list):  # text and image parts: their text, images as [image WxH]
+        prompt = content_text(prompt)
+    elif not isinstance(prompt, str):
         prompt = json.dumps(prompt, sort_keys=True)
     schema = _schema_asked(body)
     # With a schema asked for (response_format json_schema), a small instance of it, so that
     # structured outputs can be tried offline; every string in it echoes the prompt.
     text = f"Echo: {prompt}" if schema is None else json.dumps(example_of(schema, schema, f"Echo: {prompt}"))
-    prompt_tokens, completion_tokens = estimate_tokens(prompt), estimate_tokens(text)
+    completion_tokens = estimate_tokens(text)
     choice: dict[str, Any] = (
         {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         if kind == "chat" else {"index": 0, "text": text, "finish_reason": "stop"}

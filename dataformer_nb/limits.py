@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from .images import image_tokens, is_image_part
 from .serverlimits import Quota, ServerLimits
 
 MAX_RESET_SECONDS = 86400.0  # a stated reset is clamped to a day
@@ -55,7 +56,9 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-def _content_tokens(content: Any) -> int:
+def content_tokens(content: Any) -> int:
+    """The estimated tokens of a message's ``content``: text by ``estimate_tokens``, image parts
+    as their provider bills them (``images``), anything else as its JSON text."""
     if content is None:
         return 0
     if isinstance(content, str):
@@ -63,6 +66,7 @@ def _content_tokens(content: Any) -> int:
     if isinstance(content, list):
         return sum(
             estimate_tokens(part["text"]) if isinstance(part, dict) and isinstance(part.get("text"), str)
+            else image_tokens(part) if is_image_part(part)  # as billed: its base64 is not text
             else estimate_tokens(json.dumps(part, default=str))
             for part in content
         )
@@ -79,12 +83,12 @@ def estimate_prompt_and_budget(body: Mapping[str, Any]) -> tuple[int, int]:
     """The estimated prompt tokens of ``body``, and its completion budget (``max_tokens`` x ``n``;
     0 when it sets none)."""
     if "messages" in body:
-        prompt = sum(4 + _content_tokens(m.get("content")) for m in body["messages"])
-        prompt += _content_tokens(body.get("system"))
+        prompt = sum(4 + content_tokens(m.get("content")) for m in body["messages"])
+        prompt += content_tokens(body.get("system"))
     elif "input" in body:  # embeddings: the input is all there is
-        return _content_tokens(body["input"]), 0
+        return content_tokens(body["input"]), 0
     else:
-        prompt = _content_tokens(body.get("prompt"))
+        prompt = content_tokens(body.get("prompt"))
     options = body.get("options") or {}
     budget = body.get("max_tokens") or body.get("max_completion_tokens") or options.get("num_predict") or 0
     n = body.get("n") or 1

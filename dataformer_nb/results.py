@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._format import money, plural, table_bundle, tokens
 from .errors import BatchPending, ConfigurationError, RequestFailedError
+from .images import content_text
 from .providers import hide_credentials, response_text
 
 if TYPE_CHECKING:
@@ -338,5 +339,6 @@ def prompt_of(request: Mapping[str, Any]) -> Any:
     messages = request.get("messages")
     if isinstance(messages, list):
         users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-        return users[-1] if users else None
+        # Parts (text and images) as text, images as [image 512x512]: never their base64.
+        return (content_text(users[-1]) if isinstance(users[-1], list) else users[-1]) if users else None
     return request.get("prompt", request.get("input"))

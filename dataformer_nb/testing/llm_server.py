@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from ..images import content_text
+
 
 class _Server(ThreadingHTTPServer):
     request_queue_size = 512  # the default 5 stalls bursts of connects on SYN retries
@@ -97,7 +99,7 @@ def prompt_of(body: dict[str, Any]) -> str:
         return str(body["input"])
     if "messages" in body:
         users = [m["content"] for m in body["messages"] if m.get("role") == "user"]
-        return users[-1] if users else ""
+        return content_text(users[-1]) if users else ""  # text and image parts: their text, [image WxH]
     return body.get("prompt", "")
 
 
