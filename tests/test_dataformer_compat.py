@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import subprocess
 import sys
 import types
 from collections.abc import Iterator
@@ -223,3 +224,63 @@ def test_dataformers_chat_and_text_generation_tests(server: FakeLLMServer, dataf
     text = ShimmedAsyncLLM(api_provider="together", gen_type="text").generate(
         [{"prompt": "Complete the paragraph.\n She lived in nashville"}], project_name="NewProject")
     assert text[0][1]["choices"][0]["text"] is not None
+
+
+# The documented replacement: dataformer_nb.compat.install()
+
+
+@pytest.fixture
+def installed() -> Iterator[type]:
+    import dataformer.llms
+    import dataformer.llms.asyncllm
+
+    from dataformer_nb import compat
+
+    before = dataformer.llms.AsyncLLM, dataformer.llms.asyncllm.AsyncLLM
+    yield compat.install()
+    dataformer.llms.AsyncLLM, dataformer.llms.asyncllm.AsyncLLM = before
+
+
+def test_install_puts_dataformer_nb_under_both_of_dataformers_import_paths(installed, server, cache_dir) -> None:
+    from dataformer.llms import AsyncLLM as FromPackage
+    from dataformer.llms.asyncllm import AsyncLLM as FromModule  # what its topicqa example imports
+
+    assert FromPackage is FromModule is installed and issubclass(installed, AsyncLLM)
+    llm = FromModule(api_provider="together", cache_dir=cache_dir)
+    results = llm.generate([chat("one", metadata={"row": 7}), chat("two")], project_name="compat")
+    assert isinstance(results, list) and all(type(r) is list for r in results)
+    assert results[0][2] == {"row": 7} and len(results[1]) == 2  # dataformer puts metadata third
+    assert json.loads(json.dumps(results))[0][1]["choices"][0]["message"]["content"] == "Answer: one"
+    assert llm.last_results.summary.sent == 2 and llm.last_results[0].text == "Answer: one"  # the rich form kept
+    assert llm.generate([chat("one", metadata={"row": 7})], project_name="compat")[0][1] == results[0][1]
+
+
+def test_dataformers_utils_take_the_results(installed, server, cache_dir, tmp_path) -> None:
+    from dataformer.utils import data_formats
+
+    server.script("broken", *["400"] * 5)
+    llm = installed(api_provider="together", cache_dir=cache_dir, max_attempts=1)
+    results = llm.generate([chat("Say hi."), chat("Name a colour.")])
+    assert data_formats.get_messages(results)[0] == [{"role": "user", "content": "Say hi."},
+                                                     {"role": "assistant", "content": "Answer: Say hi."}]
+    assert data_formats.get_sharegpt(results)[1][1] == {"from": "gpt", "value": "Answer: Name a colour."}
+    alpaca = data_formats.get_alpaca(results)[0]
+    assert alpaca["instruction"] == "Say hi." and alpaca["output"] == "Answer: Say hi."
+    data_formats.save_jsonl(results, filename=str(tmp_path / "out.jsonl"))
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
+    [failed] = llm.generate([chat("broken")])
+    assert isinstance(failed[1], list) and "HTTP 400" in failed[1][0]  # dataformer's form of a failure
+
+
+def test_install_works_where_dataformer_is_not_installed(tmp_path) -> None:
+    code = ("import sys; sys.modules['dataformer'] = None\n"  # as if it were not installed
+            "import dataformer_nb.compat as compat\n"
+            "cls = compat.install()\n"
+            "from dataformer.llms import AsyncLLM\n"
+            "from dataformer.llms.asyncllm import AsyncLLM as Other\n"
+            f"llm = AsyncLLM(api_provider='echo', cache_dir={str(tmp_path)!r}, progress=False, verbose=False)\n"
+            "r = llm.generate([{'messages': [{'role': 'user', 'content': 'hi'}]}])\n"
+            "print(AsyncLLM is Other is cls, type(r[0]).__name__, r[0][1]['choices'][0]['message']['content'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "list", "Echo:", "hi"]
