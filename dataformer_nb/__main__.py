@@ -1,5 +1,6 @@
 """``python -m dataformer_nb quickstart``: an end-to-end run with the offline echo provider;
-``python -m dataformer_nb cache copy SRC DST``: one cache into another."""
+``python -m dataformer_nb cache copy SRC DST``: one cache into another;
+``python -m dataformer_nb cache import-dataformer DIR --provider P``: a dataformer 0.0.2 cache into this one."""
 
 from __future__ import annotations
 
@@ -47,11 +48,41 @@ def main(argv: list[str] | None = None) -> int:
     copy.add_argument("source", metavar="SRC")
     copy.add_argument("destination", metavar="DST")
     copy.add_argument("--schema", help="the team cache's schema (default DATAFORMER_CACHE_SCHEMA, else dataformer)")
+    imports = cache.add_parser(
+        "import-dataformer", help="import a dataformer 0.0.2 cache directory (its responses become hits here)",
+        description="dataformer stored its requests without their provider: say where they were sent (--provider, "
+                    "or --url for another server), and the model and sampling parameters dataformer filled in, if "
+                    "its requests lack them. Into the cache that AsyncLLM would use here (DATAFORMER_CACHE_URL, "
+                    "else --cache-dir, else .cache/dataformer). Idempotent.")
+    imports.add_argument("directory", metavar="DIR", help="dataformer's cache directory (its default: "
+                                                          ".cache/dataformer)")
+    imports.add_argument("--provider", help="the provider its requests went to (together, openai, groq, ...)")
+    imports.add_argument("--url", help="the server its requests went to, if not a provider's default")
+    imports.add_argument("--model", help="the model, for requests that do not name one")
+    imports.add_argument("--cache-dir", help="the local cache to import into (default: DATAFORMER_CACHE_DIR, else "
+                                             ".cache/dataformer)")
     args = parser.parse_args(argv)
     if args.command == "quickstart":
         quickstart(args.cache_dir)
-    elif args.command == "cache":
+    elif args.action == "copy":
         return cache_copy(args.source, args.destination, args.schema)
+    else:
+        return import_dataformer(args)
+    return 0
+
+
+def import_dataformer(args: argparse.Namespace) -> int:
+    """``cache import-dataformer DIR``: what was imported, per project, and what was skipped."""
+    from .dataformer_cache import import_dataformer_cache
+    from .errors import DataformerError
+
+    try:
+        llm = AsyncLLM(api_provider=args.provider, url=args.url, model=args.model, cache_dir=args.cache_dir,
+                       progress=False, verbose=False)
+        print(import_dataformer_cache(args.directory, llm))
+    except DataformerError as exc:
+        print(f"cache import-dataformer: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

