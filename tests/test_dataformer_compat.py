@@ -342,3 +342,56 @@ def test_an_import_reads_the_directory_as_untrusted_and_says_what_it_skipped(tmp
     assert "'../evil' is not a valid name" in out
     assert main(["cache", "import-dataformer", str(tmp_path / "none"), "--provider", "echo"]) == 1
     assert "no such directory" in capsys.readouterr().err
+
+
+# dataformer's examples/mixture_of_agents.py and examples/topicqa.py, their calls and checks
+# reproduced (not copied) through dataformer_nb.compat.install(), against the loopback server.
+
+
+def test_its_mixture_of_agents_example(installed, server: FakeLLMServer, cache_dir) -> None:
+    from dataformer.llms import AsyncLLM as ItsAsyncLLM
+
+    references = {"mistralai/Mixtral-8x22B-Instruct-v0.1": ["deepinfra", "sk-deepinfra-1"],
+                  "gpt-4o": ["openai", "sk-openai-2"]}
+    aggregator = ItsAsyncLLM(api_provider="deepinfra", model="mistralai/Mixtral-8x22B-Instruct-v0.1",
+                             api_key="sk-deepinfra-1", cache_dir=cache_dir)
+    request_list = [{"messages": [{"role": "user", "content": "Give only names of 3 places to visit in India."}]},
+                    {"messages": [{"role": "user", "content": "Give only names of any 3 fiction books."}]}]
+    final = []
+    for model, (provider, key) in references.items():
+        for request in request_list:
+            final.append({**request, "model": model, "api_provider": provider, "api_key": key})
+    responses = ItsAsyncLLM(cache_dir=cache_dir).generate(final)
+    answers = [r[1]["choices"][0]["message"]["content"] for r in responses]
+    assert answers == [f"Answer: {r['messages'][0]['content']}" for r in final]
+    assert {r["body"]["model"] for r in server.requests} == set(references)  # each request to its own model
+    aggregated = aggregator.generate([{"messages": [
+        {"role": "system", "content": "Responses from models: \n" + "\n".join(answers[i::2])},
+        {"role": "user", "content": request_list[i]["messages"][0]["content"]}]} for i in range(2)])
+    assert aggregated[0][1]["choices"][0]["message"]["content"].startswith("Answer: Give only names of 3 places")
+
+
+def test_its_topicqa_example(installed, server: FakeLLMServer, cache_dir, tmp_path) -> None:
+    import random as rng
+
+    from dataformer.llms.asyncllm import AsyncLLM as ItsAsyncLLM  # the import path topicqa.py uses
+
+    llm = ItsAsyncLLM(api_key="sk-openai-test", api_provider="openai", cache_dir=cache_dir)
+    topics = ["Mathematics - number theory, statistics", "Technology - robotics, quantum computing"]
+    prompt = "Given the following TOPIC, create a question.\nTOPIC: {}"
+    rng.seed(3)
+    request_list = [{"messages": [{"role": "system", "content": rng.choice(["Be clear.", ""])},
+                                  {"role": "user", "content": prompt.format(topic)}]}
+                    for topic in topics for _ in range(2)]
+    questions = [response[1]["choices"][0]["message"]["content"] for response in llm.generate(request_list)]
+    answers = [response[1]["choices"][0]["message"]["content"]
+               for response in llm.generate([{"messages": [{"role": "user", "content": q}]} for q in questions])]
+    with open(tmp_path / "dataset.jsonl", "w") as f:
+        for q, a in zip(questions, answers, strict=True):
+            json.dump({"Question": q, "Answer": a}, f, ensure_ascii=False)
+            f.write("\n")
+    rows = [json.loads(line) for line in (tmp_path / "dataset.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and rows[0]["Answer"] == "Answer: " + rows[0]["Question"]
+    # a repeated request is a sample of its own, sent each time, as dataformer sent it
+    assert server.count == 8 and llm.generate(request_list)[1][1] == llm.generate(request_list)[1][1]
+    assert server.count == 8  # and cached as such
