@@ -48,7 +48,7 @@ def test_the_notebooks_extra_brings_what_the_example_notebooks_import() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     wanted = project["dependencies"] + project["optional-dependencies"]["notebooks"]
     installed = {re.split(r"[<>=!~; \[]", req, maxsplit=1)[0].lower().replace("_", "-") for req in wanted}
-    distributions = {"dotenv": "python-dotenv", "IPython": "ipython"}
+    distributions = {"dotenv": "python-dotenv", "IPython": "ipython", "PIL": "pillow"}
     missing = set()
     for notebook in (ROOT / "example_notebooks").glob("*.ipynb"):
         if notebook.name.endswith(".executed.ipynb"):
