@@ -11,7 +11,6 @@ import logging
 import random
 import subprocess
 import sys
-import types
 from collections.abc import Iterator
 
 import pytest
@@ -30,11 +29,21 @@ def llm(server: FakeLLMServer, cache_dir) -> AsyncLLM:
     return AsyncLLM(api_provider="together", cache_dir=cache_dir, progress=False, verbose=False)
 
 
+@pytest.fixture(params=["dataformer_nb", "compat"])
+def component_llm(request: pytest.FixtureRequest, server: FakeLLMServer, cache_dir) -> AsyncLLM:
+    """dataformer's components run on both: dataformer_nb's own AsyncLLM, and the documented
+    replacement (dataformer_nb.compat's class, which returns dataformer's plain lists)."""
+    from dataformer_nb.compat import DataformerAsyncLLM
+
+    cls = AsyncLLM if request.param == "dataformer_nb" else DataformerAsyncLLM
+    return cls(api_provider="together", cache_dir=cache_dir, progress=False, verbose=False)
+
+
 # Its components
 
 
-def test_evol_instruct_evolves_and_answers(server: FakeLLMServer, llm: AsyncLLM) -> None:
-    evol = components.EvolInstruct(llm=llm, num_evolutions=2, store_evolutions=True, generate_answers=True)
+def test_evol_instruct_evolves_and_answers(server: FakeLLMServer, component_llm: AsyncLLM) -> None:
+    evol = components.EvolInstruct(llm=component_llm, num_evolutions=2, store_evolutions=True, generate_answers=True)
     random.seed(1)  # it picks its mutation templates at random
     results = evol.generate(["What is 2+2?", "Name a colour."])
     assert [len(r["evolved_instructions"]) for r in results] == [2, 2]
@@ -45,20 +54,21 @@ def test_evol_instruct_evolves_and_answers(server: FakeLLMServer, llm: AsyncLLM)
     assert evol.generate(["What is 2+2?", "Name a colour."]) == results and server.count == sent  # all cached
 
 
-def test_evol_quality_evolves_responses(server: FakeLLMServer, llm: AsyncLLM) -> None:
-    evol = components.EvolQuality(llm=llm, num_evolutions=1, store_evolutions=True, include_original_response=False)
+def test_evol_quality_evolves_responses(server: FakeLLMServer, component_llm: AsyncLLM) -> None:
+    evol = components.EvolQuality(llm=component_llm, num_evolutions=1, store_evolutions=True,
+                                  include_original_response=False)
     results = evol.generate([{"instruction": "Say hi.", "response": "Hi."}])
     assert len(results) == 1 and results[0]["evolved_responses"][0].startswith("Answer: ")
 
 
 @pytest.mark.parametrize("scorer", ["ComplexityScorer", "QualityScorer"])
-def test_scorers_read_the_scores_in_the_replies(server: FakeLLMServer, llm: AsyncLLM, scorer: str) -> None:
+def test_scorers_read_the_scores_in_the_replies(server: FakeLLMServer, component_llm: AsyncLLM, scorer: str) -> None:
     server.raw["scores"] = (200, {}, json.dumps({
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "[1] Score: 4\n[2] Score: 2"},
                      "finish_reason": "stop"}]}).encode())
     inputs = [{"instructions": ["Sum two numbers.", "Prove Fermat's last theorem."],
                "instruction": "Say hi.", "responses": ["Hi.", "Hello there!"]}]
-    scorer_ = getattr(components, scorer)(llm=llm)
+    scorer_ = getattr(components, scorer)(llm=component_llm)
     prompt_seen = []
     original = server._next_action
 
@@ -74,9 +84,9 @@ def test_scorers_read_the_scores_in_the_replies(server: FakeLLMServer, llm: Asyn
     assert results[0]["scores"] == [4.0, 2.0] and len(prompt_seen) == 1
 
 
-def test_magpie_gets_a_different_question_for_each_sample(server: FakeLLMServer, llm: AsyncLLM) -> None:
+def test_magpie_gets_a_different_question_for_each_sample(server: FakeLLMServer, component_llm: AsyncLLM) -> None:
     server.vary = True
-    dataset = components.MAGPIE(llm, lang="en").generate(num_samples=3, use_cache=True)
+    dataset = components.MAGPIE(component_llm, lang="en").generate(num_samples=3, use_cache=True)
     questions = [row["question"] for row in dataset]
     assert len(questions) == 3 and len(set(questions)) == 3  # three identical requests, three samples
 
@@ -201,20 +211,27 @@ def test_identical_requests_are_each_their_own_sample(server: FakeLLMServer, llm
 
 
 @pytest.fixture
-def dataformer_llms_is_dataformer_nb(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    shim = types.ModuleType("dataformer.llms")
-    shim.AsyncLLM = AsyncLLM  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "dataformer.llms", shim)
+def dataformer_llms_is_dataformer_nb() -> Iterator[None]:
+    """The documented replacement, installed for one test (dataformer's own class put back after)."""
+    import dataformer.llms
+    import dataformer.llms.asyncllm
+
+    from dataformer_nb import compat
+
+    before = dataformer.llms.AsyncLLM, dataformer.llms.asyncllm.AsyncLLM
+    compat.install()
     yield
+    dataformer.llms.AsyncLLM, dataformer.llms.asyncllm.AsyncLLM = before
 
 
 def test_dataformers_chat_and_text_generation_tests(server: FakeLLMServer, dataformer_llms_is_dataformer_nb,
                                                     tmp_path) -> None:
     """The calls and assertions of dataformer's tests/test_llm_chat_generation.py and
-    test_llm_text_generation.py (not copied here: see the README), run through the shim."""
+    test_llm_text_generation.py (not copied here: see docs/guides/dataformer.md), run through
+    dataformer_nb.compat.install()."""
     from dataformer.llms import AsyncLLM as ShimmedAsyncLLM
 
-    assert ShimmedAsyncLLM is AsyncLLM
+    assert issubclass(ShimmedAsyncLLM, AsyncLLM)
     request_list = [{"messages": [{"role": "user", "content": "Why should people read books?"}]},
                     {"messages": [{"role": "user", "content": "Name people who have won medals at Olympics 2024."}]}]
     response = ShimmedAsyncLLM(api_provider="together").generate(request_list, project_name="NewProject")
@@ -395,3 +412,26 @@ def test_its_topicqa_example(installed, server: FakeLLMServer, cache_dir, tmp_pa
     # a repeated request is a sample of its own, sent each time, as dataformer sent it
     assert server.count == 8 and llm.generate(request_list)[1][1] == llm.generate(request_list)[1][1]
     assert server.count == 8  # and cached as such
+
+
+def test_its_chat_embedding_and_ollama_examples(installed, server: FakeLLMServer, cache_dir) -> None:
+    """examples/chat.py, embedding.py and ollama.py: their calls through install(), their output
+    read as they read it."""
+    from dataformer.llms import AsyncLLM as ItsAsyncLLM
+    from dataformer.utils import get_request_list
+
+    chat_llm = ItsAsyncLLM(api_provider="together", cache_dir=cache_dir)
+    request_list = get_request_list(["What is knowledge?", "Who am I?"], {"temperature": 0.7})
+    answers = [response[1]["choices"][0]["message"]["content"] for response in chat_llm.generate(request_list)]
+    assert answers == ["Answer: What is knowledge?", "Answer: Who am I?"]
+    embed = ItsAsyncLLM(url=f"{server.url}/v1/openai/embeddings", model="thenlper/gte-large", api_key="sk-e",
+                        cache_dir=cache_dir)
+    [[request, response]] = embed.generate([{"input": "hey"}])
+    assert request == {"input": "hey"} and response["data"][0]["embedding"] == embedding_of("hey")
+    ollama = ItsAsyncLLM(model="llama3", url=f"{server.url}/v1/chat/completions", api_provider="ollama",
+                         sampling_params={"temperature": 0.6, "top_p": 1}, max_requests_per_minute=5,
+                         cache_dir=cache_dir)
+    asked = [{"messages": [{"role": "user", "content": "Hi there!"}], "stream": False},
+             {"messages": [{"role": "user", "content": "Who are you?"}], "stream": False}]
+    for request, response in zip(asked, ollama.generate(asked), strict=True):
+        assert response[1]["choices"][0]["message"]["content"] == "Answer: " + request["messages"][0]["content"]
