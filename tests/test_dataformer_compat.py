@@ -435,3 +435,52 @@ def test_its_chat_embedding_and_ollama_examples(installed, server: FakeLLMServer
              {"messages": [{"role": "user", "content": "Who are you?"}], "stream": False}]
     for request, response in zip(asked, ollama.generate(asked), strict=True):
         assert response[1]["choices"][0]["message"]["content"] == "Answer: " + request["messages"][0]["content"]
+
+
+def test_its_test_suite_calls(installed, server: FakeLLMServer, cache_dir, monkeypatch) -> None:
+    """The calls and checks of dataformer's tests/test_all_api_providers_in_request_list.py,
+    test_cache_vars.py, test_task_id_generator.py, test_sampling_params.py and
+    test_various_limits_request_list_formation.py (its Hub datasets replaced by local questions;
+    its inference-compute tests need components 0.0.2 does not have)."""
+    from dataformer.llms import AsyncLLM as ItsAsyncLLM
+    from dataformer.utils import get_request_list
+
+    providers = ["openai", "groq", "monsterapi", "together", "deepinfra", "openrouter", "anthropic"]
+    for provider in providers:
+        monkeypatch.setenv({"monsterapi": "MONSTER_API_KEY"}.get(provider, f"{provider.upper()}_API_KEY"), "sk-x")
+    chat_requests = [{"messages": [{"role": "user", "content": "Give only names of 3 places to visit in India."}],
+                      "api_provider": p} for p in providers]
+    text_requests = [{"prompt": "Complete the paragraph.\n She lived in nashville", "api_provider": p}
+                     for p in providers if p not in ("groq", "anthropic")]
+    response = ItsAsyncLLM(gen_type="text", cache_dir=cache_dir).generate(text_requests, project_name="NewProject")
+    assert len(response) == len(text_requests) and response[0][1]["choices"][0]["text"] is not None
+    response = ItsAsyncLLM(gen_type="chat", cache_dir=cache_dir).generate(chat_requests, project_name="NewProject")
+    assert len(response) == len(chat_requests) and all(r[1]["choices"][0]["message"] for r in response)
+
+    stories = [{"prompt": "Complete the paragraph.\n She lived in nashville"},
+               {"prompt": "Write a story on 'Honesty is the best Policy'"}]
+    text_llm = ItsAsyncLLM(api_provider="together", gen_type="text", cache_dir=cache_dir)
+    assert all(r[1]["choices"][0]["text"] for r in text_llm.generate(stories, project_name="NewProject",
+                                                                        cache_vars={"project_id": 32}))
+
+    def every_third() -> Iterator[int]:
+        task_id = 0
+        while True:
+            yield task_id
+            task_id += 3
+
+    assert all(r[1]["choices"][0]["text"]
+               for r in text_llm.generate(stories, project_name="NewProject", task_id_generator=every_third()))
+
+    questions = ["What is knowledge?", "Can machines think?"]
+    sampled = get_request_list(questions, {"temperature": 0.7, "top_p": 0.9, "max_tokens": 100,
+                                           "frequency_penalty": 0.0, "presence_penalty": 0.0})
+    assert all(r[1]["choices"][0]["message"]["content"]
+               for r in ItsAsyncLLM(api_provider="groq", cache_dir=cache_dir).generate(sampled))
+    assert server.requests[-1]["body"]["top_p"] == 0.9
+
+    request_list = get_request_list(questions[:1])
+    assert all("messages" in r and all({"role", "content"} <= set(m) for m in r["messages"]) for r in request_list)
+    limited = ItsAsyncLLM(api_provider="deepinfra", max_requests_per_minute=200, max_concurrent_requests=200,
+                          max_attempts=2, max_tokens_per_minute=100, cache_dir=cache_dir)
+    assert all(r[1]["choices"][0]["message"]["content"] for r in limited.generate(request_list))
