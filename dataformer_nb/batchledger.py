@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ._files import NOFOLLOW, NONBLOCK, open_untrusted
 from ._format import printable, table_bundle, when
 from ._json import is_count, is_time
 from .errors import CacheError, DataformerWarning
@@ -283,7 +284,7 @@ class _RecordFiles:
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             # never through a link (it would create a file outside the cache), a regular file only
-            fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o600)
+            fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | NOFOLLOW | NONBLOCK, 0o600)
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
                 raise OSError(f"{LOCK_FILE} is not a regular file")
@@ -419,24 +420,13 @@ class _TeamRecords:
 
 
 def read_file(path: Path, max_bytes: int) -> bytes:
-    """The bytes of ``path``, a regular file of at most ``max_bytes``, opened without following a
-    link (a record linked to /dev/zero gave MemoryError) or waiting on a FIFO (it hung);
+    """The bytes of ``path``, a regular file of at most ``max_bytes`` (``_files.open_untrusted``);
     OSError or ValueError otherwise."""
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("not a regular file")
-        if info.st_size > max_bytes:
-            raise ValueError(f"larger than {max_bytes:,} bytes")
+    with open_untrusted(path, max_bytes) as f:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise ValueError(f"larger than {max_bytes:,} bytes")
     return data
-
-
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # Windows has neither: links and FIFOs are rarer there
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 def _skipped(where: str, error: Exception, fix: str) -> None:

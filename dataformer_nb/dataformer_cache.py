@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._files import open_untrusted
 from ._json import dumpb, loads_or_none
 from .errors import ConfigurationError, DataformerError
 from .names import normalize_project
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 MAX_FILE_BYTES = 2 * 1024**3
 MAX_LINE_BYTES = 64 * 1024 * 1024
 _REQUEST_FILE = re.compile(r"request_(\d{1,9})\.jsonl")
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 @dataclass
@@ -113,14 +112,8 @@ def _projects_of(root: Path, report: ImportReport) -> dict[str, str]:
 
 
 def _lines(path: Path) -> Iterator[bytes]:
-    """``path``'s lines: a regular file, opened without following a link, size-capped."""
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("not a regular file")
-        if info.st_size > MAX_FILE_BYTES:
-            raise ValueError(f"larger than {MAX_FILE_BYTES:,} bytes")
+    """``path``'s non-empty lines (``_files.open_untrusted``: no link, a regular file, size-capped)."""
+    with open_untrusted(path, MAX_FILE_BYTES) as f:
         while line := f.readline(MAX_LINE_BYTES + 1):
             if len(line) > MAX_LINE_BYTES:
                 raise ValueError(f"a line longer than {MAX_LINE_BYTES:,} bytes")

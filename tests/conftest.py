@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -138,3 +141,25 @@ def the_store(cache_dir: Path) -> Any:
     from dataformer_nb.cache import open_store
 
     return open_store(str(cache_dir), os.environ.get("DATAFORMER_CACHE_URL"), os.environ.get("DATAFORMER_CACHE_SCHEMA"))
+
+
+@contextlib.contextmanager
+def said(text: str) -> Iterator[threading.Semaphore]:
+    """A semaphore released each time dataformer_nb's logger says something holding ``text`` (at
+    INFO and up, the level set for the block): what a test waits for instead of sleeping."""
+    heard = threading.Semaphore(0)
+
+    class Listening(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                heard.release()
+
+    logger, handler = logging.getLogger("dataformer_nb"), Listening()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield heard
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -19,7 +19,7 @@ from dataformer_nb import AsyncLLM, BatchError, CacheError, ConfigurationError, 
 from dataformer_nb.batchledger import BatchLedger
 from dataformer_nb.testing import FakeBatchServer
 
-from .conftest import BOTH_STORES, chat, the_store
+from .conftest import BOTH_STORES, chat, said, the_store
 
 pytestmark = BOTH_STORES
 
@@ -157,36 +157,20 @@ def test_a_run_killed_while_waiting_is_resumed_without_a_second_batch(held: Fake
 @pytest.mark.local_store  # the file lock (tests/test_team_cache.py: the team's advisory lock)
 def test_two_runs_of_one_call_at_once_submit_one_batch(held: FakeBatchServer, cache_dir: Path) -> None:
     import fcntl
-    import logging
 
-    waiting = threading.Semaphore(0)
-
-    class Waiting(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "waiting for another run" in record.getMessage():
-                waiting.release()
-
-    logger = logging.getLogger("dataformer_nb")
-    handler, level = Waiting(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
     results: list[Any] = []
     (cache_dir / "batches").mkdir(parents=True)
-    try:
-        with open(cache_dir / "batches" / ".submit.lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # as a third run submitting would
-            runs = [threading.Thread(target=lambda: results.append(batch_llm(held, cache_dir).generate(
-                questions(4), batch=True))) for _ in range(2)]
-            for run in runs:
-                run.start()
-            assert waiting.acquire(timeout=60) and waiting.acquire(timeout=60), "a run did not wait for the lock"
-            assert held.uploads == 0
-        held.release()
+    with said("waiting for another run") as waiting, open(cache_dir / "batches" / ".submit.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a third run submitting would
+        runs = [threading.Thread(target=lambda: results.append(batch_llm(held, cache_dir).generate(
+            questions(4), batch=True))) for _ in range(2)]
         for run in runs:
-            run.join(60)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+            run.start()
+        assert waiting.acquire(timeout=60) and waiting.acquire(timeout=60), "a run did not wait for the lock"
+        assert held.uploads == 0
+    held.release()
+    for run in runs:
+        run.join(60)
     assert held.creations == 1 and len(results) == 2
     assert all([r.text for r in result] == [f"Answer: question {i}" for i in range(4)] for result in results)
 

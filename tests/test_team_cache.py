@@ -4,7 +4,6 @@ on it too (tests/test_cache.py, and the modules marked BOTH_STORES)."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from dataformer_nb.cache.postgres import MIGRATIONS, PostgresCache
 from dataformer_nb.testing import FakeBatchServer, FakeLLMServer
 from dataformer_nb.testing.llm_server import prompt_of
 
-from .conftest import TOGETHER_KEY, chat
+from .conftest import TOGETHER_KEY, chat, said
 
 RESPONSE = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}
 PASSWORD = "s3cret-Pa55word"
@@ -340,19 +339,8 @@ def test_two_machines_submitting_the_same_call_at_once_make_one_batch(
     requests = [chat(f"rival batch {i}") for i in range(4)]
     third = PostgresCache(url, schema).submit_lock()
     assert third.try_acquire()  # as a third machine submitting would
-    waiting = threading.Semaphore(0)
-
-    class Waiting(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "waiting for another run" in record.getMessage():
-                waiting.release()
-
-    logger, handler = logging.getLogger("dataformer_nb"), Waiting()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
     results: list[Any] = []
-    try:
+    with said("waiting for another run") as waiting:
         members = [team_batch_llm(batch_service, url, tmp_path / name) for name in ("m1", "m2")]
         runs = [threading.Thread(target=lambda llm=llm: results.append(llm.generate(requests, batch=True)))
                 for llm in members]
@@ -364,9 +352,6 @@ def test_two_machines_submitting_the_same_call_at_once_make_one_batch(
         batch_service.release()
         for run in runs:
             run.join(60)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     assert batch_service.creations == 1 and len(results) == 2
     assert all([r.text for r in result] == [f"Answer: rival batch {i}" for i in range(4)] for result in results)
 

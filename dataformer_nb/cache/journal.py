@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from .._files import NOFOLLOW, NONBLOCK
 from .._json import is_count, loads_or_none
 from ..errors import CacheError, DataformerWarning
 from ..names import stored_name
@@ -36,7 +37,6 @@ JOURNAL_DIR = "journal"
 MEMORY_BOUND = 10_000  # responses held in memory during an outage before they are spilled here
 MAX_LINE_BYTES = 64 * 1024 * 1024  # a line longer than any reply the transport accepts is not ours
 _KEY = re.compile(r"[0-9a-f]{64}")
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class Journal:
@@ -103,7 +103,7 @@ class Journal:
         if self._own is None:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = self.directory / f"{uuid.uuid4().hex}.jsonl"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | _NOFOLLOW, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | NOFOLLOW, 0o600)
             own = os.fdopen(fd, "ab")
             _lock(own.fileno())  # a new file: free, taken at once
             self._own, self._own_path = own, path
@@ -115,7 +115,7 @@ class Journal:
             return
         for path in sorted(self.directory.glob("*.jsonl")):
             try:
-                fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+                fd = os.open(path, os.O_RDONLY | NOFOLLOW | NONBLOCK)
             except OSError:
                 continue  # gone (another run replayed it), or a link: not ours
             handle = os.fdopen(fd, "rb")
