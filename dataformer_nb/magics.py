@@ -465,7 +465,8 @@ def _over_items(namespace: Mapping[str, Any], spec: str) -> Rows:
     if name not in namespace:
         raise UsageError(f"--over {spec}: no variable {name!r} in the notebook")
     try:
-        return rows_of(namespace[name], f"--over {spec}" if column else f"--over {name}", column)
+        return rows_of(namespace[name], spec if column else name, column,
+                       where=f"--over {spec}" if column else f"--over {name}")
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from None
 

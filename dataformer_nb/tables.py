@@ -42,22 +42,23 @@ def table_kind(value: Any) -> str | None:
     return None
 
 
-def rows_of(value: Any, name: str, column: str = "") -> Rows:
-    """One row per item of ``value`` (``name`` is how messages call it); with ``column``, that
-    column of a table is each row's ``{item}``. ConfigurationError if ``value`` is none of the
-    kinds above, or has no such column."""
+def rows_of(value: Any, name: str, column: str = "", *, where: str | None = None) -> Rows:
+    """One row per item of ``value``, called ``name`` (on the progress bar); with ``column``, that
+    column of a table is each row's ``{item}``. ConfigurationError, its message starting with
+    ``where`` (default ``name``), if ``value`` is none of the kinds above, or has no such column."""
+    where = name if where is None else where
     kind = table_kind(value)
     if kind is not None:
         columns = list(value.column_names if kind == "dataset" else value.columns)
         if column and column not in columns:
-            raise ConfigurationError(f"{name}: no column {column!r}; its columns: {', '.join(map(str, columns))}")
+            raise ConfigurationError(f"{where}: no column {column!r}; its columns: {', '.join(map(str, columns))}")
         records: Iterable[Mapping[str, Any]] = (value.to_dict("records") if kind == "pandas" else
                                                  value.to_dicts() if kind == "polars" else value)
         return Rows(((row, row[column] if column else row) for row in records), name, value)
     if column:
-        raise ConfigurationError(f"{name}: a {type(value).__name__} is not a table with columns")
+        raise ConfigurationError(f"{where}: a {type(value).__name__} is not a table with columns")
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-        raise ConfigurationError(f"{name}: a {type(value).__name__} is not a list, DataFrame (pandas or polars), "
+        raise ConfigurationError(f"{where}: a {type(value).__name__} is not a list, DataFrame (pandas or polars), "
                                  "Dataset, Series, generator or other iterable of strings or dicts")
     values = value.tolist() if hasattr(value, "tolist") else value  # a Series or an array
     return Rows(((item if isinstance(item, Mapping) else {}, item) for item in values), name)
