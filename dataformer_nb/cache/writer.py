@@ -59,7 +59,9 @@ class CacheWriter:
 
         data = response if isinstance(response, bytes) else dumpb(response)
         self.unsaved.append(NewResponse.with_usage(key, data, usage, prompt, cost))
-        if self._outage is not None and len(self.unsaved) > journal.MEMORY_BOUND:
+        # Spilled only while no write is in flight: a write's thread may be replaying the journal,
+        # and the journal is used from one thread at a time.
+        if self._outage is not None and self._writing is None and len(self.unsaved) > journal.MEMORY_BOUND:
             self._spill()
         if self._writing is not None or self.error is not None or time.monotonic() < self._retry_at:
             return  # the writing loop takes it with the next group
@@ -80,16 +82,15 @@ class CacheWriter:
             self._replay_due = False
 
     def _spill(self) -> None:
-        """Move what is held beyond the group being written to the journal (durably first); if
-        the disk refuses, it stays in memory."""
+        """Move what is held to the journal (durably first; no write is in flight); if the disk
+        refuses, it stays in memory."""
         if self._journal is None:
             return
-        keep = self._writing_count if self._writing is not None else 0
         try:
-            self._journal.append(self.unsaved[keep:], self._project)
+            self._journal.append(self.unsaved, self._project)
         except CacheError:
             return
-        del self.unsaved[keep:]
+        self.unsaved.clear()
         self._replay_due = True
 
     def _settle(self) -> None:
