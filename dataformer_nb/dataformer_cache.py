@@ -19,7 +19,6 @@ idempotent (the same responses land under the same keys).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter
@@ -32,6 +31,7 @@ from ._files import open_untrusted
 from ._json import dumpb, loads_or_none
 from .errors import ConfigurationError, DataformerError
 from .names import normalize_project
+from .slots import prompt_text
 
 if TYPE_CHECKING:
     from .llms import AsyncLLM
@@ -56,8 +56,8 @@ class ImportReport:
 
 
 def read_dataformer_cache(directory: str | os.PathLike[str], report: ImportReport
-                          ) -> Iterator[tuple[str, dict[str, Any], bytes]]:
-    """``(project, request, response JSON)`` of each response in dataformer's cache ``directory``,
+                          ) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """``(project, request, response)`` of each response in dataformer's cache ``directory``,
     file by file in dataformer's order; what cannot be read is counted in ``report.skipped``."""
     root = Path(directory)
     if not root.is_dir():
@@ -80,7 +80,7 @@ def read_dataformer_cache(directory: str | os.PathLike[str], report: ImportRepor
                     request = dict(entry[1])
                     if len(entry) > 3 and entry[3] is not None:
                         request["metadata"] = entry[3]
-                    yield project, request, dumpb(entry[2])
+                    yield project, request, entry[2]
         except (OSError, ValueError) as exc:
             report.skipped[f"{path.name} unreadable ({exc})"] += 1
 
@@ -130,7 +130,7 @@ def import_dataformer_cache(directory: str | os.PathLike[str], llm: AsyncLLM) ->
     report = ImportReport()
     seen: Counter[str] = Counter()  # a request repeated: its k-th copy is sample k, as here
     batch: dict[str, list[NewResponse]] = {}
-    for project, request, data in read_dataformer_cache(directory, report):
+    for project, request, response in read_dataformer_cache(directory, report):
         try:
             first = llm.cache_key(request)
         except DataformerError as exc:
@@ -139,9 +139,9 @@ def import_dataformer_cache(directory: str | os.PathLike[str], llm: AsyncLLM) ->
         sample = seen[first]
         seen[first] += 1
         key = llm.cache_key(request, sample=sample) if sample else first
-        usage = json.loads(data).get("usage")
-        batch.setdefault(project, []).append(NewResponse.with_usage(key, data, usage, _prompt(request)))
-        if sum(map(len, batch.values())) >= 1000:
+        batch.setdefault(project, []).append(NewResponse.with_usage(key, dumpb(response), response.get("usage"),
+                                                                    prompt_text(request)))
+        if sum(map(len, batch.values())) >= 1000:  # a page at a time: projects are few
             _store(llm, batch, report)
     _store(llm, batch, report)
     return report
@@ -152,9 +152,3 @@ def _store(llm: AsyncLLM, batch: dict[str, list[Any]], report: ImportReport) -> 
         llm.cache.put_many(items, project)
         report.imported[project] += len(items)
     batch.clear()
-
-
-def _prompt(request: dict[str, Any]) -> str:
-    from .slots import prompt_text
-
-    return prompt_text(request)

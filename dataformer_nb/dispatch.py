@@ -265,16 +265,15 @@ class Dispatcher:
             except UNREADABLE_REPLY as exc:
                 return Retry(_failure(route, "malformed json", f"unreadable reply ({type(exc).__name__}: {exc})"))
             read = read_reply(route.style, self._options.gen_type, data, self._schema)
+            # What the reply cost counts against the limits, whether it is used or failed the schema.
+            usage = read.usage if isinstance(read, ReplyProblem) else read.response.get("usage") or {}
+            route.bucket.settle(ticket.tokens, token_count(usage.get("total_tokens"), "total_tokens")
+                                if isinstance(usage, dict) else None)
             if isinstance(read, ReplyProblem):  # retried like any malformed reply, and never cached
                 if read.cause == "invalid output":
                     self._slots.invalid_reply(route.model, read.usage)
-                    route.bucket.settle(ticket.tokens, token_count((read.usage or {}).get("total_tokens")
-                                                                   if isinstance(read.usage, dict) else None,
-                                                                   "total_tokens"))
                 return Retry(_failure(route, read.cause, read.message), invalid_output=read.output)
             response = read.response
-            usage = response.get("usage") or {}
-            route.bucket.settle(ticket.tokens, token_count(usage.get("total_tokens"), "total_tokens"))
             return Fresh(reply.content if response is data else response, usage, read.parsed)
         if 300 <= status < 400:
             where = reply.headers.get("location")

@@ -25,10 +25,9 @@ from traitlets import Bool, Dict, Enum, Float, Int, TraitError, Unicode, default
 from ._format import projects_table, safe_markdown, table_bundle
 from .cache import FULL, Store, open_store
 from .errors import ConfigurationError, DataformerError, DataformerWarning, GenerationInterrupted
-from .images import content_text
 from .llms import AsyncLLM
 from .providers import PROVIDERS, get_provider
-from .results import GenerationResult, Results
+from .results import GenerationResult, Results, prompt_of
 from .settings import (
     CACHE_DIR_ENV,
     CACHE_SCHEMA_ENV,
@@ -557,7 +556,7 @@ def _state(result: GenerationResult) -> str:
 
 
 def _prompt(result: GenerationResult) -> str:
-    return content_text(result.request["messages"][-1]["content"])  # images as [image 512x512]
+    return str(prompt_of(result.request) or "")  # its text; images as [image 512x512]
 
 
 def _results_table(results: Results, shown: list[int | None], hidden: int, where: str) -> dict[str, str]:

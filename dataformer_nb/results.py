@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._format import money, plural, table_bundle, tokens
+from ._json import is_count
 from .errors import BatchPending, ConfigurationError, RequestFailedError
 from .images import content_text
 from .providers import hide_credentials, response_text
@@ -294,8 +295,8 @@ class Results(list[GenerationResult]):
             rows.append({"prompt": prompt if prompt is None or isinstance(prompt, str) else json.dumps(prompt),
                          "text": r.text, "cached": r.cached, "error": None if r.error is None else str(r.error),
                          "cause": None if r.error is None else r.error.cause,
-                         "prompt_tokens": _count(counts.get("prompt_tokens")),
-                         "completion_tokens": _count(counts.get("completion_tokens")),
+                         "prompt_tokens": _count_or_none(counts.get("prompt_tokens")),
+                         "completion_tokens": _count_or_none(counts.get("completion_tokens")),
                          "metadata": None if r.metadata is None else json.dumps(r.metadata, default=str),
                          **_fields(r.parsed)})
         return rows
@@ -307,8 +308,8 @@ class Results(list[GenerationResult]):
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def _count(value: Any) -> int | None:
-    return value if type(value) is int and value >= 0 else None
+def _count_or_none(value: Any) -> int | None:
+    return value if is_count(value) else None
 
 
 def _optional(module: str, extra: str) -> Any:

@@ -41,12 +41,17 @@ class Slots:
     def fresh(self, unit: Unit, response: dict[str, Any] | bytes, usage: Any, parsed: Any = None) -> float | None:
         """Fill the slot of ``unit`` with a response received; what it cost, if its model has a price."""
         self._results[unit.index] = self._result(unit.index, response, parsed=parsed)
+        self.summary.sent += 1
+        return self._paid(unit.route.model, usage)
+
+    def _paid(self, model: str | None, usage: Any) -> float | None:
+        """Count a reply's tokens (``usage``) in the summary, and its cost at ``model``'s price;
+        the cost, if the model has a price (a model without one: the run shows no cost)."""
         summary = self.summary
-        summary.sent += 1
         prompt, completion = usage_tokens(usage)
         summary.prompt_tokens += prompt
         summary.completion_tokens += completion
-        cost = cost_of(self._prices.get(unit.route.model), prompt, completion)
+        cost = cost_of(self._prices.get(model), prompt, completion) if model is not None else None
         self._unpriced = self._unpriced or cost is None
         summary.cost = None if self._unpriced else (summary.cost or 0.0) + cost  # type: ignore[operator]
         return cost
@@ -80,15 +85,9 @@ class Slots:
     def invalid_reply(self, model: str | None = None, usage: Any = None) -> None:
         """A reply came that did not follow the schema asked for; its tokens (``usage``, at
         ``model``'s price) were paid for, so they count in the run's tokens and cost."""
-        summary = self.summary
-        summary.invalid_replies += 1
+        self.summary.invalid_replies += 1
         if usage is not None:
-            prompt, completion = usage_tokens(usage)
-            summary.prompt_tokens += prompt
-            summary.completion_tokens += completion
-            cost = cost_of(self._prices.get(model), prompt, completion) if model is not None else None
-            self._unpriced = self._unpriced or cost is None
-            summary.cost = None if self._unpriced else (summary.cost or 0.0) + cost  # type: ignore[operator]
+            self._paid(model, usage)
 
     def submitted(self, batch_ids: Sequence[str]) -> None:
         """The provider batches that hold this call's requests."""

@@ -49,7 +49,7 @@ def rows_of(value: Any, name: str, column: str = "", *, where: str | None = None
     where = name if where is None else where
     kind = table_kind(value)
     if kind is not None:
-        columns = list(value.column_names if kind == "dataset" else value.columns)
+        columns = _columns(value, kind)
         if column and column not in columns:
             raise ConfigurationError(f"{where}: no column {column!r}; its columns: {', '.join(map(str, columns))}")
         records: Iterable[Mapping[str, Any]] = (value.to_dict("records") if kind == "pandas" else
@@ -77,8 +77,13 @@ def fill_template(template: str, fields: Mapping[str, Any], where: str) -> str:
                                  "braces") from None
 
 
-def check_into(frame: Any, inplace: bool) -> None:
-    """ConfigurationError, before anything is sent, if the answers could not be written into ``frame``."""
+def _columns(table: Any, kind: str) -> list[Any]:
+    return list(table.column_names if kind == "dataset" else table.columns)
+
+
+def check_into(frame: Any, inplace: bool) -> str:
+    """``frame``'s kind (see ``table_kind``); ConfigurationError, before anything is sent, if the
+    answers could not be written into it."""
     kind = table_kind(frame)
     if kind is None:
         raise ConfigurationError("the answers can be written as a column only into a DataFrame (pandas or polars) "
@@ -86,17 +91,17 @@ def check_into(frame: Any, inplace: bool) -> None:
     if inplace and kind != "pandas":
         raise ConfigurationError(f"a {type(frame).__name__} cannot be changed in place: leave out inplace/--inplace "
                                  "and keep the table it returns")
+    return kind
 
 
 def write_into(frame: Any, results: Results, column: str, inplace: bool = False) -> Any:
     """``frame`` (or a copy) with the answers as ``column``: missing where a request failed (NaN
     in pandas, null in polars and Datasets), and ``column_error`` saying why (kept up to date if
     a previous run made it). Only a pandas DataFrame can be changed in place."""
-    check_into(frame, inplace)
-    kind = table_kind(frame)
+    kind = check_into(frame, inplace)
     answers = [r.text if r.error is None else None for r in results]
     errors = [None if r.error is None else str(r.error) for r in results]
-    columns = list(frame.column_names if kind == "dataset" else frame.columns)
+    columns = _columns(frame, kind)
     with_errors = any(errors) or f"{column}_error" in columns
     if kind == "pandas":
         target = frame if inplace else frame.copy()

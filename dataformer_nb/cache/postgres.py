@@ -180,15 +180,19 @@ class PostgresCache(Browsing, Observed):
 
     # Connections and errors
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A new connection (autocommit); StoreUnavailable, naming the host, if there is none to be had."""
+        try:
+            return self._psycopg.connect(self._url.reveal(), autocommit=True, connect_timeout=10)
+        except self._psycopg.Error as exc:
+            raise StoreUnavailable(f"the team cache at {self._location} cannot be reached "
+                                   f"({_message(exc, self._url)}): check that the server is running and the "
+                                   "URL's host, port and database") from None
+
     def _connection(self) -> psycopg.Connection[Any]:
         db = getattr(self._local, "db", None)
         if db is None or db.closed:
-            try:
-                db = self._psycopg.connect(self._url.reveal(), autocommit=True, connect_timeout=10)
-            except self._psycopg.Error as exc:
-                raise StoreUnavailable(f"the team cache at {self._location} cannot be reached "
-                                       f"({_message(exc, self._url)}): check that the server is running and the "
-                                       "URL's host, port and database") from None
+            db = self._connect()
             self._local.db = db
             with self._lock:
                 self._connections.append(db)
@@ -736,9 +740,9 @@ class TeamLock:
     def try_acquire(self) -> bool:
         """Take the lock if no one holds it; whether it is now held here."""
         cache = self._cache
+        if self._db is None or self._db.closed:
+            self._db = cache._connect()
         try:
-            if self._db is None or self._db.closed:
-                self._db = cache._psycopg.connect(cache._url.reveal(), autocommit=True, connect_timeout=10)
             row = self._db.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self._name,)).fetchone()
         except cache._psycopg.Error as exc:
             self.release()
