@@ -179,6 +179,7 @@ class BatchLedger:
     Either way the records are read here, as untrusted input, by one reader."""
 
     def __init__(self, cache_directory: str | os.PathLike[str], store: object = None) -> None:
+        self._directory = cache_directory
         self._records: _RecordFiles | _TeamRecords = (
             _TeamRecords(store) if hasattr(store, "batch_records") else _RecordFiles(cache_directory))
 
@@ -217,6 +218,8 @@ class BatchLedger:
     def records(self) -> list[BatchRecord]:
         """Every record (without its keys), oldest first; one that is not a record is skipped with
         a warning."""
+        if isinstance(self._records, _TeamRecords):
+            self._adopt_files()
         records = []
         for where, local, data in self._records.read():
             try:
@@ -234,23 +237,36 @@ class BatchLedger:
 
     def pending(self) -> list[BatchRecord]:
         """The records not collected yet, with their keys."""
-        pending = []
-        for record in self.records():
-            if record.pending:
-                where = self._records.keys_where(record.local)
-                try:
-                    data = self._records.keys(record.local)
-                    if len(data) > MAX_KEYS_BYTES:
-                        raise ValueError(f"larger than {MAX_KEYS_BYTES:,} bytes")
-                    keys = json.loads(data)
-                    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
-                        raise ValueError("not a list of strings")
-                except (OSError, ValueError, RecursionError) as exc:
-                    _skipped(where, exc, self._records.fix)
-                    continue
-                record.keys = keys
-                pending.append(record)
-        return pending
+        return [record for record in self.records() if record.pending and self._read_keys(record)]
+
+    def _read_keys(self, record: BatchRecord) -> bool:
+        """Give ``record`` its keys; False (with a warning) if they cannot be read."""
+        try:
+            data = self._records.keys(record.local)
+            if len(data) > MAX_KEYS_BYTES:
+                raise ValueError(f"larger than {MAX_KEYS_BYTES:,} bytes")
+            keys = json.loads(data)
+            if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+                raise ValueError("not a list of strings")
+        except (OSError, ValueError, RecursionError) as exc:
+            _skipped(self._records.keys_where(record.local), exc, self._records.fix)
+            return False
+        record.keys = keys
+        return True
+
+    def _adopt_files(self) -> None:
+        """Move into the team store the records that 0.2.0 kept in files beside a team cache (it
+        had no batch_records table): a batch submitted before the upgrade is resumed, not paid
+        for again. Read by the same reader; a record whose keys cannot be read stays in its file."""
+        if not (Path(self._directory) / LEDGER_DIR).is_dir():
+            return
+        files = BatchLedger(self._directory)
+        for record in files.records():
+            if record.pending and not files._read_keys(record):
+                continue
+            keys = json.dumps(record.keys).encode() if record.pending else None
+            self._records.write(record.local, _record_bytes(record), keys)
+            files.forget(record)
 
 
 def _record_bytes(record: BatchRecord) -> bytes:

@@ -469,3 +469,26 @@ def test_tls_settings_in_the_url_reach_the_connection(team_url: tuple[str, str],
         with pytest.raises(CacheError, match="SSL was required"):
             PostgresCache(required, schema)
     PostgresCache(url + ("&" if "?" in url else "?") + "sslmode=disable", schema).close()
+
+
+def test_a_batch_recorded_in_files_by_0_2_beside_a_team_cache_is_resumed_after_the_upgrade(
+        batch_service: FakeBatchServer, team_url: tuple[str, str], tmp_path: Path, monkeypatch) -> None:
+    from dataformer_nb.batchledger import BatchLedger
+
+    url, schema = team_url
+    monkeypatch.setenv("DATAFORMER_CACHE_SCHEMA", schema)
+    requests = [chat(f"upgrade {i}") for i in range(3)]
+    # 0.2.0 kept a team cache's batch records in files under cache_dir: as a local run does
+    AsyncLLM(url=batch_service.url, api_key=BATCH_KEY, model="m", cache_dir=tmp_path / "c", batch_poll_interval=0.01,
+             progress=False, verbose=False).generate(requests, batch=True, wait=False)
+    PostgresCache(url, schema).close()
+    with psycopg.connect(url, autocommit=True) as db:  # and a team store without the batch_records table
+        db.execute(f'DROP TABLE IF EXISTS "{schema}".batch_records')
+        db.execute(f'DELETE FROM "{schema}".migrations WHERE name = %s', ("0005_batch_records",))
+    assert len(BatchLedger(tmp_path / "c").records()) == 1 and batch_service.creations == 1
+    batch_service.release()
+    upgraded = team_batch_llm(batch_service, url, tmp_path / "c")
+    results = upgraded.generate(requests, batch=True)
+    assert batch_service.creations == 1 and [r.text for r in results] == [f"Answer: upgrade {i}" for i in range(3)]
+    assert BatchLedger(tmp_path / "c").records() == []  # moved into the store
+    assert [job.done for job in team_batch_llm(batch_service, url, tmp_path / "other").batches()] == [3]
