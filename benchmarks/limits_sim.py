@@ -4,11 +4,12 @@
 
 ``benchmarks/chaos.py`` measures the real client against real servers, five seeds a row in
 minutes; this models what ``dispatch`` does with a bucket (16 slots freed while a refused
-request waits; a 429 without a stated wait retried after 0.25-0.5 s, backing off only while
-the bucket says the server is refusing) and runs :class:`dataformer_nb.limits.RateBucket`
-itself against the same kinds of server, on a fake clock, so that a change to the limiter can
-be tried against many seeds in a second. Figures are the model's, not the client's: confirm a
-change with ``chaos.py``.
+request waits; a 429 without a stated wait retried after 0.25-0.5 s, or as soon as a request
+sent after it succeeds, backing off only while the bucket says the server is refusing; a
+request waiting for its turn woken when the learned pace changes) and runs
+``dataformer_nb.limits.RateBucket`` itself against the same kinds of server, on a fake clock,
+so that a change to the limiter can be tried against many seeds in a second. Figures are the
+model's, not the client's: confirm a change with ``chaos.py``.
 
 Servers: 429s in stretches of ~0.2 s (hiccups, a share of the time refusing everything) and
 independent 429s, at 15 % and 30 %, no Retry-After; undisclosed token buckets (RPM 120 and 300,
@@ -84,37 +85,70 @@ def run(server: Server, n: int = 300, slots: int = 16, latency: float = 0.05, se
     bucket = RateBucket(None, None, slots, clock=clock)
     queue, waits, events = list(range(n)), [0] * n, []
     free, order, refused_count = slots, 0, 0
+    waiting: dict[int, object] = {}  # request -> its ticket, while it waits for its turn (RateBucket.wait_turn)
+    retrying: dict[int, float] = {}  # refused request -> its order, while a later success may wake it (retry_after)
+    retry_event: dict[int, int] = {}  # refused request -> its retry's event (a woken request's earlier one is void)
+
+    def push(at: float, kind: str, request: int, ticket: object = None, sent: float | None = None) -> None:
+        nonlocal order
+        order += 1
+        heapq.heappush(events, (at, order, kind, request, ticket, sent))
 
     def start() -> None:
-        nonlocal free, order
+        nonlocal free
         while free and queue:
             request = queue.pop(0)
             free -= 1
             ticket = bucket.reserve(1) if limiter else None
-            sent = max(ticket.start, clock.now) if ticket else clock.now
-            order += 1
-            heapq.heappush(events, (sent + latency, order, "reply", request, ticket, sent))
+            if ticket is not None and ticket.start > clock.now:
+                waiting[request] = ticket
+                push(ticket.start, "turn", request, ticket)
+            else:
+                push(clock.now + latency, "reply", request, ticket, clock.now)
     start()
+    pace = bucket._pace
     while events:
         at, _, kind, request, ticket, sent = heapq.heappop(events)
+        if kind == "turn" and waiting.get(request) is not ticket:
+            continue  # woken earlier or later: a newer turn stands
+        if kind == "retry" and retry_event.get(request) != ticket:
+            continue  # woken earlier: the server served again
         clock.now = at
-        if kind == "reply":
+        if kind == "turn":
+            del waiting[request]
+            push(at + latency, "reply", request, ticket, at)
+        elif kind == "reply":
             free += 1
             if server(sent):
                 refused_count += 1
                 waits[request] += 1
                 if limiter:
                     bucket.told_to_wait(rate_limited=True, ticket=ticket)
-                    ceiling = 0.5 * 2 ** ((min(waits[request], 6) if bucket.refusing() else 1) - 1)
+                    refusing = bucket.refusing()
+                    ceiling = 0.5 * 2 ** ((min(waits[request], 6) if refusing else 1) - 1)
                     delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
+                    if not refusing:  # RateBucket.retry_after: sooner if a later request succeeds
+                        retrying[request] = ticket.order
                 else:
                     delay = min(0.5 * 2 ** (waits[request] - 1), 8.0) * (1 - 0.25 * rng.random())
-                order += 1
-                heapq.heappush(events, (at + delay, order, "retry", request, None, None))
+                retry_event[request] = order + 1
+                push(at + delay, "retry", request, order + 1)
             elif limiter:
                 bucket.succeeded(ticket)
+                for waiter, refused_order in list(retrying.items()):
+                    if refused_order < ticket.order:
+                        del retrying[waiter]
+                        retry_event[waiter] = order + 1
+                        push(at, "retry", waiter, order + 1)
         else:
+            retrying.pop(request, None)
+            del retry_event[request]
             queue.append(request)
+        if limiter and bucket._pace != pace:  # the waiting requests are woken to take a turn under it
+            pace = bucket._pace
+            for waiter, old in list(waiting.items()):
+                waiting[waiter] = new = bucket.due(old)
+                push(max(new.start, clock.now), "turn", waiter, new)
         start()
     return clock.now - 100.0, refused_count
 

@@ -216,9 +216,10 @@ class Dispatcher:
             if outcome.told_to_wait:
                 waits += 1
                 # No wait stated. While refusals are sparse (random, a busy server) a request retries
-                # after retry_base_delay: waiting longer and longer would only stretch the run, and a
-                # limit that depends on our pace is the bucket's to learn and pace. Once refusals
-                # are most of the bucket's replies, the backoff grows as for any failure.
+                # after retry_base_delay, or as soon as a request sent after it succeeds: waiting
+                # longer and longer would only stretch the run, and a limit that depends on our pace
+                # is the bucket's to learn and pace. Once refusals are most of the bucket's replies,
+                # the backoff grows as for any failure.
                 steps = min(waits, 6) if bucket.refusing() else 1
                 # A stated wait is kept, and up to a tenth more: the requests one burst of 429s refused
                 # would otherwise all come back at the same instant, into the same trouble.
@@ -231,7 +232,10 @@ class Dispatcher:
                 if self._waiting is not None and seconds >= WAIT_SHOWN_SECONDS:
                     self._waiting(seconds)
                 _log.info("%s; waiting %.1f s as the server asked", outcome.error, seconds)
-                await asyncio.sleep(seconds)
+                if outcome.seconds is None and steps == 1:  # sooner if the server serves again
+                    await bucket.retry_after(seconds, ticket)
+                else:
+                    await asyncio.sleep(seconds)
                 continue
             breaker.failed(route, outcome.error)
             failures += 1

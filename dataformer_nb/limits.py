@@ -7,18 +7,21 @@ Each (endpoint, key) pair has its own ``RateBucket``, which holds at once:
   and a longer one settles to the rate. A user-set limit always holds.
 - what the server says in its headers (``serverlimits``): the quota remaining now, the
   limit and its refill rate. The stricter of the user's and the server's applies.
-- without headers, what 429s teach, when they depend on the pace (``_LearnedRate``): the
-  bucket paces at the rate the server let through, on trial, then speeds up a little with each
-  success (multiplicative decrease to the measured rate, additive increase), so a server that
-  only answers 429 is not hammered. A 429 that states its wait (Retry-After) is obeyed, never
-  learned from.
+- without headers, what 429s teach, when they depend on the pace (``_LearnedRate``): a crowd
+  of 429s cuts the pace to what the server let through; once they stop, the pace before is
+  tried again with a small burst: a limit refuses it at once and the cut stays (then speeds up
+  a little with each success), a server refusing at random does not and the cut is undone. A
+  429 that states its wait (Retry-After) is obeyed, never learned from.
 
-A request reserves its send time (``RateBucket.reserve``), so concurrent workers queue
-up in order; state is plain floats, so it lives across ``generate`` calls and event loops.
+A request reserves its send time (``RateBucket.reserve``), so concurrent workers queue up in
+order; a request waiting for its turn is woken when the learned pace changes, and takes a new
+turn under it (a cut undone frees what it held). State is plain floats, so it lives across
+``generate`` calls and event loops.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -48,6 +51,22 @@ _TRIAL_SECONDS = 2.0
 # tests/test_limits.py's token buckets, benchmarks/limits_sim.py).
 _GROWTH_AHEAD = 1.1
 _REFUSING_SECONDS = 2.0  # refusals must fill this long, not just a hiccup, to back off further
+# The probe: once a request sent under a cut succeeds, this many are sent at once (and as many
+# more as a limit of the pace that got through would have refilled since the cut); half of them
+# refused confirm a limit. A token bucket paced near its rate has nothing to spare for them; a
+# server refusing at random lets a burst through unless a hiccup is under way (and one begun
+# just before shows in the replies still coming back: see ``_LearnedRate._reply``). Small,
+# because each is a request sent past a limit (tests/test_rate_limits.py allows a burst's worth).
+_PROBE_REQUESTS = 2
+_PROBE_SPARE = 14  # at most this many more
+# Under a known limit, 2 to 5 429s in the last 8 replies to requests paced at most 1.1x the pace
+# it let through unmask a probe that met a hiccup (or a limit that fell): a limit refuses none of
+# them, random 429s at 15 % refuse two of eight a third of the time.
+_NEAR, _NEAR_REPLIES, _NEAR_REFUSED = 1.1, 8, 2
+# The pace a cut kept is what got through while it held, when it held this long (a bucket with a
+# few requests to spare lets a pace past its rate through for a while).
+_HOLD_SECONDS = 1.0
+_HALVE_AFTER = 1.0  # seconds of 429s with nothing let through before a held cut is halved
 
 
 def estimate_tokens(text: str) -> int:
@@ -179,47 +198,70 @@ class _ServerQuota(_TokenBucket):
 
 @dataclass
 class _Trial:
-    """A cut on probation: the replies to requests sent since ``since`` tell whether it lowered
-    the share of 429s (a limit) or not (noise, which no pace of ours changes)."""
+    """A cut on probation. Until the server's 429s stop (the hold), the cut stands; then the pace
+    before it is tried again (the probe): if the server refuses it again at once, its 429s depend
+    on our pace and the cut stays; if not, they were noise and the cut is undone. For a server
+    already known to limit the pace, a cut is judged instead by the share of 429s it leaves."""
 
     since: float  # the latest cut of this trial
-    after: float  # replies to requests reserved after this many reservations (the cut's) count
+    after: float  # replies to requests reserved after this many reservations count
     share_before: float  # the 429 share of the replies in the seconds before the first cut
     rate_before: float | None  # what the rate goes back to if the cut is undone
     replies: int = 0
     limited: int = 0
+    held: float | None = None  # while the pace before the cut is probed: the rate that stopped the 429s
+    held_after: float = 0.0  # while probing: replies to requests reserved after this were sent under the cut
+    probe: int = 0  # the probe's requests
 
 
 class _LearnedRate:
     """A request rate learned from 429s alone, only when they depend on how fast we send.
 
-    Random 429s (a busy server refusing a share of requests whatever the pace) are waits, not
-    a limit: cutting the rate for them only slows the run. So the rate is cut only when 429s
-    crowd the replies as no random share up to 30 % does (60 % of the last 48, or ten in a
-    row), and each cut is then tried: if the replies to requests sent under it, over at least
-    ``_TRIAL_SECONDS`` and ``_TRIAL_REPLIES``, show no more than a third of the share
-    of 429s seen before it, the server limits our pace and the cut stays; otherwise the cut is
-    undone, and crowding must be twice as long to count again (429s in bursts of that size
-    were seen not to depend on the pace). Once a cut has stayed, the server is known to limit
-    the pace, and a third of the recent replies (or six in a row) is enough for the next cut,
-    itself tried the same way. A rate on trial holds; a rate that stayed grows with each success.
+    Random 429s (a busy server refusing a share of requests whatever the pace, or refusing every
+    request for a moment) are waits, not a limit: cutting the rate for them only slows the run.
+    Yet a real limit must be learned within a few dozen replies (a loopback server empties a
+    bucket in milliseconds), and the first replies cannot tell the two apart. So:
+
+    - a crowd of 429s (60 % of the last 48, or ten in a row) cuts the rate at once to 0.9 of
+      what got through in the last second, and deeper while 429s crowd the replies to requests
+      sent under the cut and something still gets through (a limit lets its refill through; a
+      moment of refusals lets nothing through, so the rate then holds, and halves only after a
+      second of it);
+    - the cut holds until a request sent under it succeeds: then the pace before it is probed,
+      with two requests at once (more if a limit would have refilled more meanwhile). A limit
+      refuses them, as it would any pace past it: the cut is kept. A server refusing at random
+      lets them through: the cut is undone, and crowding must be twice as long to cut again.
+      A refusal of a request sent just before the probe means the refusals had not stopped:
+      the cut holds again;
+    - once a cut is kept, the server is known to limit the pace: a third of the recent replies
+      is enough for the next cut, kept if it leaves a third of the share of 429s seen before it,
+      and the rate grows with each success. But six 429s in a row (a limit lets its refill
+      through), or 429s among requests paced at or near the kept rate, mean the limit was not
+      what it seemed (a probe that met a moment of refusals, or a limit that fell): everything
+      starts over, with a new cut on trial.
     """
 
     def __init__(self) -> None:
         self.rate: float | None = None
+        self.burst = 1  # requests that may go at once at the start of the current pace
+        self.version = 0  # a new pace (a cut, a probe, a cut kept or undone), where reservations start over
         self._recent: deque[bool] = deque(maxlen=_RECENT_REPLIES)  # True: rate-limited
         self._timeline: deque[tuple[float, bool]] = deque(maxlen=10_000)  # (reply time, rate-limited)
         self._last_cut = float("-inf")
+        self._last_look = float("-inf")  # the latest time crowding was weighed for a cut
         self._in_a_row = 0
         self._in_a_row_needed = _IN_A_ROW
         self._trial: _Trial | None = None
         self._confirmed = False  # a cut lowered the 429s: this server limits our pace
+        self._passed = 0.0  # the latest rate kept: under a known limit, the server let it through
+        self._near: deque[bool] = deque(maxlen=_NEAR_REPLIES)  # replies paced near _passed: refused?
         self.undone = 0  # cuts undone: 429s that did not depend on the pace
 
-    def succeeded(self, now: float, order: float, sent_at_rate: float | None = None) -> None:
+    def succeeded(self, now: float, order: float, sent_at_rate: float | None = None, reserved: float = 0.0) -> None:
         """A success; ``order`` counts the reservations made up to the request's own;
-        ``sent_at_rate``: the learned rate it was paced by (None: not paced by one)."""
-        self._reply(False, now, order)
+        ``sent_at_rate``: the learned rate it was paced by (None: not paced by one);
+        ``reserved``: all reservations made so far."""
+        self._reply(False, now, order, reserved, sent_at_rate)
         self._in_a_row = 0
         if self.rate is not None and self._trial is None:  # a cut on trial holds until judged
             grown = self.rate * (1 + _INCREASE / max(self.rate, 1.0))
@@ -227,13 +269,14 @@ class _LearnedRate:
                 grown = max(self.rate, min(grown, _GROWTH_AHEAD * sent_at_rate))
             self.rate = grown
 
-    def rate_limited(self, now: float, order: float, reserved: float) -> bool:
-        """Count a 429 (``order`` as for ``succeeded``; ``reserved``: all reservations made so
-        far); cut the rate if 429s crowd the recent replies (once a wave). True if the rate
-        changed (cut, or a cut undone)."""
-        changed = self._reply(True, now, order)
-        if self._trial is not None and order <= self._trial.after:
-            return changed  # reserved before the latest cut: says nothing of the pace it set
+    def rate_limited(self, now: float, order: float, reserved: float, sent_at_rate: float | None = None) -> bool:
+        """Count a 429 (``order``, ``sent_at_rate`` and ``reserved`` as for ``succeeded``); cut
+        the rate if 429s crowd the recent replies (once a wave). True if the rate changed (cut,
+        cut undone or kept)."""
+        changed = self._reply(True, now, order, reserved, sent_at_rate)
+        trial = self._trial
+        if trial is not None and (order <= trial.after or trial.held is not None):
+            return changed  # reserved before the latest cut (says nothing of its pace), or the probe's
         self._in_a_row += 1
         recent = self._recent
         if self._confirmed:  # a limit is known: the first signs of crowding are worth a (tried) cut
@@ -241,8 +284,14 @@ class _LearnedRate:
         else:
             crowded = self._in_a_row >= self._in_a_row_needed or (
                 len(recent) >= _RECENT_REPLIES // 2 and sum(recent) >= _CROWDED_SHARE * len(recent))
-        if now - self._last_cut < _DECREASE_EVERY or not crowded:
+        if now - max(self._last_cut, self._last_look) < _DECREASE_EVERY or not crowded:
             return changed
+        self._last_look = now
+        if self._confirmed and trial is None and (self._in_a_row >= 6 or (self.rate or 0.0) <= self._passed):
+            # Refused at a pace the server let through, or every request for a while when a limit lets
+            # its refill through: not the limit we took it for.
+            self._doubt(now, reserved)
+            return True
         return self._cut(now, reserved) or changed
 
     def waited(self, now: float) -> None:
@@ -262,46 +311,125 @@ class _LearnedRate:
         window = list(itertools.takewhile(lambda reply: reply[0] >= start, reversed(self._timeline)))
         return len(window) >= 16 and 4 * sum(limited for _, limited in window) >= 3 * len(window)
 
-    def _reply(self, limited: bool, now: float, order: float) -> bool:
-        """Record a reply; settle the trial if it has seen enough. True if a cut was undone."""
+    def _reply(self, limited: bool, now: float, order: float, reserved: float,
+               sent_at_rate: float | None = None) -> bool:
+        """Record a reply; move the trial on if it has seen enough. True if the rate changed."""
         self._recent.append(limited)
         self._timeline.append((now, limited))
+        if self._confirmed and sent_at_rate is not None and sent_at_rate <= _NEAR * self._passed:
+            near = self._near
+            near.append(limited)
+            if len(near) == near.maxlen and _NEAR_REFUSED <= sum(near) < 3 * len(near) // 4:
+                # A limit lets through the pace it let through before; this server refuses a share
+                # of it: its limit is lower than we took it for, or its 429s never depended on the
+                # pace (the probe met a hiccup). (One refusing nearly all is left to its learned
+                # rate: hammering it gains nothing.)
+                self._doubt(now, reserved)
+                return True
         trial = self._trial
+        if trial is not None and trial.held is not None and limited and trial.held_after < order <= trial.after:
+            # Sent under the cut just before the probe, and refused: the server refuses again whatever
+            # the pace, and the probe's 429s would say nothing. Hold the cut until they stop again.
+            self.rate, trial.held, trial.after, trial.replies, self.burst = trial.held, None, reserved, 0, 1
+            self.version += 1
+            return True
         if trial is None or order <= trial.after:  # reserved before the cut: not paced by it
             return False
+        if trial.held is not None:
+            return self._probed(trial, limited, now)
+        if not self._confirmed:
+            if limited:
+                return False  # the cut holds
+            self._probe(trial, now, reserved)  # the 429s stopped under the cut: try the pace before it
+            return True
         trial.replies += 1
         trial.limited += limited
         if trial.replies < _TRIAL_REPLIES or now - trial.since < _TRIAL_SECONDS:
             return False
         self._trial = None
         if trial.limited / trial.replies <= trial.share_before / 3:
-            self._confirmed = True  # the cut lowered the 429s: the server limits our pace; it stays
-            return False
+            self._passed = self.rate or 0.0
+            return False  # the cut lowered the 429s: it stays
         self.rate = trial.rate_before
         self._confirmed = self.rate is not None
+        self.version += 1
+        self._undone()
+        return True
+
+    def _probe(self, trial: _Trial, now: float, reserved: float) -> None:
+        rate = self.rate or MIN_LEARNED_RATE
+        if now - trial.since >= _HOLD_SECONDS:
+            rate = min(rate, 0.95 * self._let_through(trial.since, now))
+        # What a limit of the pace that got through (0.9 of it was the cut) refilled since the cut,
+        # less what was used, the server would let through first.
+        spare = rate / 0.9 * (now - trial.since) - self._successes_since(trial.since)
+        trial.probe = _PROBE_REQUESTS + min(round(max(spare, 0.0)), _PROBE_SPARE)
+        trial.held, trial.held_after, trial.after, trial.replies, trial.limited = rate, trial.after, reserved, 0, 0
+        self.burst = trial.probe  # sent at once; after them, requests go at the cut's pace until it is judged
+        self.version += 1
+
+    def _probed(self, trial: _Trial, limited: bool, now: float) -> bool:
+        """A reply to a request of the probe (or sent after it, at the cut's pace)."""
+        trial.replies += 1
+        trial.limited += limited
+        if trial.replies < trial.probe:
+            return False
+        self._trial, self.burst = None, 1
+        self.version += 1
+        if 2 * trial.limited >= trial.probe:  # refused again at once: the 429s depend on the pace
+            self.rate, self._confirmed, self._passed = trial.held, True, trial.held or 0.0
+            self._last_cut = now
+            self._recent.clear()
+            self._in_a_row = 0
+        else:  # the burst went through: the cut was for noise
+            self.rate = trial.rate_before
+            self._undone()
+        return True
+
+    def _doubt(self, now: float, reserved: float) -> None:
+        """The known limit failed to explain the 429s: start over, with a cut on trial against the
+        pace before any (to half the pace that passed if nothing got through lately), probed as any."""
+        self._confirmed, self.rate, self._trial = False, None, None
+        self.version += 1
+        self._near.clear()
+        self._cut(now, reserved, floor=0.5 * self._passed)
+
+    def _undone(self) -> None:
+        self._near.clear()
         self.undone += 1
         self._in_a_row_needed = min(2 * self._in_a_row_needed, 1_000)
         self._recent.clear()
-        return True
 
-    def _cut(self, now: float, reserved: float) -> bool:
-        # Measured over the last second, or since the last cut if sooner: a burst the server
-        # let through long ago says nothing of its rate now.
+    def _successes_since(self, since: float) -> int:
+        return sum(not limited for _, limited in itertools.takewhile(lambda reply: reply[0] >= since,
+                                                                      reversed(self._timeline)))
+
+    def _let_through(self, since: float, now: float) -> float:
+        """Successes a second since ``since`` (over at least ``_DECREASE_EVERY``)."""
+        return self._successes_since(since) / max(now - since, _DECREASE_EVERY)
+
+    def _cut(self, now: float, reserved: float, floor: float = 0.0) -> bool:
+        # Measured over the last second, or since the last cut if sooner: a burst the server let
+        # through long ago says nothing of its rate now. (At the start of a run, over a second
+        # all the same: a bucket emptied in 10 ms is not a rate of 2,000 a second.)
         since = max(self._last_cut, now - 1.0)
-        recent = sum(not limited for _, limited in itertools.takewhile(lambda reply: reply[0] >= since,
-                                                                        reversed(self._timeline)))
-        let_through = recent / max(now - since, _DECREASE_EVERY)
+        let_through = self._let_through(since, now)
         if self.rate is None:
-            if not let_through:
+            if not let_through and not floor:
                 return False  # nothing got through yet: no rate to learn, the server's wait is all we know
-            cut = 0.9 * let_through
+            cut = 0.9 * let_through or floor  # a floor only when nothing got through (a moment's refusals)
+        elif let_through:
+            cut = min(0.9 * self.rate, 0.95 * let_through)
+        elif now - self._last_cut >= _HALVE_AFTER:
+            cut = 0.5 * self.rate
         else:
-            cut = min(0.9 * self.rate, 0.95 * let_through) if let_through else 0.5 * self.rate
+            return False  # nothing through since the cut: a moment of refusals, or a slow refill; wait
         if self._trial is None:
             self._trial = _Trial(now, reserved, self._share_since(now - _TRIAL_SECONDS), self.rate)
         else:  # a deeper cut while on trial: judged from now, against the share before the first
             self._trial.since, self._trial.after, self._trial.replies, self._trial.limited = now, reserved, 0, 0
         self.rate = max(cut, MIN_LEARNED_RATE)
+        self.version += 1
         self._last_cut = now
         self._recent.clear()
         return True
@@ -319,6 +447,9 @@ class Ticket(NamedTuple):
     spent_requests: float
     spent_tokens: float
     learned_rate: float | None = None  # the rate learned from 429s that paced it, if any
+    unlearned_start: float = 0.0  # when it could go if no rate were learned from 429s
+    pace: int = 0  # the learned pace it was reserved under (see ``RateBucket.due``)
+    order: float = 0.0  # the reservations made up to its own (or to its latest turn under a new pace)
 
 
 class RateBucket:
@@ -341,6 +472,11 @@ class RateBucket:
         self._server_tokens = _ServerQuota()
         self._learned = _LearnedRate()
         self._learned_bucket: _TokenBucket | None = None
+        self._learned_version = 0  # the learned pace's version the bucket follows
+        self._pace = 0  # counts the learned paces: a reservation under an older one is made again
+        self._turns = 0  # reservations made, and made again under a new pace: a ticket's order
+        self._sleepers: set[asyncio.Future[None]] = set()
+        self._retrying: dict[asyncio.Future[None], float] = {}  # refused request's wait -> its order
         self._clock = clock
         self.rate_limited = 0  # 429s (and 503s that said when to come back) received
 
@@ -364,10 +500,26 @@ class RateBucket:
             server_tokens.spent += tokens
         else:
             start = max(start, server_tokens.reserve(tokens, now))
+        unlearned = start
+        learned = None
+        self._turns += 1
         if self._learned_bucket is not None:
             start = max(start, self._learned_bucket.reserve(1, now))
-        learned = None if self._learned_bucket is None else self._learned_bucket.rate
-        return Ticket(start, tokens, server_requests.spent, server_tokens.spent, learned)
+            learned = self._learned_bucket.rate
+        return Ticket(start, tokens, server_requests.spent, server_tokens.spent, learned, unlearned, self._pace,
+                      self._turns)
+
+    def due(self, ticket: Ticket) -> Ticket:
+        """``ticket``, its place in the learned pace made again if that pace changed since (a cut
+        undone frees the requests it held; a deeper one holds them longer)."""
+        if ticket.pace == self._pace:
+            return ticket
+        start, learned = ticket.unlearned_start, None
+        if self._learned_bucket is not None:
+            start = max(start, self._learned_bucket.reserve(1, self._clock()))
+            learned = self._learned_bucket.rate
+        self._turns += 1
+        return ticket._replace(start=start, learned_rate=learned, pace=self._pace, order=self._turns)
 
     async def wait_turn(self, tokens: int, on_wait: Callable[[float], None] | None = None,
                         max_wait: float = float("inf")) -> Ticket | None:
@@ -383,13 +535,38 @@ class RateBucket:
             for bucket, state in zip(buckets, before, strict=True):
                 bucket.restore(state)
             return None
-        if delay > 0:
-            import asyncio
-
-            if on_wait is not None and delay >= WAIT_SHOWN_SECONDS:
-                on_wait(delay)
-            await asyncio.sleep(delay)
+        if on_wait is not None and delay >= WAIT_SHOWN_SECONDS:
+            on_wait(delay)
+        while delay > 0:
+            await self._sleep(delay)
+            ticket = self.due(ticket)
+            delay = ticket.start - self._clock()
         return ticket
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until the learned pace changes."""
+        woken = asyncio.get_running_loop().create_future()
+        timer = woken.get_loop().call_later(seconds, _wake, woken)
+        self._sleepers.add(woken)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            self._sleepers.discard(woken)
+
+    async def retry_after(self, seconds: float, ticket: Ticket | None) -> None:
+        """Sleep ``seconds`` before retrying the request of ``ticket``, refused with a 429 that
+        stated no wait: or less, as soon as a request reserved after it succeeds. The server
+        serves again, so its refusal was a moment's (a 0.2 s hiccup held its requests 0.25-0.5 s),
+        or a limit's refill, which the learned pace then shares out."""
+        woken = asyncio.get_running_loop().create_future()
+        timer = woken.get_loop().call_later(seconds, _wake, woken)
+        self._retrying[woken] = self._order(ticket)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            del self._retrying[woken]
 
     # Learning from replies
 
@@ -413,8 +590,13 @@ class RateBucket:
     def succeeded(self, ticket: Ticket | None = None) -> None:
         """A reply came back: the learned rate (if any) grows; ``ticket`` is its reservation."""
         now = self._clock()
-        self._learned.succeeded(now, self._order(ticket), None if ticket is None else ticket.learned_rate)
-        self._sync_learned(now, cut=False)
+        order = self._order(ticket)
+        self._learned.succeeded(now, order, None if ticket is None else ticket.learned_rate, self._turns)
+        self._sync_learned(now)
+        if self._retrying:
+            for waiting, refused_order in self._retrying.items():
+                if refused_order < order:
+                    _wake(waiting)
 
     def told_to_wait(self, rate_limited: bool, ticket: Ticket | None = None, stated_wait: bool = False) -> None:
         """A 429 (``rate_limited``) or a 503 asked to come back later. The request itself waits
@@ -429,29 +611,36 @@ class RateBucket:
             self._learned.waited(self._clock())
         elif rate_limited and self._server_requests.stated is None:
             now = self._clock()
-            if self._learned.rate_limited(now, self._order(ticket), self._server_requests.spent):
-                self._sync_learned(now, cut=True)
+            if self._learned.rate_limited(now, self._order(ticket), self._turns,
+                                          None if ticket is None else ticket.learned_rate):
+                self._sync_learned(now)
 
     def _order(self, ticket: Ticket | None) -> float:
         """Where a request's reservation stands among all made (the latest, without a ticket)."""
-        return self._server_requests.spent if ticket is None else ticket.spent_requests
+        return self._turns if ticket is None else ticket.order
 
     def refusing(self) -> bool:
         """Whether most recent replies were 429s (see ``_LearnedRate.refusing``)."""
         return self._learned.refusing()
 
-    def _sync_learned(self, now: float, cut: bool) -> None:
-        rate = self._learned.rate
-        if rate is None or self._server_requests.stated is not None:
-            self._learned_bucket = None  # never learned, the cut undone, or the server states its limit
-        elif cut or self._learned_bucket is None:
-            # After the reservations already made: forgetting them would send them and the new
-            # pace's at once.
-            queued = now if self._learned_bucket is None else max(now, self._learned_bucket.at)
-            self._learned_bucket = _TokenBucket(1.0, rate, 0.0)
-            self._learned_bucket.at = queued
+    def _sync_learned(self, now: float) -> None:
+        learned = self._learned
+        if learned.rate is None or self._server_requests.stated is not None:
+            if self._learned_bucket is None:
+                return
+            self._learned_bucket = None  # the cut undone, or the server states its limit
+        elif self._learned_bucket is not None and self._learned_version == learned.version:
+            self._learned_bucket.rate = learned.rate  # grown: the reservations made stand
+            return
         else:
-            self._learned_bucket.rate = rate
+            burst = learned.burst  # a probe's requests at once; after a cut, the first a step later
+            self._learned_bucket = _TokenBucket(burst, learned.rate, burst if burst > 1 else 0.0)
+            self._learned_bucket.at = now
+        self._learned_version = learned.version
+        # A new pace: the requests waiting for their turn under the old one take a turn under it.
+        self._pace += 1
+        for sleeper in self._sleepers:
+            _wake(sleeper)
 
     def seconds_to_send(self, requests: int, tokens: int) -> float | None:
         """About how long ``requests`` costing ``tokens`` take to be let through from now, under
@@ -475,6 +664,11 @@ class RateBucket:
             self._server_requests.stated, self._server_tokens.stated,
             None if self._learned_bucket is None else self._learned.rate, self.rate_limited,
         )
+
+
+def _wake(sleeper: asyncio.Future[None]) -> None:
+    if not sleeper.done():
+        sleeper.set_result(None)
 
 
 @dataclass(frozen=True)
