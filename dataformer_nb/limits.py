@@ -21,17 +21,19 @@ turn under it (a cut undone frees what it held). State is plain floats, so it li
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .images import image_tokens, is_image_part
 from .serverlimits import Quota, ServerLimits
+
+if TYPE_CHECKING:  # asyncio is imported when a request first waits: `import dataformer_nb` stays light
+    import asyncio
 
 MAX_RESET_SECONDS = 86400.0  # a stated reset is clamped to a day
 WAIT_SHOWN_SECONDS = 1.0  # a wait shorter than this is pacing, not worth a word on the progress bar
@@ -545,6 +547,8 @@ class RateBucket:
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep ``seconds``, or until the learned pace changes."""
+        import asyncio
+
         woken = asyncio.get_running_loop().create_future()
         timer = woken.get_loop().call_later(seconds, _wake, woken)
         self._sleepers.add(woken)
@@ -559,6 +563,8 @@ class RateBucket:
         stated no wait: or less, as soon as a request reserved after it succeeds. The server
         serves again, so its refusal was a moment's (a 0.2 s hiccup held its requests 0.25-0.5 s),
         or a limit's refill, which the learned pace then shares out."""
+        import asyncio
+
         woken = asyncio.get_running_loop().create_future()
         timer = woken.get_loop().call_later(seconds, _wake, woken)
         self._retrying[woken] = self._order(ticket)
