@@ -119,8 +119,9 @@ def bucket_rows(port: int) -> list[dict]:
 def report(noise: list[dict], buckets: list[dict], seeds: int) -> str:
     lines = [f"#### Noisy servers: {N} requests, concurrency {CONCURRENCY}, {seeds} seeds each", "",
              "| noise | 429s | dataformer_nb wall s (each seed) | slowest | correct | openai SDK median | SDK correct "
-             "| slowest / SDK median | met (<= 1.2) | SDK with 10 retries: median, correct | slowest / its median |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---|---|---:|"]
+             "| slowest / SDK median | met (<= 1.2) | SDK with 10 retries: median, correct | slowest / its median "
+             "| its own slowest / SDK median |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---|---|---:|---:|"]
     for row in noise:
         ours, sdk, keep = row["dataformer_nb"], row.get("openai"), row.get("openai_keep")
         walls = [r["wall_s"] for r in ours]
@@ -131,10 +132,11 @@ def report(noise: list[dict], buckets: list[dict], seeds: int) -> str:
             sdk_cells = [f"{median:.1f}", f"{min(r['correct'] for r in sdk):.0f}/{N}", f"{ratio:.2f}",
                          "yes" if ratio <= 1.2 and correct == N else "**no**"]
             keep_median = statistics.median(r["wall_s"] for r in keep)
+            # Whether waiting as asked (every request answered) meets the bar at all on this row
             sdk_cells += [f"{keep_median:.1f}, {min(r['correct'] for r in keep):.0f}/{N}",
-                          f"{max(walls) / keep_median:.2f}"]
+                          f"{max(walls) / keep_median:.2f}", f"{max(r['wall_s'] for r in keep) / median:.2f}"]
         else:
-            sdk_cells = ["-", "-", "-", "openai not installed", "-", "-"]
+            sdk_cells = ["-", "-", "-", "openai not installed", "-", "-", "-"]
         lines.append(f"| {row['scenario']} | {row['share']:.0%} | {' / '.join(f'{w:.1f}' for w in walls)} | "
                      f"{max(walls):.1f} | {correct:.0f}/{N} | " + " | ".join(sdk_cells) + " |")
     lines += ["", f"#### Undisclosed token buckets (no header, no Retry-After): ideal {IDEAL_SECONDS} s", "",
