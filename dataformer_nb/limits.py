@@ -245,7 +245,6 @@ class _LearnedRate:
 
     def __init__(self) -> None:
         self.rate: float | None = None
-        self.burst = 1  # requests that may go at once at the start of the current pace
         self.version = 0  # a new pace (a cut, a probe, a cut kept or undone), where reservations start over
         self._recent: deque[bool] = deque(maxlen=_RECENT_REPLIES)  # True: rate-limited
         self._timeline: deque[tuple[float, bool]] = deque(maxlen=10_000)  # (reply time, rate-limited)
@@ -258,6 +257,12 @@ class _LearnedRate:
         self._passed = 0.0  # the latest rate kept: under a known limit, the server let it through
         self._near: deque[bool] = deque(maxlen=_NEAR_REPLIES)  # replies paced near _passed: refused?
         self.undone = 0  # cuts undone: 429s that did not depend on the pace
+
+    @property
+    def burst(self) -> int:
+        """Requests that may go at once at the start of the current pace: a probe's, else one."""
+        trial = self._trial
+        return trial.probe if trial is not None and trial.held is not None else 1
 
     def succeeded(self, now: float, order: float, sent_at_rate: float | None = None, reserved: float = 0.0) -> None:
         """A success; ``order`` counts the reservations made up to the request's own;
@@ -332,7 +337,7 @@ class _LearnedRate:
         if trial is not None and trial.held is not None and limited and trial.held_after < order <= trial.after:
             # Sent under the cut just before the probe, and refused: the server refuses again whatever
             # the pace, and the probe's 429s would say nothing. Hold the cut until they stop again.
-            self.rate, trial.held, trial.after, trial.replies, self.burst = trial.held, None, reserved, 0, 1
+            self.rate, trial.held, trial.after, trial.replies = trial.held, None, reserved, 0
             self.version += 1
             return True
         if trial is None or order <= trial.after:  # reserved before the cut: not paced by it
@@ -367,8 +372,7 @@ class _LearnedRate:
         spare = rate / 0.9 * (now - trial.since) - self._successes_since(trial.since)
         trial.probe = _PROBE_REQUESTS + min(round(max(spare, 0.0)), _PROBE_SPARE)
         trial.held, trial.held_after, trial.after, trial.replies, trial.limited = rate, trial.after, reserved, 0, 0
-        self.burst = trial.probe  # sent at once; after them, requests go at the cut's pace until it is judged
-        self.version += 1
+        self.version += 1  # the probe's requests go at once; after them, at the cut's pace until it is judged
 
     def _probed(self, trial: _Trial, limited: bool, now: float) -> bool:
         """A reply to a request of the probe (or sent after it, at the cut's pace)."""
@@ -376,7 +380,7 @@ class _LearnedRate:
         trial.limited += limited
         if trial.replies < trial.probe:
             return False
-        self._trial, self.burst = None, 1
+        self._trial = None
         self.version += 1
         if 2 * trial.limited >= trial.probe:  # refused again at once: the 429s depend on the pace
             self.rate, self._confirmed, self._passed = trial.held, True, trial.held or 0.0
@@ -477,8 +481,8 @@ class RateBucket:
         self._learned_version = 0  # the learned pace's version the bucket follows
         self._pace = 0  # counts the learned paces: a reservation under an older one is made again
         self._turns = 0  # reservations made, and made again under a new pace: a ticket's order
-        self._sleepers: set[asyncio.Future[None]] = set()
-        self._retrying: dict[asyncio.Future[None], float] = {}  # refused request's wait -> its order
+        self._sleepers: dict[asyncio.Future[None], float] = {}  # waits for a turn, woken by a new pace
+        self._retrying: dict[asyncio.Future[None], float] = {}  # refused requests' waits -> their order
         self._clock = clock
         self.rate_limited = 0  # 429s (and 503s that said when to come back) received
 
@@ -540,39 +544,31 @@ class RateBucket:
         if on_wait is not None and delay >= WAIT_SHOWN_SECONDS:
             on_wait(delay)
         while delay > 0:
-            await self._sleep(delay)
+            await self._sleep(delay, self._sleepers, ticket.order)
             ticket = self.due(ticket)
             delay = ticket.start - self._clock()
         return ticket
-
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep ``seconds``, or until the learned pace changes."""
-        import asyncio
-
-        woken = asyncio.get_running_loop().create_future()
-        timer = woken.get_loop().call_later(seconds, _wake, woken)
-        self._sleepers.add(woken)
-        try:
-            await woken
-        finally:
-            timer.cancel()
-            self._sleepers.discard(woken)
 
     async def retry_after(self, seconds: float, ticket: Ticket | None) -> None:
         """Sleep ``seconds`` before retrying the request of ``ticket``, refused with a 429 that
         stated no wait: or less, as soon as a request reserved after it succeeds. The server
         serves again, so its refusal was a moment's (a 0.2 s hiccup held its requests 0.25-0.5 s),
         or a limit's refill, which the learned pace then shares out."""
+        await self._sleep(seconds, self._retrying, self._order(ticket))
+
+    @staticmethod
+    async def _sleep(seconds: float, waiters: dict[asyncio.Future[None], float], order: float) -> None:
+        """Sleep ``seconds``, or until woken from ``waiters``, where it waits under ``order``."""
         import asyncio
 
         woken = asyncio.get_running_loop().create_future()
         timer = woken.get_loop().call_later(seconds, _wake, woken)
-        self._retrying[woken] = self._order(ticket)
+        waiters[woken] = order
         try:
             await woken
         finally:
             timer.cancel()
-            del self._retrying[woken]
+            del waiters[woken]
 
     # Learning from replies
 
